@@ -1,0 +1,1 @@
+//! MXNet RecordIO (see the submodules).

@@ -1,0 +1,1 @@
+//! rectrain (being built).
