@@ -1,0 +1,1 @@
+//! recpredict (being written).
