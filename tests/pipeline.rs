@@ -1,0 +1,317 @@
+//! The whole pipeline with the real binaries: im2list → im2rec → rectrain → recpredict
+//! on generated images of three visually distinct classes. The model is trained once
+//! (a `OnceLock`) and shared by the tests of this file.
+//!
+//! Every recpredict output line is parsed strictly (`deny_unknown_fields`), so a
+//! renamed or unexpected field fails here.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use pipeline_tests::{run_expect, stderr_text, stdout_text, tool};
+use serde::Deserialize;
+
+const CLASSES: [&str; 3] = ["blue", "green", "red"];
+const PER_CLASS: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Prediction {
+    path: Option<String>,
+    id: Option<u64>,
+    prediction: Vec<f32>,
+    class: usize,
+    label: Option<String>,
+    probability: f32,
+    top_k: Vec<Ranked>,
+    true_class: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ranked {
+    class: usize,
+    label: Option<String>,
+    probability: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Summary {
+    #[serde(rename = "type")]
+    kind: String,
+    images: u64,
+    errors: u64,
+    accuracy: Option<f64>,
+    top_k: usize,
+    top_k_accuracy: Option<f64>,
+    per_class: Vec<ClassStats>,
+    confusion_matrix: Vec<Vec<u64>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassStats {
+    class: usize,
+    label: Option<String>,
+    precision: Option<f64>,
+    recall: Option<f64>,
+    support: u64,
+}
+
+/// The trained model and the data it was made from.
+struct Trained {
+    _dir: tempfile::TempDir,
+    images: PathBuf,
+    lst: PathBuf,
+    rec: PathBuf,
+    model: PathBuf,
+}
+
+/// Solid, bright class colours with a faint texture: trivially separable.
+fn write_image(path: &Path, class: usize, seed: u32) {
+    let rgb = [[30u8, 40, 230], [30, 220, 40], [230, 30, 40]][class];
+    let img = image::RgbImage::from_fn(40, 40, |x, y| {
+        let t = ((x * 3 + y * 5 + seed * 11) % 16) as u8;
+        image::Rgb(rgb.map(|c| c.saturating_add(t)))
+    });
+    img.save(path).unwrap();
+}
+
+fn trained() -> &'static Trained {
+    static T: OnceLock<Trained> = OnceLock::new();
+    T.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        for (c, name) in CLASSES.iter().enumerate() {
+            fs::create_dir_all(images.join(name)).unwrap();
+            for i in 0..PER_CLASS {
+                let ext = if i % 2 == 0 { "png" } else { "jpg" };
+                write_image(&images.join(name).join(format!("{i}.{ext}")), c, i as u32);
+            }
+        }
+        let prefix = dir.path().join("all");
+        run_expect(
+            tool("im2list").arg("--recursive").arg(&prefix).arg(&images),
+            0,
+        );
+        // --pass-through: the records hold the original files, so predicting the
+        // records and the image files must give identical numbers.
+        run_expect(
+            tool("im2rec").arg("--pass-through").arg(&prefix).arg(&images),
+            0,
+        );
+        let rec = dir.path().join("all.rec");
+        assert!(rec.is_file() && dir.path().join("all.idx").is_file());
+        let model = dir.path().join("model");
+        let out = run_expect(
+            tool("rectrain")
+                .arg("--train")
+                .arg(&rec)
+                .arg("--validation")
+                .arg(&rec)
+                .arg("--out")
+                .arg(&model)
+                .arg("--classes")
+                .arg(dir.path().join("all.classes"))
+                .args(["--num-layers", "18", "--image-shape", "3,32,32", "--epochs", "2"])
+                .args(["--mini-batch-size", "8", "--device", "cpu", "--seed", "7"]),
+            0,
+        );
+        assert!(!stdout_text(&out).is_empty());
+        Trained {
+            images,
+            lst: dir.path().join("all.lst"),
+            rec,
+            model,
+            _dir: dir,
+        }
+    })
+}
+
+fn recpredict(args: &[&str]) -> std::process::Command {
+    let mut cmd = tool("recpredict");
+    cmd.arg("-m")
+        .arg(&trained().model)
+        .args(["--device", "cpu"])
+        .args(args);
+    cmd
+}
+
+/// Parse the output: predictions, then the summary line if there is one.
+fn parse(text: &str) -> (Vec<Prediction>, Option<Summary>) {
+    let mut preds = Vec::new();
+    let mut summary = None;
+    for line in text.lines() {
+        assert!(summary.is_none(), "a line after the summary: {line}");
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        if value.get("type").is_some() {
+            summary = Some(serde_json::from_value(value).unwrap());
+        } else {
+            let p: Prediction = serde_json::from_value(value)
+                .unwrap_or_else(|e| panic!("{e}: {line}"));
+            preds.push(p);
+        }
+    }
+    (preds, summary)
+}
+
+/// The summary recomputed from the prediction lines.
+fn expected_summary(preds: &[Prediction], k: usize) -> Summary {
+    let n = CLASSES.len();
+    let mut confusion = vec![vec![0u64; n]; n];
+    let mut hits = 0;
+    for p in preds {
+        let t = p.true_class.unwrap() as usize;
+        confusion[t][p.class] += 1;
+        hits += p.top_k.iter().take(k).any(|r| r.class == t) as u64;
+    }
+    let images = preds.len() as u64;
+    let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+    let correct = (0..n).map(|c| confusion[c][c]).sum();
+    Summary {
+        kind: "summary".into(),
+        images,
+        errors: 0,
+        accuracy: ratio(correct, images),
+        top_k: k,
+        top_k_accuracy: ratio(hits, images),
+        per_class: (0..n)
+            .map(|c| {
+                let support = confusion[c].iter().sum();
+                let predicted = confusion.iter().map(|r| r[c]).sum();
+                ClassStats {
+                    class: c,
+                    label: Some(CLASSES[c].to_string()),
+                    precision: ratio(confusion[c][c], predicted),
+                    recall: ratio(confusion[c][c], support),
+                    support,
+                }
+            })
+            .collect(),
+        confusion_matrix: confusion,
+    }
+}
+
+#[test]
+fn records_lists_and_files_give_the_same_predictions() {
+    let t = trained();
+    let by_rec = run_expect(recpredict(&["--rec"]).arg(&t.rec), 0);
+    let by_lst = run_expect(
+        recpredict(&["--lst"]).arg(&t.lst).arg("--root").arg(&t.images),
+        0,
+    );
+    let by_dir = run_expect(recpredict(&[]).arg(&t.images), 0);
+    let (rec, _) = parse(&stdout_text(&by_rec));
+    let (lst, _) = parse(&stdout_text(&by_lst));
+    let (dir, _) = parse(&stdout_text(&by_dir));
+    assert_eq!(rec.len(), CLASSES.len() * PER_CLASS);
+    assert_eq!(lst.len(), rec.len());
+    assert_eq!(dir.len(), rec.len());
+
+    // The .lst rows, by index.
+    let rows: BTreeMap<u64, im2list::lst::LstEntry> = im2list::lst::read_entries(
+        std::io::BufReader::new(fs::File::open(&t.lst).unwrap()),
+    )
+    .map(|e| {
+        let e = e.unwrap();
+        (e.index, e)
+    })
+    .collect();
+    let by_path: BTreeMap<String, &Prediction> = dir
+        .iter()
+        .map(|p| {
+            let rel = Path::new(p.path.as_ref().unwrap())
+                .strip_prefix(&t.images)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            (rel, p)
+        })
+        .collect();
+    for (r, l) in rec.iter().zip(&lst) {
+        let row = &rows[&r.id.unwrap()];
+        assert_eq!(l.path.as_deref(), Some(row.path.as_str()));
+        assert_eq!(r.true_class, Some(row.labels[0] as u64));
+        assert_eq!(l.true_class, r.true_class);
+        // Same bytes, same preprocessing, same model: the same numbers.
+        assert_eq!(r.prediction, l.prediction);
+        let d = by_path[&row.path];
+        assert_eq!(d.prediction, r.prediction);
+        assert_eq!(d.true_class, None);
+        // The class names come from im2list's .classes through rectrain.
+        assert_eq!(r.label.as_deref(), Some(CLASSES[r.class]));
+        assert_eq!(r.probability, r.prediction[r.class]);
+        assert_eq!(r.top_k.len(), 3);
+        let sum: f32 = r.prediction.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-4);
+        // The class folder of the file is its true class.
+        let folder = row.path.split('/').next().unwrap();
+        assert_eq!(CLASSES[r.true_class.unwrap() as usize], folder);
+    }
+}
+
+#[test]
+fn evaluate_summary_agrees_with_the_lines_and_with_training() {
+    let t = trained();
+    let out = run_expect(recpredict(&["--rec"]).arg(&t.rec).args(["--evaluate", "--top-k", "2"]), 0);
+    let (preds, summary) = parse(&stdout_text(&out));
+    let summary = summary.expect("a summary line");
+    assert_eq!(summary, expected_summary(&preds, 2));
+    // The summary is printed as a table only on a terminal.
+    assert!(!stderr_text(&out).contains("confusion matrix"));
+
+    let by_lst = run_expect(
+        recpredict(&["--lst"])
+            .arg(&t.lst)
+            .arg("--root")
+            .arg(&t.images)
+            .args(["--evaluate", "--top-k", "2"]),
+        0,
+    );
+    let (_, lst_summary) = parse(&stdout_text(&by_lst));
+    assert_eq!(lst_summary, Some(summary.clone()));
+
+    // Same data, same preprocessing and the best model: recpredict's accuracy is
+    // rectrain's best validation accuracy (within one image, for float ties).
+    let config: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(t.model.join("config.json")).unwrap()).unwrap();
+    let best = config["training"]["best_validation_accuracy"].as_f64().unwrap();
+    let accuracy = summary.accuracy.unwrap();
+    assert!(
+        (accuracy - best).abs() <= 1.0 / summary.images as f64 + 1e-9,
+        "recpredict {accuracy} vs rectrain {best}"
+    );
+}
+
+#[test]
+fn sagemaker_and_batch_transform_outputs_from_records() {
+    let t = trained();
+    let json = run_expect(recpredict(&["--rec"]).arg(&t.rec), 0);
+    let (preds, _) = parse(&stdout_text(&json));
+    let sm = run_expect(recpredict(&["--sagemaker", "--rec"]).arg(&t.rec), 0);
+    let text = stdout_text(&sm);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), preds.len());
+    let out_dir = tempfile::tempdir().unwrap();
+    let files = run_expect(
+        recpredict(&["--output-dir"]).arg(out_dir.path()).arg("--rec").arg(&t.rec),
+        0,
+    );
+    assert_eq!(stdout_text(&files), "");
+    for (line, p) in lines.iter().zip(&preds) {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Only {
+            prediction: Vec<f32>,
+        }
+        let only: Only = serde_json::from_str(line).unwrap();
+        assert_eq!(only.prediction, p.prediction);
+        let body =
+            fs::read_to_string(out_dir.path().join(format!("{}.out", p.id.unwrap()))).unwrap();
+        assert_eq!(body, format!("{line}\n"));
+    }
+}
