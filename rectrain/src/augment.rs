@@ -185,7 +185,7 @@ pub fn augment_train<R: Rng + ?Sized>(
 /// [`augment_train`] on an image that is already decoded and resized.
 /// `out` must hold C·H·W floats and `img` must have C channels.
 pub fn augment_pixels<R: Rng + ?Sized>(
-    mut img: Pixels,
+    img: Pixels,
     cfg: &PreprocessConfig,
     params: &AugmentParams,
     rng: &mut R,
@@ -199,32 +199,56 @@ pub fn augment_pixels<R: Rng + ?Sized>(
         },
         ..Augmented::default()
     };
-    if params.affine_active() {
-        let (warped, drawn) = random_affine(&img, params, rng);
-        img = warped;
-        report.affine = Some(drawn);
-    }
-    let (img, upscaled) = cover(img, tw, th);
-    report.prepared.upscaled = upscaled;
-    let (w, h) = (img.width(), img.height());
-    report.crop_source = (w, h);
-    let (x, y) = if params.rand_crop {
-        (rng.random_range(0..=w - tw), rng.random_range(0..=h - th))
-    } else {
-        center_offsets(w, h, tw, th)
+    let draw_crop = |rng: &mut R, w: u32, h: u32| {
+        if params.rand_crop {
+            (rng.random_range(0..=w - tw), rng.random_range(0..=h - th))
+        } else {
+            center_offsets(w, h, tw, th)
+        }
     };
-    report.crop = (x, y);
-    let mut window;
-    let (src, sx, sy) = if params.color_active() && img.channels() == 3 {
-        window = img.crop(x, y, tw, th);
+    // After this block `window` is the H×W crop (pixels owned) or `None` when the
+    // crop is still a window of `img` at `report.crop`.
+    let (img, mut window) = if params.affine_active() {
+        let (m, drawn) = draw_affine(&img, params, rng);
+        report.affine = Some(drawn);
+        let (w, h) = (img.width(), img.height());
+        if w >= tw && h >= th {
+            // The warp keeps the size, so the crop is known before warping: warp only
+            // the window (the same pixels a full warp followed by the crop gives).
+            report.crop_source = (w, h);
+            report.crop = draw_crop(rng, w, h);
+            let (x, y) = report.crop;
+            let window = warp_affine_window(&img, &m, params.fill_value, x, y, tw, th);
+            (img, Some(window))
+        } else {
+            let warped = warp_affine(&img, &m, params.fill_value);
+            (warped, None)
+        }
+    } else {
+        (img, None)
+    };
+    let img = if window.is_none() {
+        let (img, upscaled) = cover(img, tw, th);
+        report.prepared.upscaled = upscaled;
+        let (w, h) = (img.width(), img.height());
+        report.crop_source = (w, h);
+        report.crop = draw_crop(rng, w, h);
+        img
+    } else {
+        img
+    };
+    if params.color_active() && img.channels() == 3 {
+        let (x, y) = report.crop;
+        let win = window.get_or_insert_with(|| img.crop(x, y, tw, th));
         let d = draw_hls(params, rng);
         report.hsl = d;
-        hls_jitter(window.as_raw_mut(), d.0, d.1, d.2);
-        (&window, 0, 0)
-    } else {
-        (&img, x, y)
-    };
+        hls_jitter(win.as_raw_mut(), d.0, d.1, d.2);
+    }
     report.mirrored = params.rand_mirror && rng.random_bool(0.5);
+    let (src, sx, sy) = match &window {
+        Some(win) => (win, 0, 0),
+        None => (&img, report.crop.0, report.crop.1),
+    };
     preprocess::write_chw_window(
         src,
         sx,
@@ -266,34 +290,40 @@ pub fn hls_jitter(rgb: &mut [u8], dh: i32, ds: i32, dl: i32) {
     }
 }
 
+/// Round a non-negative value to the nearest u8, saturating (the `as` cast clamps
+/// and maps NaN to 0); cheaper than `f32::round`, which is a libm call.
+#[inline(always)]
 fn sat_u8(v: f32) -> u8 {
-    v.round().clamp(0.0, 255.0) as u8
+    (v + 0.5) as u8
 }
 
 /// OpenCV `COLOR_RGB2HLS` for 8-bit images: H in 0–180 (degrees / 2), L and S in 0–255.
+#[inline]
 pub fn rgb_to_hls(rgb: [u8; 3]) -> [u8; 3] {
-    let [r, g, b] = rgb.map(|v| f32::from(v) / 255.0);
+    const INV255: f32 = 1.0 / 255.0;
+    let r = f32::from(rgb[0]) * INV255;
+    let g = f32::from(rgb[1]) * INV255;
+    let b = f32::from(rgb[2]) * INV255;
     let vmax = r.max(g).max(b);
     let vmin = r.min(g).min(b);
     let diff = vmax - vmin;
-    let l = (vmax + vmin) * 0.5;
-    let (mut h, s) = if diff > f32::EPSILON {
-        let s = if l < 0.5 {
-            diff / (vmax + vmin)
-        } else {
-            diff / (2.0 - vmax - vmin)
-        };
-        let k = 60.0 / diff;
-        let h = if vmax == r {
-            (g - b) * k
-        } else if vmax == g {
-            (b - r) * k + 120.0
-        } else {
-            (r - g) * k + 240.0
-        };
-        (h, s)
+    let sum = vmax + vmin;
+    let l = sum * 0.5;
+    if diff <= f32::EPSILON {
+        return [0, sat_u8(l * 255.0), 0];
+    }
+    let s = if l < 0.5 {
+        diff / sum
     } else {
-        (0.0, 0.0)
+        diff / (2.0 - sum)
+    };
+    let k = 60.0 / diff;
+    let mut h = if vmax == r {
+        (g - b) * k
+    } else if vmax == g {
+        (b - r) * k + 120.0
+    } else {
+        (r - g) * k + 240.0
     };
     if h < 0.0 {
         h += 360.0;
@@ -302,11 +332,12 @@ pub fn rgb_to_hls(rgb: [u8; 3]) -> [u8; 3] {
 }
 
 /// OpenCV `COLOR_HLS2RGB` for 8-bit images (the inverse of [`rgb_to_hls`]).
+#[inline]
 pub fn hls_to_rgb(hls: [u8; 3]) -> [u8; 3] {
-    let h = f32::from(hls[0]) * 2.0;
-    let l = f32::from(hls[1]) / 255.0;
-    let s = f32::from(hls[2]) / 255.0;
-    if s == 0.0 {
+    const INV255: f32 = 1.0 / 255.0;
+    let l = f32::from(hls[1]) * INV255;
+    let s = f32::from(hls[2]) * INV255;
+    if hls[2] == 0 {
         let v = sat_u8(l * 255.0);
         return [v, v, v];
     }
@@ -316,13 +347,12 @@ pub fn hls_to_rgb(hls: [u8; 3]) -> [u8; 3] {
         l + s - l * s
     };
     let p1 = 2.0 * l - p2;
-    let mut h = h / 60.0;
-    if h < 0.0 {
-        h += 6.0;
-    } else if h >= 6.0 {
+    // H is 0..=180 (degrees / 2), so h = H·2/60 is in 0..=6.
+    let mut h = f32::from(hls[0]) * (1.0 / 30.0);
+    if h >= 6.0 {
         h -= 6.0;
     }
-    let sector = (h.floor() as usize).min(5);
+    let sector = (h as usize).min(5);
     let f = h - sector as f32;
     let tab = [p2, p1, p1 + (p2 - p1) * (1.0 - f), p1 + (p2 - p1) * f];
     // OpenCV's table gives (b, g, r) indices per sector.
@@ -363,13 +393,13 @@ pub fn affine_matrix(w: u32, h: u32, angle: i32, s: f32, ratio: f32) -> [[f32; 3
     [[m00, m01, m02], [m10, m11, m12]]
 }
 
-/// Draw MXNet's affine parameters and warp `img` (same size out, bilinear, pixels
-/// from outside filled with `fill_value`). Returns (angle, shear, ratio) drawn.
-fn random_affine<R: Rng + ?Sized>(
+/// Draw MXNet's affine parameters for `img` (in MXNet's order: shear, angle, aspect).
+/// Returns the forward matrix and (angle, shear, ratio).
+fn draw_affine<R: Rng + ?Sized>(
     img: &Pixels,
     p: &AugmentParams,
     rng: &mut R,
-) -> (Pixels, (i32, f32, f32)) {
+) -> ([[f32; 3]; 2], (i32, f32, f32)) {
     let u: f32 = rng.random();
     let shear = u * p.max_shear_ratio * 2.0 - p.max_shear_ratio;
     let angle = if p.max_rotate_angle > 0 {
@@ -380,26 +410,32 @@ fn random_affine<R: Rng + ?Sized>(
     let u: f32 = rng.random();
     let ratio = u * p.max_aspect_ratio * 2.0 - p.max_aspect_ratio + 1.0;
     let m = affine_matrix(img.width(), img.height(), angle, shear, ratio);
-    (warp_affine(img, &m, p.fill_value), (angle, shear, ratio))
+    (m, (angle, shear, ratio))
 }
 
 /// `cv::warpAffine(src, dst, m, src.size(), INTER_LINEAR, BORDER_CONSTANT, fill)`:
 /// every output pixel samples the source at `m⁻¹ · (x, y)` bilinearly; neighbours
 /// outside the source count as `fill`. A singular `m` gives a filled image.
 pub fn warp_affine(img: &Pixels, m: &[[f32; 3]; 2], fill: u8) -> Pixels {
+    warp_affine_window(img, m, fill, 0, 0, img.width(), img.height())
+}
+
+/// The `ow`×`oh` window at (`x0`, `y0`) of [`warp_affine`]'s output (same pixels,
+/// without computing the rest of the image).
+pub fn warp_affine_window(
+    img: &Pixels,
+    m: &[[f32; 3]; 2],
+    fill: u8,
+    x0: u32,
+    y0: u32,
+    ow: u32,
+    oh: u32,
+) -> Pixels {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let ch = img.channels();
     let mut out = match img {
-        Pixels::Rgb(_) => Pixels::Rgb(image::RgbImage::from_pixel(
-            w as u32,
-            h as u32,
-            image::Rgb([fill; 3]),
-        )),
-        Pixels::Gray(_) => Pixels::Gray(image::GrayImage::from_pixel(
-            w as u32,
-            h as u32,
-            image::Luma([fill]),
-        )),
+        Pixels::Rgb(_) => Pixels::Rgb(image::RgbImage::from_pixel(ow, oh, image::Rgb([fill; 3]))),
+        Pixels::Gray(_) => Pixels::Gray(image::GrayImage::from_pixel(ow, oh, image::Luma([fill]))),
     };
     let [[a, b, c], [d, e, f]] = m.map(|r| r.map(f64::from));
     let det = a * e - b * d;
@@ -412,32 +448,56 @@ pub fn warp_affine(img: &Pixels, m: &[[f32; 3]; 2], fill: u8) -> Pixels {
     let if_ = -(id * c + ie * f);
     let src = img.as_raw();
     let dst = out.as_raw_mut();
+    let stride = w * ch;
     let fillf = f32::from(fill);
+    let (wf, hf) = (w as f64, h as f64);
+    let (ow, oh) = (ow as usize, oh as usize);
     let sample = |xi: isize, yi: isize, k: usize| -> f32 {
         if xi < 0 || yi < 0 || xi as usize >= w || yi as usize >= h {
             fillf
         } else {
-            f32::from(src[(yi as usize * w + xi as usize) * ch + k])
+            f32::from(src[yi as usize * stride + xi as usize * ch + k])
         }
     };
-    for y in 0..h {
-        for x in 0..w {
-            let sx = ia * x as f64 + ib * y as f64 + ic;
-            let sy = id * x as f64 + ie * y as f64 + if_;
-            if !(sx > -1.0 && sy > -1.0 && sx < w as f64 && sy < h as f64) {
+    for oy in 0..oh {
+        let y = (y0 as usize + oy) as f64;
+        let (row_x, row_y) = (ib * y + ic, ie * y + if_);
+        let dst_row = &mut dst[oy * ow * ch..(oy + 1) * ow * ch];
+        for ox in 0..ow {
+            let x = (x0 as usize + ox) as f64;
+            let sx = ia * x + row_x;
+            let sy = id * x + row_y;
+            if !(sx > -1.0 && sy > -1.0 && sx < wf && sy < hf) {
                 continue; // all four neighbours are outside: stays `fill`
             }
-            let (x0, y0) = (sx.floor(), sy.floor());
-            let (fx, fy) = ((sx - x0) as f32, (sy - y0) as f32);
-            let (x0, y0) = (x0 as isize, y0 as isize);
-            for k in 0..ch {
-                let p00 = sample(x0, y0, k);
-                let p10 = sample(x0 + 1, y0, k);
-                let p01 = sample(x0, y0 + 1, k);
-                let p11 = sample(x0 + 1, y0 + 1, k);
-                let top = p00 + (p10 - p00) * fx;
-                let bottom = p01 + (p11 - p01) * fx;
-                dst[(y * w + x) * ch + k] = sat_u8(top + (bottom - top) * fy);
+            let (xf, yf) = (sx.floor(), sy.floor());
+            let (fx, fy) = ((sx - xf) as f32, (sy - yf) as f32);
+            let (xi, yi) = (xf as isize, yf as isize);
+            let px = &mut dst_row[ox * ch..(ox + 1) * ch];
+            if xi >= 0 && yi >= 0 && (xi as usize) + 1 < w && (yi as usize) + 1 < h {
+                // Interior: all four neighbours inside, no bounds tests per sample.
+                let i00 = yi as usize * stride + xi as usize * ch;
+                let (r0, r1) = (
+                    &src[i00..i00 + 2 * ch],
+                    &src[i00 + stride..i00 + stride + 2 * ch],
+                );
+                for k in 0..ch {
+                    let (p00, p10) = (f32::from(r0[k]), f32::from(r0[ch + k]));
+                    let (p01, p11) = (f32::from(r1[k]), f32::from(r1[ch + k]));
+                    let top = p00 + (p10 - p00) * fx;
+                    let bottom = p01 + (p11 - p01) * fx;
+                    px[k] = sat_u8(top + (bottom - top) * fy);
+                }
+            } else {
+                for (k, v) in px.iter_mut().enumerate() {
+                    let p00 = sample(xi, yi, k);
+                    let p10 = sample(xi + 1, yi, k);
+                    let p01 = sample(xi, yi + 1, k);
+                    let p11 = sample(xi + 1, yi + 1, k);
+                    let top = p00 + (p10 - p00) * fx;
+                    let bottom = p01 + (p11 - p01) * fx;
+                    *v = sat_u8(top + (bottom - top) * fy);
+                }
             }
         }
     }
@@ -659,6 +719,34 @@ mod tests {
             assert_eq!(rep.crop_source, (40, 24));
             assert!(out.iter().all(|v| v.is_finite()));
         }
+    }
+
+    #[test]
+    fn warping_a_window_equals_cropping_the_full_warp() {
+        let img = Pixels::Rgb(image::RgbImage::from_fn(41, 29, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 8) as u8, ((x * y) % 256) as u8])
+        }));
+        for (angle, shear, ratio) in [(7, 0.05, 1.2), (-10, -0.1, 0.75), (3, 0.0, 1.0)] {
+            let m = affine_matrix(41, 29, angle, shear, ratio);
+            let full = warp_affine(&img, &m, 255);
+            for (x, y) in [(0, 0), (5, 3), (21, 13)] {
+                let win = warp_affine_window(&img, &m, 255, x, y, 20, 16);
+                assert_eq!(
+                    win,
+                    full.crop(x, y, 20, 16),
+                    "{angle} {shear} {ratio} at {x},{y}"
+                );
+            }
+            // Corners come from outside the rotated source: filled white.
+            if angle != 3 {
+                assert_eq!(&full.as_raw()[..3], &[255, 255, 255]);
+            }
+        }
+        let gray = Pixels::Gray(image::GrayImage::from_fn(10, 10, |x, _| {
+            image::Luma([x as u8])
+        }));
+        let m = affine_matrix(10, 10, 0, 0.0, 1.0);
+        assert_eq!(warp_affine(&gray, &m, 0), gray);
     }
 
     #[test]
