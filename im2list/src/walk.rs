@@ -185,6 +185,7 @@ struct Lister<'o, 'a> {
 impl Lister<'_, '_> {
     fn display(&self, path: &Path) -> PathBuf {
         match path.strip_prefix(self.opts.root) {
+            Ok(rel) if rel.as_os_str().is_empty() => self.opts.display_root.to_path_buf(),
             Ok(rel) => self.opts.display_root.join(rel),
             Err(_) => path.to_path_buf(),
         }
