@@ -3,4 +3,7 @@
 //! any GPU code, so every tool can read and write RecordIO.
 #![deny(missing_docs)]
 
+pub mod imageops;
+pub mod inspect;
+pub mod pack;
 pub mod recordio;

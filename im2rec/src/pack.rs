@@ -1,0 +1,673 @@
+//! Packing: the images of one `.lst` into a `.rec` + `.idx` pair, like im2rec.py's
+//! pack mode, but in parallel and without losing anything silently.
+//!
+//! - Records are written **in list order** whatever the thread count: worker threads
+//!   decode, resize and encode; the calling thread writes through a reorder buffer
+//!   bounded by a window of `4 × threads + 8` items, so memory stays bounded for lists
+//!   of any length (the list itself is streamed, never loaded whole).
+//! - Each record: IRHeader `id` = the list's index column, `id2` = 0; without
+//!   `pack_label` (or with a single label) `flag = 0` and `label` = the first label;
+//!   with `pack_label` and more than one label `flag = count`, header `label = 0.0`
+//!   and the labels follow as float32 (im2rec.py's behaviour). `.idx` lines are
+//!   `index<TAB>offset`.
+//! - An item that fails (missing or unreadable file, not an image, corrupt, truncated,
+//!   too large, bad `.lst` row) is reported through the caller's callback, counted and
+//!   skipped: no record, no `.idx` line. With `strict`, the first failure stops the run.
+//! - Output goes to `<rec>.tmp` / `<idx>.tmp`, renamed when complete. After a fatal
+//!   error the temporary files are flushed and kept: they hold every record packed so
+//!   far, and the final names never appear.
+//! - `pass_through` packs the file's bytes unchanged, like im2rec.py: such files are
+//!   not checked, so only a missing or unreadable file is skipped.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Condvar, Mutex};
+
+use im2list::lst::{read_entries, LstEntry, LstError};
+
+use crate::imageops::{self, ColorMode, Encoding, ImageOpError, Interpolation};
+use crate::recordio::{pack_image_record, IndexWriter, RecordIoError, RecordWriter};
+
+/// How to turn each image into a record (im2rec.py's pack options).
+#[derive(Debug, Clone)]
+pub struct PackConfig {
+    /// Image paths in the list are relative to this folder.
+    pub root: PathBuf,
+    /// `--resize N`: shorter side becomes N (None: keep the size).
+    pub resize: Option<u32>,
+    /// `--center-crop`: crop the centred square before resizing.
+    pub center_crop: bool,
+    /// `--quality`: JPEG quality 1–100, or PNG zlib level (clamped to 0–9).
+    pub quality: u8,
+    /// `--encoding`.
+    pub encoding: Encoding,
+    /// `--color`.
+    pub color: ColorMode,
+    /// `--pass-through`: store the file's bytes unchanged.
+    pub pass_through: bool,
+    /// `--pack-label`: store every label when there are several.
+    pub pack_label: bool,
+    /// `--inter-method`; `None` is im2rec.cc's auto choice (9).
+    pub interpolation: Option<Interpolation>,
+    /// Worker threads (at least 1).
+    pub threads: usize,
+    /// Stop at the first failed item instead of skipping it.
+    pub strict: bool,
+}
+
+impl Default for PackConfig {
+    fn default() -> Self {
+        PackConfig {
+            root: PathBuf::from("."),
+            resize: None,
+            center_crop: false,
+            quality: 95,
+            encoding: Encoding::Jpg,
+            color: ColorMode::Color,
+            pass_through: false,
+            pack_label: false,
+            interpolation: Some(Interpolation::Bilinear),
+            threads: 1,
+            strict: false,
+        }
+    }
+}
+
+/// Why one item of the list was skipped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ItemError {
+    /// A malformed `.lst` row.
+    #[error(transparent)]
+    Row(#[from] LstError),
+    /// The image file could not be read.
+    #[error("{}", io_reason(.0))]
+    Read(io::Error),
+    /// The image could not be decoded or encoded.
+    #[error(transparent)]
+    Image(#[from] ImageOpError),
+}
+
+fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "no such file".into(),
+        io::ErrorKind::PermissionDenied => "permission denied".into(),
+        io::ErrorKind::IsADirectory => "is a directory".into(),
+        _ => format!("cannot read: {e}"),
+    }
+}
+
+/// One skipped item, as handed to the caller's reporter.
+#[derive(Debug)]
+pub struct Skipped {
+    /// The full image path, or `None` for a malformed row.
+    pub path: Option<PathBuf>,
+    /// What went wrong (a row error names its line).
+    pub error: ItemError,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.path {
+            Some(p) => write!(f, "{}: {}", p.display(), self.error),
+            None => write!(f, "{}", self.error),
+        }
+    }
+}
+
+/// Counts at the end of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PackStats {
+    /// Records written.
+    pub packed: u64,
+    /// Items skipped (each one reported).
+    pub skipped: u64,
+}
+
+/// Errors that stop a run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackError {
+    /// Reading the `.lst` failed.
+    #[error("reading the list: {0}")]
+    List(#[source] io::Error),
+    /// Creating, writing or renaming an output file failed.
+    #[error("{}: {source}", .path.display())]
+    Output {
+        /// The file concerned.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The record writer refused a record.
+    #[error("{}: {source}", .path.display())]
+    Record {
+        /// The `.rec` being written.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: RecordIoError,
+    },
+    /// `strict` and an item failed.
+    #[error("{0} (--strict)")]
+    Strict(Skipped),
+}
+
+/// Build the record payload for one list entry: read the file, transform and
+/// re-encode it (or keep its bytes with `pass_through`), and prepend the IRHeader.
+pub fn encode_item(entry: &LstEntry, config: &PackConfig) -> Result<Vec<u8>, ItemError> {
+    let path = config.root.join(&entry.path);
+    let bytes = fs::read(&path).map_err(ItemError::Read)?;
+    let image = if config.pass_through {
+        bytes
+    } else {
+        let decoded = imageops::decode_scaled(&bytes, config.color, config.resize)?;
+        let img = imageops::prepare(
+            &decoded,
+            config.center_crop,
+            config.resize,
+            config.interpolation,
+        );
+        imageops::encode(&img, config.encoding, config.quality)?
+    };
+    Ok(record_payload(entry, config.pack_label, &image))
+}
+
+/// The IRHeader + labels + image bytes for `entry` (im2rec.py's label rules).
+pub fn record_payload(entry: &LstEntry, pack_label: bool, image: &[u8]) -> Vec<u8> {
+    let labels: Vec<f32> = entry.labels.iter().map(|&l| l as f32).collect();
+    let multi = pack_label && labels.len() > 1;
+    pack_image_record(entry.index, &labels, multi, image)
+}
+
+/// What a worker hands back for one list row.
+enum Outcome {
+    Record { index: u64, payload: Vec<u8> },
+    Skip(Skipped),
+    ListError(io::Error),
+}
+
+/// A counting semaphore that bounds how far the feeder may run ahead of the writer.
+struct Window {
+    free: Mutex<(usize, bool)>,
+    cv: Condvar,
+}
+
+impl Window {
+    fn new(size: usize) -> Self {
+        Window {
+            free: Mutex::new((size, false)),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Take one slot; false once the window is closed.
+    fn acquire(&self) -> bool {
+        let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while g.0 == 0 && !g.1 {
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+        if g.1 {
+            return false;
+        }
+        g.0 -= 1;
+        true
+    }
+
+    fn release(&self) {
+        let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 += 1;
+        self.cv.notify_one();
+    }
+
+    fn close(&self) {
+        let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 = true;
+        self.cv.notify_all();
+    }
+}
+
+/// Pack the list read from `list` into `rec` and `idx` (written as `.tmp` files and
+/// renamed at the end). `report` is called, in list order, for every skipped item;
+/// `progress` after every item handled.
+pub fn pack_list<R: BufRead + Send>(
+    list: R,
+    rec: &Path,
+    idx: &Path,
+    config: &PackConfig,
+    report: &mut dyn FnMut(&Skipped),
+    progress: &mut dyn FnMut(PackStats),
+) -> Result<PackStats, PackError> {
+    let rec_tmp = tmp_name(rec);
+    let idx_tmp = tmp_name(idx);
+    let create = |p: &Path| {
+        File::create(p)
+            .map(|f| BufWriter::with_capacity(1 << 20, f))
+            .map_err(|source| PackError::Output {
+                path: p.to_path_buf(),
+                source,
+            })
+    };
+    let mut records = RecordWriter::new(create(&rec_tmp)?);
+    let mut index = IndexWriter::new(create(&idx_tmp)?);
+
+    let result = run_pipeline(
+        list,
+        config,
+        |outcome| match outcome {
+            Outcome::Record {
+                index: key,
+                payload,
+            } => {
+                let offset =
+                    records
+                        .write_record(&payload)
+                        .map_err(|source| PackError::Record {
+                            path: rec_tmp.clone(),
+                            source,
+                        })?;
+                index
+                    .write(key, offset)
+                    .map_err(|source| PackError::Output {
+                        path: idx_tmp.clone(),
+                        source,
+                    })?;
+                Ok(true)
+            }
+            Outcome::Skip(skipped) => {
+                if config.strict {
+                    return Err(PackError::Strict(skipped));
+                }
+                report(&skipped);
+                Ok(false)
+            }
+            Outcome::ListError(e) => Err(PackError::List(e)),
+        },
+        progress,
+    );
+
+    // Flush both files whatever happened: after a failure the .tmp files keep every
+    // record written so far.
+    let rec_file = records.into_inner().map_err(|source| PackError::Record {
+        path: rec_tmp.clone(),
+        source,
+    });
+    let idx_file = index.into_inner().map_err(|source| PackError::Output {
+        path: idx_tmp.clone(),
+        source,
+    });
+    let stats = result?;
+    let rec_file = rec_file?;
+    let idx_file = idx_file?;
+    for (file, tmp) in [(rec_file, &rec_tmp), (idx_file, &idx_tmp)] {
+        let file = file.into_inner().map_err(|e| PackError::Output {
+            path: tmp.to_path_buf(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(|source| PackError::Output {
+            path: tmp.to_path_buf(),
+            source,
+        })?;
+    }
+    // The index first: a finished-looking .rec always has its .idx.
+    for (tmp, fin) in [(&idx_tmp, idx), (&rec_tmp, rec)] {
+        fs::rename(tmp, fin).map_err(|source| PackError::Output {
+            path: fin.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(stats)
+}
+
+/// One `.lst` found by [`find_lists`] and the outputs it packs into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListJob {
+    /// The `.lst` file.
+    pub list: PathBuf,
+    /// `<working dir>/<list stem>.rec`.
+    pub rec: PathBuf,
+    /// `<working dir>/<list stem>.idx`.
+    pub idx: PathBuf,
+}
+
+/// im2rec.py's choice of lists for `PREFIX`: `prefix` (already absolute and
+/// normalised, like `os.path.abspath`) is the working directory if it is a folder,
+/// else its parent; every regular file there whose full path starts with `prefix`
+/// and ends in `.lst` is packed, into `<stem>.rec` / `<stem>.idx` in the working
+/// directory. Sorted by name (im2rec.py uses `os.listdir` order, which is arbitrary).
+pub fn find_lists(prefix: &Path) -> io::Result<Vec<ListJob>> {
+    use std::os::unix::ffi::OsStrExt;
+    let working_dir = if prefix.is_dir() {
+        prefix.to_path_buf()
+    } else {
+        prefix.parent().unwrap_or(Path::new("/")).to_path_buf()
+    };
+    let want = prefix.as_os_str().as_bytes();
+    let mut jobs = Vec::new();
+    for entry in fs::read_dir(&working_dir)? {
+        let entry = entry?;
+        let path = working_dir.join(entry.file_name());
+        let full = path.as_os_str().as_bytes();
+        if !full.starts_with(want) || !full.ends_with(b".lst") || !path.is_file() {
+            continue;
+        }
+        let name = entry.file_name();
+        let name = name.as_bytes();
+        let ext = im2list::pypath::splitext_suffix(name);
+        let stem = std::ffi::OsStr::from_bytes(&name[..name.len() - ext.len()]);
+        let out = |suffix: &str| {
+            let mut n = stem.to_owned();
+            n.push(suffix);
+            working_dir.join(n)
+        };
+        jobs.push(ListJob {
+            rec: out(".rec"),
+            idx: out(".idx"),
+            list: path,
+        });
+    }
+    jobs.sort_by(|a, b| a.list.cmp(&b.list));
+    Ok(jobs)
+}
+
+/// `x.rec` → `x.rec.tmp`.
+pub fn tmp_name(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    PathBuf::from(name)
+}
+
+/// Feed the rows to `config.threads` workers and hand their outcomes to `sink` in
+/// list order. `sink` returns whether a record was written, or an error that stops
+/// everything.
+fn run_pipeline<R: BufRead + Send>(
+    list: R,
+    config: &PackConfig,
+    mut sink: impl FnMut(Outcome) -> Result<bool, PackError>,
+    progress: &mut dyn FnMut(PackStats),
+) -> Result<PackStats, PackError> {
+    let threads = config.threads.max(1);
+    let window = Window::new(4 * threads + 8);
+    let stop = AtomicBool::new(false);
+    let (job_tx, job_rx) = sync_channel::<(u64, Job)>(2 * threads);
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = sync_channel::<(u64, Outcome)>(4 * threads + 8);
+
+    std::thread::scope(|s| {
+        // Feeder: streams the list, never more than the window ahead of the writer.
+        let window = &window;
+        let stop = &stop;
+        s.spawn(move || {
+            for (seq, row) in (0u64..).zip(read_entries(list)) {
+                if !window.acquire() {
+                    break;
+                }
+                let job = match row {
+                    Ok(Ok(entry)) => Job::Entry(entry),
+                    Ok(Err(e)) => Job::BadRow(e),
+                    Err(e) => Job::ListError(e),
+                };
+                let last = matches!(job, Job::ListError(_));
+                if job_tx.send((seq, job)).is_err() || last {
+                    break;
+                }
+            }
+        });
+        for _ in 0..threads {
+            let done_tx = done_tx.clone();
+            let job_rx = &job_rx;
+            s.spawn(move || loop {
+                let next = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok((seq, job)) = next else { break };
+                let outcome = if stop.load(Ordering::Relaxed) {
+                    Outcome::ListError(io::Error::other("stopped"))
+                } else {
+                    job.run(config)
+                };
+                if done_tx.send((seq, outcome)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(done_tx);
+        let result = write_in_order(&done_rx, &mut sink, window, progress);
+        if result.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        window.close();
+        drop(done_rx);
+        result
+    })
+}
+
+fn write_in_order(
+    done_rx: &Receiver<(u64, Outcome)>,
+    sink: &mut impl FnMut(Outcome) -> Result<bool, PackError>,
+    window: &Window,
+    progress: &mut dyn FnMut(PackStats),
+) -> Result<PackStats, PackError> {
+    let mut pending = BTreeMap::new();
+    let mut next = 0u64;
+    let mut stats = PackStats::default();
+    for (seq, outcome) in done_rx.iter() {
+        pending.insert(seq, outcome);
+        while let Some(outcome) = pending.remove(&next) {
+            if sink(outcome)? {
+                stats.packed += 1;
+            } else {
+                stats.skipped += 1;
+            }
+            next += 1;
+            window.release();
+            progress(stats);
+        }
+    }
+    Ok(stats)
+}
+
+enum Job {
+    Entry(LstEntry),
+    BadRow(LstError),
+    ListError(io::Error),
+}
+
+impl Job {
+    fn run(self, config: &PackConfig) -> Outcome {
+        match self {
+            Job::Entry(entry) => match encode_item(&entry, config) {
+                Ok(payload) => Outcome::Record {
+                    index: entry.index,
+                    payload,
+                },
+                Err(error) => Outcome::Skip(Skipped {
+                    path: Some(config.root.join(&entry.path)),
+                    error,
+                }),
+            },
+            Job::BadRow(e) => Outcome::Skip(Skipped {
+                path: None,
+                error: ItemError::Row(e),
+            }),
+            Job::ListError(e) => Outcome::ListError(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recordio::{unpack_image_record, RecordReader};
+
+    #[test]
+    fn label_layout_with_and_without_pack_label() {
+        let e = LstEntry {
+            index: 7,
+            labels: vec![1.0, 0.0, 2.0],
+            path: "x.jpg".into(),
+        };
+        let single = record_payload(&e, false, b"IMG");
+        let r = unpack_image_record(&single).unwrap();
+        assert_eq!(
+            (r.header.flag, r.header.label, r.header.id, r.header.id2),
+            (0, 1.0, 7, 0)
+        );
+        assert_eq!(r.image, b"IMG");
+        let multi = record_payload(&e, true, b"IMG");
+        assert_eq!(
+            multi[..24],
+            [3, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        let r = unpack_image_record(&multi).unwrap();
+        assert_eq!((r.header.flag, r.header.label), (3, 0.0));
+        assert_eq!(r.labels, vec![1.0, 0.0, 2.0]);
+        // One label with --pack-label stays flag 0 (im2rec.py checks len(item) > 3).
+        let one = LstEntry::new(9, 4.0, "y.jpg");
+        let r = record_payload(&one, true, b"");
+        let r = unpack_image_record(&r).unwrap();
+        assert_eq!((r.header.flag, r.header.label, r.header.id), (0, 4.0, 9));
+    }
+
+    #[test]
+    fn pass_through_keeps_bytes_and_order_is_kept_with_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut list = String::new();
+        for i in 0..40u64 {
+            let name = format!("f{i}.bin");
+            // Any bytes at all: pass-through never decodes.
+            let body: Vec<u8> = (0..(i * 37 % 101)).map(|b| (b * i) as u8).collect();
+            fs::write(dir.path().join(&name), &body).unwrap();
+            list.push_str(&LstEntry::new(100 + i, (i % 3) as f64, name).to_line());
+        }
+        list.push_str("oops\n");
+        list.push_str(&LstEntry::new(999, 0.0, "missing.bin").to_line());
+        let mut outputs = Vec::new();
+        for threads in [1, 4] {
+            let rec = dir.path().join(format!("t{threads}.rec"));
+            let idx = dir.path().join(format!("t{threads}.idx"));
+            let config = PackConfig {
+                root: dir.path().to_path_buf(),
+                pass_through: true,
+                threads,
+                ..PackConfig::default()
+            };
+            let mut skipped = Vec::new();
+            let stats = pack_list(
+                list.as_bytes(),
+                &rec,
+                &idx,
+                &config,
+                &mut |s| skipped.push(s.to_string()),
+                &mut |_| {},
+            )
+            .unwrap();
+            assert_eq!(
+                stats,
+                PackStats {
+                    packed: 40,
+                    skipped: 2
+                }
+            );
+            assert_eq!(skipped.len(), 2);
+            assert!(skipped[0].starts_with("line 41:"), "{}", skipped[0]);
+            assert!(
+                skipped[1].ends_with("missing.bin: no such file"),
+                "{}",
+                skipped[1]
+            );
+            let bytes = fs::read(&rec).unwrap();
+            let mut reader = RecordReader::new(&bytes[..]);
+            let mut offsets = Vec::new();
+            for i in 0..40u64 {
+                let r = reader.next_record().unwrap().unwrap();
+                let img = unpack_image_record(&r.payload).unwrap();
+                assert_eq!(img.header.id, 100 + i);
+                let body: Vec<u8> = (0..(i * 37 % 101)).map(|b| (b * i) as u8).collect();
+                assert_eq!(img.image, &body[..]);
+                offsets.push(format!("{}\t{}\n", 100 + i, r.offset));
+            }
+            assert!(reader.next_record().unwrap().is_none());
+            assert_eq!(fs::read_to_string(&idx).unwrap(), offsets.concat());
+            assert!(!tmp_name(&rec).exists());
+            outputs.push(bytes);
+        }
+        assert_eq!(outputs[0], outputs[1]);
+    }
+
+    #[test]
+    fn finds_lists_like_im2rec_py() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for name in [
+            "cal.lst",
+            "cal_train.lst",
+            "cal-256.lst",
+            "other.lst",
+            "cal.txt",
+            ".lst",
+        ] {
+            fs::write(d.join(name), "").unwrap();
+        }
+        fs::create_dir(d.join("calx.lst")).unwrap(); // not a regular file
+        let names = |jobs: Vec<ListJob>| -> Vec<(String, String)> {
+            jobs.iter()
+                .map(|j| {
+                    let f = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+                    (f(&j.list), f(&j.rec))
+                })
+                .collect()
+        };
+        assert_eq!(
+            names(find_lists(&d.join("cal")).unwrap()),
+            [
+                ("cal-256.lst".to_string(), "cal-256.rec".to_string()),
+                ("cal.lst".into(), "cal.rec".into()),
+                ("cal_train.lst".into(), "cal_train.rec".into()),
+            ]
+        );
+        // A folder prefix packs every list inside it; `.lst` alone keeps its name.
+        let all = find_lists(d).unwrap();
+        assert_eq!(all.len(), 5);
+        assert_eq!(all[0].rec, d.join(".lst.rec"));
+        assert_eq!(all[0].idx, d.join(".lst.idx"));
+        assert!(find_lists(&d.join("zzz")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn strict_stops_and_keeps_only_tmp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.bin"), b"abc").unwrap();
+        let list = format!(
+            "{}{}",
+            LstEntry::new(0, 0.0, "a.bin").to_line(),
+            LstEntry::new(1, 0.0, "nope.bin").to_line()
+        );
+        let rec = dir.path().join("s.rec");
+        let idx = dir.path().join("s.idx");
+        let config = PackConfig {
+            root: dir.path().to_path_buf(),
+            pass_through: true,
+            strict: true,
+            threads: 2,
+            ..PackConfig::default()
+        };
+        let err = pack_list(
+            list.as_bytes(),
+            &rec,
+            &idx,
+            &config,
+            &mut |_| {},
+            &mut |_| {},
+        )
+        .unwrap_err();
+        assert!(matches!(err, PackError::Strict(_)), "{err}");
+        assert!(!rec.exists() && !idx.exists());
+        // The record packed before the failure is kept in the temporary file.
+        assert_eq!(fs::read(tmp_name(&rec)).unwrap().len(), 8 + 24 + 4);
+        assert_eq!(fs::read_to_string(tmp_name(&idx)).unwrap(), "0\t0\n");
+    }
+}
