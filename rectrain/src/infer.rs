@@ -1,1 +1,316 @@
-//! (being written)
+//! Batched class probabilities from a trained model, on any backend.
+//!
+//! [`Predictor::load`] builds the network described by a [`ResNetConfig`], loads its
+//! weights strictly from a `model.safetensors` and keeps it on the resolved device
+//! (CPU, or CUDA in float32/float16/bfloat16). [`Predictor::predict`] takes already
+//! preprocessed images (`N×C×H×W` floats, see `preprocess`), runs them in batches of
+//! [`Predictor::batch_size`] and returns one probability vector per image: the softmax
+//! of the logits, or an independent sigmoid per class for multi-label models (what
+//! SageMaker's endpoint returns). The softmax/sigmoid is computed on the host in f64
+//! from the logits, so half-precision backends do not lose the small probabilities.
+
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::backend::{dispatch_infer, BackendError, InferTask, Precision, ResolvedDevice};
+use crate::model::{ModelError, ResNet, ResNetConfig};
+use crate::weights::{load_safetensors, WeightsError};
+
+/// Default number of images per forward pass.
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+
+/// Why prediction failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InferError {
+    /// The model configuration is invalid.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The weights could not be loaded.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The device/precision combination is unusable.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The image buffer does not hold `n` images of `shape`.
+    #[error("image buffer holds {got} floats, expected {n} × {shape:?} = {expected}")]
+    BadInput {
+        /// Images announced.
+        n: usize,
+        /// `[C, H, W]`.
+        shape: [usize; 3],
+        /// `n × C × H × W`.
+        expected: usize,
+        /// Floats given.
+        got: usize,
+    },
+    /// The model takes 3-channel images.
+    #[error("images must have 3 channels, got {0}")]
+    Channels(usize),
+    /// Images smaller than the network can take.
+    #[error("images of {h}×{w} are too small: the network needs at least 32×32")]
+    TooSmall {
+        /// Height.
+        h: usize,
+        /// Width.
+        w: usize,
+    },
+}
+
+/// Row-wise softmax (or per-element sigmoid when `multi_label`) of `[n, classes]`
+/// logits, computed in f64.
+pub fn probabilities_from_logits(
+    logits: &[f32],
+    classes: usize,
+    multi_label: bool,
+) -> Vec<Vec<f32>> {
+    logits
+        .chunks(classes.max(1))
+        .map(|row| {
+            if multi_label {
+                row.iter()
+                    .map(|&z| (1.0 / (1.0 + (-f64::from(z)).exp())) as f32)
+                    .collect()
+            } else {
+                let max = row
+                    .iter()
+                    .fold(f64::NEG_INFINITY, |m, &z| m.max(f64::from(z)));
+                let exps: Vec<f64> = row.iter().map(|&z| (f64::from(z) - max).exp()).collect();
+                let sum: f64 = exps.iter().sum();
+                exps.iter().map(|e| (e / sum) as f32).collect()
+            }
+        })
+        .collect()
+}
+
+/// Logits of `model` for `n` images of `shape` (`[N, classes]` row-major, f32).
+pub fn logits<B: Backend>(
+    model: &ResNet<B>,
+    images: &[f32],
+    n: usize,
+    shape: [usize; 3],
+    device: &B::Device,
+) -> Vec<f32> {
+    let [c, h, w] = shape;
+    let x = Tensor::<B, 4>::from_data(TensorData::new(images.to_vec(), [n, c, h, w]), device);
+    model
+        .forward(x)
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("converted to f32")
+}
+
+trait Run: Send {
+    fn logits(&self, images: &[f32], n: usize, shape: [usize; 3]) -> Vec<f32>;
+}
+
+struct Loaded<B: Backend> {
+    model: ResNet<B>,
+    device: B::Device,
+}
+
+impl<B: Backend> Run for Loaded<B> {
+    fn logits(&self, images: &[f32], n: usize, shape: [usize; 3]) -> Vec<f32> {
+        logits(&self.model, images, n, shape, &self.device)
+    }
+}
+
+struct LoadTask<'a> {
+    weights: &'a Path,
+    cfg: &'a ResNetConfig,
+}
+
+impl InferTask for LoadTask<'_> {
+    type Output = Result<Box<dyn Run>, InferError>;
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Self::Output {
+        // Inference uses one device; data-parallel prediction is not needed at
+        // SageMaker's one-image-per-request scale.
+        let device = devices.into_iter().next().unwrap_or_default();
+        let model = self.cfg.try_init::<B>(&device)?;
+        let model = load_safetensors(model, self.weights, &device)?;
+        Ok(Box::new(Loaded { model, device }))
+    }
+}
+
+/// A trained model loaded on a device, ready to turn images into probabilities.
+pub struct Predictor {
+    run: Box<dyn Run>,
+    num_classes: usize,
+    multi_label: bool,
+    batch_size: usize,
+    device: ResolvedDevice,
+    precision: Precision,
+}
+
+impl std::fmt::Debug for Predictor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Predictor")
+            .field("num_classes", &self.num_classes)
+            .field("multi_label", &self.multi_label)
+            .field("batch_size", &self.batch_size)
+            .field("device", &self.device)
+            .field("precision", &self.precision)
+            .finish()
+    }
+}
+
+impl Predictor {
+    /// Loads `weights` (a `model.safetensors` written by rectrain, strict) into the
+    /// network `cfg` on `device` with `precision`.
+    pub fn load(
+        weights: &Path,
+        cfg: &ResNetConfig,
+        multi_label: bool,
+        device: &ResolvedDevice,
+        precision: Precision,
+    ) -> Result<Self, InferError> {
+        cfg.validate()?;
+        let run = dispatch_infer(device, precision, LoadTask { weights, cfg })??;
+        Ok(Predictor {
+            run,
+            num_classes: cfg.num_classes,
+            multi_label,
+            batch_size: DEFAULT_BATCH_SIZE,
+            device: device.clone(),
+            precision,
+        })
+    }
+
+    /// Sets the number of images per forward pass (at least 1).
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Images per forward pass.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Length of each probability vector.
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// Whether outputs are per-class sigmoids rather than a softmax.
+    pub fn multi_label(&self) -> bool {
+        self.multi_label
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &ResolvedDevice {
+        &self.device
+    }
+
+    /// Raw logits, `n` rows of [`Predictor::num_classes`] values.
+    pub fn predict_logits(
+        &self,
+        images: &[f32],
+        n: usize,
+        shape: [usize; 3],
+    ) -> Result<Vec<Vec<f32>>, InferError> {
+        let [c, h, w] = shape;
+        let per_image = c * h * w;
+        if images.len() != n * per_image {
+            return Err(InferError::BadInput {
+                n,
+                shape,
+                expected: n * per_image,
+                got: images.len(),
+            });
+        }
+        if c != 3 {
+            return Err(InferError::Channels(c));
+        }
+        if h < 32 || w < 32 {
+            return Err(InferError::TooSmall { h, w });
+        }
+        let mut out = Vec::with_capacity(n);
+        for chunk in images.chunks(self.batch_size * per_image) {
+            let m = chunk.len() / per_image;
+            let z = self.run.logits(chunk, m, shape);
+            out.extend(z.chunks(self.num_classes).map(<[f32]>::to_vec));
+        }
+        Ok(out)
+    }
+
+    /// Per-image probabilities: softmax over classes, or per-class sigmoid when the
+    /// model is multi-label. `images` holds `n` preprocessed `C×H×W` images.
+    pub fn predict(
+        &self,
+        images: &[f32],
+        n: usize,
+        shape: [usize; 3],
+    ) -> Result<Vec<Vec<f32>>, InferError> {
+        let rows = self.predict_logits(images, n, shape)?;
+        let flat: Vec<f32> = rows.into_iter().flatten().collect();
+        Ok(probabilities_from_logits(
+            &flat,
+            self.num_classes,
+            self.multi_label,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::CpuBackend;
+    use crate::weights::save_safetensors;
+
+    #[test]
+    fn softmax_and_sigmoid() {
+        let p = probabilities_from_logits(&[0.0, 0.0, 1000.0, 0.0, 0.0, 0.0], 3, false);
+        assert_eq!(p[0], vec![0.0, 0.0, 1.0]);
+        assert!(p[1].iter().all(|&x| (x - 1.0 / 3.0).abs() < 1e-7));
+        let s = probabilities_from_logits(&[0.0, 2.0], 2, true);
+        assert_eq!(s[0][0], 0.5);
+        assert!((s[0][1] - 0.880_797).abs() < 1e-6);
+    }
+
+    #[test]
+    fn predictor_matches_the_model_and_batches_transparently() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let cfg = ResNetConfig::new(18, 4);
+        let device = Default::default();
+        let model = cfg.init::<CpuBackend>(&device);
+        save_safetensors(&model, &path).unwrap();
+
+        let n = 3;
+        let shape = [3, 32, 32];
+        let images: Vec<f32> = (0..n * 3 * 32 * 32)
+            .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
+            .collect();
+        let expected =
+            probabilities_from_logits(&logits(&model, &images, n, shape, &device), 4, false);
+
+        let p = Predictor::load(&path, &cfg, false, &ResolvedDevice::Cpu, Precision::F32)
+            .unwrap()
+            .with_batch_size(2); // 2 + 1: batching must not change results
+        let got = p.predict(&images, n, shape).unwrap();
+        assert_eq!(got.len(), 3);
+        for (g, e) in got.iter().zip(&expected) {
+            assert_eq!(g.len(), 4);
+            assert!((g.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            for (a, b) in g.iter().zip(e) {
+                assert!((a - b).abs() < 1e-5, "{g:?} vs {e:?}");
+            }
+        }
+        let err = p.predict(&images[1..], n, shape).unwrap_err();
+        assert!(matches!(err, InferError::BadInput { .. }), "{err}");
+        // A config that does not match the file is a weights error, not a panic.
+        let e = Predictor::load(
+            &path,
+            &ResNetConfig::new(18, 5),
+            false,
+            &ResolvedDevice::Cpu,
+            Precision::F32,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("fc.weight"), "{e}");
+    }
+}

@@ -1,1 +1,397 @@
-//! (being written)
+//! ResNet with torchvision's layout and parameter names.
+//!
+//! The module tree mirrors `torchvision.models.resnet` field for field, so that a
+//! torchvision `state_dict` maps onto it one key per tensor (see [`crate::weights`]):
+//!
+//! ```text
+//! conv1, bn1, (relu, maxpool), layer1 .. layer4, (avgpool), fc
+//! layerN.I.conv1 / bn1 / conv2 / bn2 [/ conv3 / bn3] [/ downsample.0 (conv) / downsample.1 (bn)]
+//! ```
+//!
+//! Depths 18 and 34 use the basic block (two 3×3 convolutions), 50, 101, 152 and 200
+//! the bottleneck block (1×1, 3×3, 1×1, expansion 4) with the stride on the 3×3
+//! convolution ("ResNet v1.5", as torchvision). ResNet-200 is the bottleneck network
+//! with `[3, 24, 36, 3]` blocks. The classifier pools adaptively to 1×1, so any input
+//! size of at least 32×32 works (the network divides it by 32).
+//!
+//! Initialisation follows torchvision: convolutions are Kaiming-normal with
+//! `mode="fan_out"` and the ReLU gain, BatchNorm weights are 1 and biases 0, and `fc`
+//! keeps `nn.Linear`'s default `U(-1/√fan_in, 1/√fan_in)` for weight and bias.
+//! BatchNorm uses torch's defaults (`eps = 1e-5`, `momentum = 0.1`). It normalises with
+//! batch statistics when the backend records gradients (training) and with the
+//! running statistics otherwise (`model.valid()` / inference backends).
+
+use burn::module::{Initializer, Module};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::Config;
+use burn::tensor::activation::relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+
+/// The depths this implementation builds (SageMaker's `num_layers` values that
+/// support transfer learning). The CIFAR depths 20/32/44/56/110 are not supported.
+pub const SUPPORTED_DEPTHS: [usize; 6] = [18, 34, 50, 101, 152, 200];
+
+/// An invalid [`ResNetConfig`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// `num_layers` is not one of [`SUPPORTED_DEPTHS`].
+    #[error(
+        "num_layers {0} is not supported: use 18, 34, 50, 101, 152 or 200 \
+         (the CIFAR depths 20, 32, 44, 56 and 110 are not implemented)"
+    )]
+    UnsupportedDepth(usize),
+    /// `num_classes` is zero.
+    #[error("num_classes must be at least 1")]
+    NoClasses,
+}
+
+/// Which residual block a depth uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Two 3×3 convolutions (ResNet-18/34), expansion 1.
+    Basic,
+    /// 1×1 → 3×3 (strided) → 1×1 convolutions (ResNet-50 and deeper), expansion 4.
+    Bottleneck,
+}
+
+impl BlockKind {
+    /// Output channels of a block relative to its `planes`.
+    pub fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+/// Architecture of a ResNet: depth and number of output classes.
+#[derive(Config, Debug, PartialEq, Eq)]
+pub struct ResNetConfig {
+    /// Depth: 18, 34, 50, 101, 152 or 200.
+    pub num_layers: usize,
+    /// Size of the final fully connected layer.
+    pub num_classes: usize,
+}
+
+impl ResNetConfig {
+    /// Checks the depth and class count.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if !SUPPORTED_DEPTHS.contains(&self.num_layers) {
+            return Err(ModelError::UnsupportedDepth(self.num_layers));
+        }
+        if self.num_classes == 0 {
+            return Err(ModelError::NoClasses);
+        }
+        Ok(())
+    }
+
+    /// Block type and number of blocks in `layer1..layer4` (torchvision's table).
+    pub fn layout(&self) -> Result<(BlockKind, [usize; 4]), ModelError> {
+        self.validate()?;
+        Ok(match self.num_layers {
+            18 => (BlockKind::Basic, [2, 2, 2, 2]),
+            34 => (BlockKind::Basic, [3, 4, 6, 3]),
+            50 => (BlockKind::Bottleneck, [3, 4, 6, 3]),
+            101 => (BlockKind::Bottleneck, [3, 4, 23, 3]),
+            152 => (BlockKind::Bottleneck, [3, 8, 36, 3]),
+            200 => (BlockKind::Bottleneck, [3, 24, 36, 3]),
+            other => return Err(ModelError::UnsupportedDepth(other)),
+        })
+    }
+
+    /// Input features of `fc` (512 for basic blocks, 2048 for bottlenecks).
+    pub fn fc_in_features(&self) -> Result<usize, ModelError> {
+        Ok(512 * self.layout()?.0.expansion())
+    }
+
+    /// Builds a randomly initialised network (torchvision's initialisation).
+    ///
+    /// # Panics
+    ///
+    /// When the configuration is invalid; call [`ResNetConfig::validate`] first (or use
+    /// [`ResNetConfig::try_init`]).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ResNet<B> {
+        self.try_init(device)
+            .unwrap_or_else(|e| panic!("invalid ResNet configuration: {e}"))
+    }
+
+    /// Builds a randomly initialised network, or says why the configuration is invalid.
+    pub fn try_init<B: Backend>(&self, device: &B::Device) -> Result<ResNet<B>, ModelError> {
+        let (kind, blocks) = self.layout()?;
+        let mut in_planes = 64;
+        let mut make_layer = |planes: usize, count: usize, stride: usize| {
+            let mut layer = Vec::with_capacity(count);
+            for i in 0..count {
+                let s = if i == 0 { stride } else { 1 };
+                layer.push(Block::new(kind, in_planes, planes, s, device));
+                in_planes = planes * kind.expansion();
+            }
+            layer
+        };
+        let layer1 = make_layer(64, blocks[0], 1);
+        let layer2 = make_layer(128, blocks[1], 2);
+        let layer3 = make_layer(256, blocks[2], 2);
+        let layer4 = make_layer(512, blocks[3], 2);
+        Ok(ResNet {
+            conv1: conv(3, 64, 7, 2, 3, device),
+            bn1: batch_norm(64, device),
+            maxpool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
+            layer1,
+            layer2,
+            layer3,
+            layer4,
+            fc: LinearConfig::new(512 * kind.expansion(), self.num_classes).init(device),
+        })
+    }
+}
+
+/// A convolution without bias, torchvision's Kaiming-normal (fan-out, ReLU gain) init.
+fn conv<B: Backend>(
+    inp: usize,
+    out: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    device: &B::Device,
+) -> Conv2d<B> {
+    Conv2dConfig::new([inp, out], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(false)
+        .with_initializer(Initializer::KaimingNormal {
+            gain: std::f64::consts::SQRT_2,
+            fan_out_only: true,
+        })
+        .init(device)
+}
+
+fn batch_norm<B: Backend>(features: usize, device: &B::Device) -> BatchNorm<B> {
+    BatchNormConfig::new(features)
+        .with_epsilon(1e-5)
+        .with_momentum(0.1)
+        .init(device)
+}
+
+/// torchvision's `downsample`: a strided 1×1 convolution (`downsample.0`) and a
+/// BatchNorm (`downsample.1`) on the shortcut when the shape changes.
+#[derive(Module, Debug)]
+pub struct Downsample<B: Backend> {
+    /// `downsample.0`: 1×1 convolution.
+    pub conv: Conv2d<B>,
+    /// `downsample.1`: BatchNorm.
+    pub bn: BatchNorm<B>,
+}
+
+/// One residual block. A basic block has `conv1`, `bn1`, `conv2`, `bn2`; a bottleneck
+/// block also has `conv3`, `bn3` (the names torchvision uses for both).
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// 3×3 (basic, strided) or 1×1 (bottleneck) convolution.
+    pub conv1: Conv2d<B>,
+    /// BatchNorm after `conv1`.
+    pub bn1: BatchNorm<B>,
+    /// 3×3 convolution (strided in a bottleneck block).
+    pub conv2: Conv2d<B>,
+    /// BatchNorm after `conv2`.
+    pub bn2: BatchNorm<B>,
+    /// Bottleneck only: the expanding 1×1 convolution.
+    pub conv3: Option<Conv2d<B>>,
+    /// Bottleneck only: BatchNorm after `conv3`.
+    pub bn3: Option<BatchNorm<B>>,
+    /// Projection shortcut, when stride ≠ 1 or the channel count changes.
+    pub downsample: Option<Downsample<B>>,
+}
+
+impl<B: Backend> Block<B> {
+    fn new(
+        kind: BlockKind,
+        in_planes: usize,
+        planes: usize,
+        stride: usize,
+        device: &B::Device,
+    ) -> Self {
+        let out = planes * kind.expansion();
+        let downsample = (stride != 1 || in_planes != out).then(|| Downsample {
+            conv: conv(in_planes, out, 1, stride, 0, device),
+            bn: batch_norm(out, device),
+        });
+        match kind {
+            BlockKind::Basic => Block {
+                conv1: conv(in_planes, planes, 3, stride, 1, device),
+                bn1: batch_norm(planes, device),
+                conv2: conv(planes, planes, 3, 1, 1, device),
+                bn2: batch_norm(planes, device),
+                conv3: None,
+                bn3: None,
+                downsample,
+            },
+            BlockKind::Bottleneck => Block {
+                conv1: conv(in_planes, planes, 1, 1, 0, device),
+                bn1: batch_norm(planes, device),
+                conv2: conv(planes, planes, 3, stride, 1, device),
+                bn2: batch_norm(planes, device),
+                conv3: Some(conv(planes, out, 1, 1, 0, device)),
+                bn3: Some(batch_norm(out, device)),
+                downsample,
+            },
+        }
+    }
+
+    /// `[N, in, H, W]` → `[N, out, H/stride, W/stride]`.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let identity = match &self.downsample {
+            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
+            None => x.clone(),
+        };
+        let mut out = relu(self.bn1.forward(self.conv1.forward(x)));
+        out = self.bn2.forward(self.conv2.forward(out));
+        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
+            out = bn3.forward(conv3.forward(relu(out)));
+        }
+        relu(out + identity)
+    }
+}
+
+/// A ResNet classifier with torchvision's field names.
+#[derive(Module, Debug)]
+pub struct ResNet<B: Backend> {
+    /// Stem: 7×7 stride-2 convolution, 3 → 64 channels.
+    pub conv1: Conv2d<B>,
+    /// Stem BatchNorm.
+    pub bn1: BatchNorm<B>,
+    /// Stem 3×3 stride-2 max pooling (padding 1).
+    pub maxpool: MaxPool2d,
+    /// Stage 1 (64 planes, stride 1).
+    pub layer1: Vec<Block<B>>,
+    /// Stage 2 (128 planes, stride 2).
+    pub layer2: Vec<Block<B>>,
+    /// Stage 3 (256 planes, stride 2).
+    pub layer3: Vec<Block<B>>,
+    /// Stage 4 (512 planes, stride 2).
+    pub layer4: Vec<Block<B>>,
+    /// Classifier: `512 × expansion` → `num_classes`.
+    pub fc: Linear<B>,
+}
+
+impl<B: Backend> ResNet<B> {
+    /// `[N, 3, H, W]` normalised images → `[N, num_classes]` logits.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let features = self.features(x);
+        self.fc.forward(features)
+    }
+
+    /// Everything but `fc`: `[N, 3, H, W]` → pooled `[N, 512 × expansion]` features.
+    pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
+        x = self.maxpool.forward(x);
+        for block in self
+            .layer1
+            .iter()
+            .chain(&self.layer2)
+            .chain(&self.layer3)
+            .chain(&self.layer4)
+        {
+            x = block.forward(x);
+        }
+        // Adaptive average pooling to 1×1, then flatten.
+        let [n, c, _, _] = x.dims();
+        x.mean_dim(3).mean_dim(2).reshape([n, c])
+    }
+
+    /// The number of output classes (rows of `fc`).
+    pub fn num_classes(&self) -> usize {
+        self.fc.weight.dims()[1]
+    }
+
+    /// Depth and class count of this network, read from its structure.
+    pub fn config(&self) -> ResNetConfig {
+        let blocks = [
+            self.layer1.len(),
+            self.layer2.len(),
+            self.layer3.len(),
+            self.layer4.len(),
+        ];
+        let per_block = if self.layer1.first().is_some_and(|b| b.conv3.is_some()) {
+            3
+        } else {
+            2
+        };
+        ResNetConfig::new(
+            2 + per_block * blocks.iter().sum::<usize>(),
+            self.num_classes(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::{Distribution, Tensor};
+
+    type B = Flex;
+
+    #[test]
+    fn every_depth_has_torchvisions_parameter_count() {
+        // torchvision.models.resnetXX(num_classes=1000): sum(p.numel() for p in m.parameters())
+        let expected = [
+            (18, 11_689_512usize),
+            (34, 21_797_672),
+            (50, 25_557_032),
+            (101, 44_549_160),
+            (152, 60_192_808),
+            // torchvision ResNet(Bottleneck, [3, 24, 36, 3]).
+            (200, 64_673_832),
+        ];
+        let device = Default::default();
+        for (depth, params) in expected {
+            let model = ResNetConfig::new(depth, 1000).init::<B>(&device);
+            assert_eq!(model.num_params(), params, "resnet{depth}");
+            assert_eq!(model.config(), ResNetConfig::new(depth, 1000));
+        }
+    }
+
+    #[test]
+    fn class_count_changes_only_fc() {
+        let device = Default::default();
+        let m = ResNetConfig::new(18, 10).init::<B>(&device);
+        assert_eq!(m.num_params(), 11_689_512 - 990 * 512 - 990);
+        assert_eq!(m.num_classes(), 10);
+    }
+
+    #[test]
+    fn forward_gives_one_row_of_logits_per_image() {
+        let device = Default::default();
+        for depth in [18, 50] {
+            let m = ResNetConfig::new(depth, 7).init::<B>(&device);
+            let x = Tensor::<B, 4>::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+            let y = m.forward(x);
+            assert_eq!(y.dims(), [2, 7], "resnet{depth}");
+            let values = y.into_data().to_vec::<f32>().unwrap();
+            assert!(values.iter().all(|v| v.is_finite()));
+        }
+    }
+
+    #[test]
+    fn invalid_configs_are_errors() {
+        assert_eq!(
+            ResNetConfig::new(20, 10).validate(),
+            Err(ModelError::UnsupportedDepth(20))
+        );
+        assert_eq!(
+            ResNetConfig::new(18, 0).validate(),
+            Err(ModelError::NoClasses)
+        );
+        assert!(ResNetConfig::new(110, 10)
+            .try_init::<B>(&Default::default())
+            .is_err());
+        assert_eq!(ResNetConfig::new(152, 3).fc_in_features(), Ok(2048));
+    }
+}
