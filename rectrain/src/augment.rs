@@ -298,7 +298,7 @@ fn sat_u8(v: f32) -> u8 {
 }
 
 /// OpenCV `COLOR_RGB2HLS` for 8-bit images: H in 0–180 (degrees / 2), L and S in 0–255.
-#[inline]
+#[inline(always)]
 pub fn rgb_to_hls(rgb: [u8; 3]) -> [u8; 3] {
     const INV255: f32 = 1.0 / 255.0;
     let r = f32::from(rgb[0]) * INV255;
@@ -332,7 +332,7 @@ pub fn rgb_to_hls(rgb: [u8; 3]) -> [u8; 3] {
 }
 
 /// OpenCV `COLOR_HLS2RGB` for 8-bit images (the inverse of [`rgb_to_hls`]).
-#[inline]
+#[inline(always)]
 pub fn hls_to_rgb(hls: [u8; 3]) -> [u8; 3] {
     const INV255: f32 = 1.0 / 255.0;
     let l = f32::from(hls[1]) * INV255;

@@ -433,20 +433,24 @@ pub(crate) fn write_chw_window(
     let coef = norm.affine();
     let plane = tw * th;
     for c in 0..ch {
+        // 256-entry table: the same `p · scale + bias` per value, computed once.
         let (scale, bias) = coef[c];
+        let mut lut = [0.0f32; 256];
+        for (p, v) in lut.iter_mut().enumerate() {
+            *v = p as f32 * scale + bias;
+        }
         let dst_plane = &mut out[c * plane..(c + 1) * plane];
-        for row in 0..th {
-            let src_row = &raw[(y + row) * stride + x * ch..(y + row) * stride + (x + tw) * ch];
-            let dst_row = &mut dst_plane[row * tw..(row + 1) * tw];
+        for (row, dst_row) in dst_plane.chunks_exact_mut(tw).enumerate() {
+            let start = (y + row) * stride + x * ch;
+            let src_row = &raw[start..start + tw * ch];
+            let pixels = src_row.chunks_exact(ch);
             if mirror {
-                for (col, d) in dst_row.iter_mut().enumerate() {
-                    let p = src_row[(tw - 1 - col) * ch + c];
-                    *d = f32::from(p) * scale + bias;
+                for (d, px) in dst_row.iter_mut().zip(pixels.rev()) {
+                    *d = lut[usize::from(px[c])];
                 }
             } else {
-                for (col, d) in dst_row.iter_mut().enumerate() {
-                    let p = src_row[col * ch + c];
-                    *d = f32::from(p) * scale + bias;
+                for (d, px) in dst_row.iter_mut().zip(pixels) {
+                    *d = lut[usize::from(px[c])];
                 }
             }
         }
