@@ -510,6 +510,30 @@ pub struct Batch {
     pub upscaled: Vec<u64>,
 }
 
+/// Builds the "small images were upscaled" notice once per run: keep one per
+/// training run and print what [`check`](Self::check) returns on stderr.
+#[derive(Debug, Clone, Default)]
+pub struct UpscaleNotice {
+    shown: bool,
+}
+
+impl UpscaleNotice {
+    /// The notice text the first time a batch reports an upscaled image, else `None`.
+    pub fn check(&mut self, batch: &Batch, image_shape: [usize; 3]) -> Option<String> {
+        let first = *batch.upscaled.first()?;
+        if self.shown {
+            return None;
+        }
+        self.shown = true;
+        let [_, h, w] = image_shape;
+        Some(format!(
+            "notice: record id {first} is smaller than {w}x{h} (image_shape); such images \
+             are upscaled keeping their aspect ratio so each side reaches the target (as \
+             MXNet 1.3+ does; SageMaker documents a failure instead). Shown once per run."
+        ))
+    }
+}
+
 /// Number of batches an epoch over `len` records has.
 pub fn num_batches(len: usize, batch_size: usize, drop_last: bool) -> usize {
     if batch_size == 0 {
@@ -974,6 +998,13 @@ mod tests {
         // Images 0 (12x10) and others smaller than 16x16 are upscaled and reported.
         let up: HashSet<u64> = batches.iter().flat_map(|b| b.upscaled.clone()).collect();
         assert!(up.contains(&100), "{up:?}");
+        let mut notice = UpscaleNotice::default();
+        let texts: Vec<String> = batches
+            .iter()
+            .filter_map(|b| notice.check(b, [3, 16, 16]))
+            .collect();
+        assert_eq!(texts.len(), 1, "{texts:?}");
+        assert!(texts[0].contains("is smaller than 16x16"), "{}", texts[0]);
         let mut d = c.clone();
         d.drop_last = true;
         let batches = collect(&ds, &d, 0);
