@@ -1,1 +1,495 @@
-fn main() {}
+//! `rectrain`: train a ResNet image classifier from MXNet RecordIO (or an image folder
+//! plus a `.lst`) with SageMaker's built-in image-classification hyperparameters.
+
+use std::io::{self, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+
+use im2list::cli::{self, Outcome};
+use rectrain::backend::DeviceSpec;
+use rectrain::hparams::{self, Hyperparameters, RawHyperparameters};
+use rectrain::train::{self, DataSource, TrainConfig, TrainOutcome};
+
+const TOOL: &str = "rectrain";
+
+const LONG_ABOUT: &str = "\
+Train a ResNet image classifier the way Amazon SageMaker's built-in image
+classification algorithm does, from the .rec files im2rec makes (or from an
+image folder plus a .lst), on a CUDA GPU or the CPU.
+
+Hyperparameters have SageMaker's names with dashes (num_layers is
+--num-layers), SageMaker's defaults and SageMaker's allowed ranges.
+--hyperparameters reads SageMaker's hyperparameters.json (every value a
+string); flags given on the command line override the file.
+
+Output: the artifact directory OUT:
+  OUT/model.safetensors   best-validation weights, torchvision key names
+  OUT/config.json         architecture, classes, preprocessing, hyperparameters
+  OUT/checkpoints/        image-classification-NNNN.safetensors (NNNN = epoch+1),
+                          last/ (the resumable state, see --resume)
+  OUT/accuracy.svg        train/validation accuracy per epoch
+  OUT/metrics.jsonl       one JSON object per epoch
+
+stdout carries one JSON object per epoch (the same lines as metrics.jsonl);
+SageMaker's log lines (`Epoch[0] Train-accuracy=...`,
+`Epoch[0] Validation-accuracy=...`) go to stderr.";
+
+const AFTER_LONG_HELP: &str = "\
+Exit codes: 0 trained; 2 usage error, bad data or a diverging loss; 130
+interrupted by Ctrl-C (the current step finishes and the resumable state is
+saved: continue with --resume OUT).
+
+Examples:
+  rectrain --train train.rec --validation val.rec --out model/ \\
+      --num-layers 18 --image-shape 3,224,224 --epochs 10 --mini-batch-size 64
+  rectrain --train-lst data_train.lst --train-root images/ \\
+      --validation-lst data_val.lst --validation-root images/ \\
+      --resize 256 --out model/ --hyperparameters hyperparameters.json
+  rectrain --train train.rec --validation val.rec --out ft/ --num-layers 18 \\
+      --use-pretrained-model 1 --pretrained resnet18-f37072fd.pth
+  rectrain --train train.rec --validation val.rec --out model/ --resume model/";
+
+/// Command-line options. Hyperparameters are taken as text and validated with
+/// SageMaker's rules, like the strings of hyperparameters.json.
+#[derive(Parser, Debug)]
+#[command(
+    name = "rectrain",
+    version,
+    about = "Train a ResNet image classifier from RecordIO with SageMaker's hyperparameters",
+    long_about = LONG_ABOUT,
+    after_long_help = AFTER_LONG_HELP
+)]
+struct Opts {
+    /// Training images: a .rec file (its .idx is used when it sits beside it).
+    #[arg(
+        long,
+        value_name = "TRAIN.rec",
+        required_unless_present = "train_lst",
+        conflicts_with = "train_lst"
+    )]
+    train: Option<PathBuf>,
+    /// Validation images: a .rec file.
+    #[arg(
+        long,
+        value_name = "VAL.rec",
+        required_unless_present = "validation_lst",
+        conflicts_with = "validation_lst"
+    )]
+    validation: Option<PathBuf>,
+    /// Training images as a .lst file (paths relative to --train-root).
+    #[arg(long, value_name = "LST")]
+    train_lst: Option<PathBuf>,
+    /// Folder the --train-lst paths are relative to (default: the .lst's folder).
+    #[arg(long, value_name = "DIR", requires = "train_lst")]
+    train_root: Option<PathBuf>,
+    /// Validation images as a .lst file (paths relative to --validation-root).
+    #[arg(long, value_name = "LST")]
+    validation_lst: Option<PathBuf>,
+    /// Folder the --validation-lst paths are relative to (default: the .lst's folder).
+    #[arg(long, value_name = "DIR", requires = "validation_lst")]
+    validation_root: Option<PathBuf>,
+    /// The artifact directory (created if needed).
+    #[arg(long, short = 'o', value_name = "DIR")]
+    out: PathBuf,
+    /// Class names, one per line, line i naming label i (im2list's PREFIX.classes).
+    /// Default: PREFIX.classes beside the training .lst or .rec, when it exists.
+    #[arg(long, value_name = "FILE")]
+    classes: Option<PathBuf>,
+    /// SageMaker's hyperparameters.json (a JSON object of strings).
+    #[arg(long, value_name = "FILE")]
+    hyperparameters: Option<PathBuf>,
+
+    /// ResNet depth: 18, 34, 50, 101, 152, 200. [default: 152]
+    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
+    num_layers: Option<String>,
+    /// Network input "C,H,W" (C must be 3). [default: 3,224,224]
+    #[arg(long, value_name = "C,H,W", help_heading = "Hyperparameters")]
+    image_shape: Option<String>,
+    /// Output classes. [default: inferred from the labels]
+    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
+    num_classes: Option<String>,
+    /// Training images (checked against the data). [default: counted]
+    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
+    num_training_samples: Option<String>,
+    /// Images per step. [default: 32]
+    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
+    mini_batch_size: Option<String>,
+    /// Passes over the training data. [default: 30]
+    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
+    epochs: Option<String>,
+    /// Initial learning rate, 0..1. [default: 0.1]
+    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
+    learning_rate: Option<String>,
+    /// Learning-rate factor at each scheduled step, 0..1. [default: 0.1]
+    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
+    lr_scheduler_factor: Option<String>,
+    /// Epochs after which the learning rate drops, e.g. "10, 20". [default: none]
+    #[arg(long, value_name = "EPOCHS", help_heading = "Hyperparameters")]
+    lr_scheduler_step: Option<String>,
+    /// sgd, adam, rmsprop or nag. [default: sgd]
+    #[arg(long, value_name = "NAME", help_heading = "Hyperparameters")]
+    optimizer: Option<String>,
+    /// Momentum for sgd and nag, 0..1. [default: 0.9]
+    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
+    momentum: Option<String>,
+    /// L2 weight decay for sgd and nag, 0..1. [default: 0.0001]
+    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
+    weight_decay: Option<String>,
+    /// Adam beta1, 0..1. [default: 0.9]
+    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
+    beta_1: Option<String>,
+    /// Adam beta2, 0..1. [default: 0.999]
+    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
+    beta_2: Option<String>,
+    /// Adam and rmsprop epsilon, 0..1. [default: 1e-8]
+    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
+    eps: Option<String>,
+    /// Rmsprop decay factor, 0..1. [default: 0.9]
+    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
+    gamma: Option<String>,
+    /// Also report top-k accuracy (k > 1). [default: none]
+    #[arg(long, value_name = "K", help_heading = "Hyperparameters")]
+    top_k: Option<String>,
+    /// 1: start from --pretrained weights, re-initialising the last layer. [default: 0]
+    #[arg(long, value_name = "0|1", help_heading = "Hyperparameters")]
+    use_pretrained_model: Option<String>,
+    /// 1: multi-hot labels, sigmoid outputs, binary cross-entropy. [default: 0]
+    #[arg(long, value_name = "0|1", help_heading = "Hyperparameters")]
+    multi_label: Option<String>,
+    /// 1: weight the multi-label loss by class frequency (needs --multi-label 1). [default: 0]
+    #[arg(long, value_name = "0|1", help_heading = "Hyperparameters")]
+    use_weighted_loss: Option<String>,
+    /// crop, crop_color or crop_color_transform. [default: none, centre crop]
+    #[arg(long, value_name = "TYPE", help_heading = "Hyperparameters")]
+    augmentation_type: Option<String>,
+    /// Shorter side in pixels before cropping (at least H and W). [default: none]
+    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
+    resize: Option<String>,
+    /// Also keep a checkpoint every N epochs (N <= epochs). [default: best only]
+    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
+    checkpoint_frequency: Option<String>,
+    /// True: stop when validation accuracy stops improving. [default: False]
+    #[arg(long, value_name = "BOOL", help_heading = "Hyperparameters")]
+    early_stopping: Option<String>,
+    /// Epochs before early stopping may stop the run. [default: 10]
+    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
+    early_stopping_min_epochs: Option<String>,
+    /// Epochs without improvement that stop the run. [default: 5]
+    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
+    early_stopping_patience: Option<String>,
+    /// Relative gain below which an epoch is no improvement, 0..1. [default: 0.0]
+    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
+    early_stopping_tolerance: Option<String>,
+    /// float32, float16 or bfloat16 (the last two on CUDA only). [default: float32]
+    #[arg(long, value_name = "DTYPE", help_heading = "Hyperparameters")]
+    precision_dtype: Option<String>,
+    /// SageMaker's dist_sync/dist_async (accepted and ignored: one machine). [default: none]
+    #[arg(
+        long,
+        value_name = "KIND",
+        help_heading = "Hyperparameters",
+        hide = true
+    )]
+    kv_store: Option<String>,
+
+    /// Pretrained weights: a torchvision ResNet .pth or .safetensors (implies
+    /// --use-pretrained-model 1). Nothing can be downloaded.
+    #[arg(long, value_name = "PATH")]
+    pretrained: Option<PathBuf>,
+    /// With --pretrained: keep its final fully connected layer (same classes)
+    /// instead of re-initialising it.
+    #[arg(long, requires = "pretrained")]
+    keep_head: bool,
+    /// Seed of the initial weights, the shuffling and the augmentation.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    /// auto, cpu, cuda, cuda:N or cuda:0,1.
+    #[arg(long, value_name = "DEVICE", default_value = "auto")]
+    device: String,
+    /// Continue an interrupted run from OUT/checkpoints/last (give OUT or that folder).
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// Image decoding threads (0: one per CPU).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    workers: usize,
+    /// Act as if Ctrl-C came after N optimizer steps (for testing --resume).
+    #[arg(long, value_name = "N", hide = true)]
+    stop_after_steps: Option<usize>,
+}
+
+impl Opts {
+    /// The hyperparameters given as flags, by SageMaker name.
+    fn hyperparameter_flags(&self) -> RawHyperparameters {
+        let pairs: [(&str, &Option<String>); 29] = [
+            ("num_layers", &self.num_layers),
+            ("image_shape", &self.image_shape),
+            ("num_classes", &self.num_classes),
+            ("num_training_samples", &self.num_training_samples),
+            ("mini_batch_size", &self.mini_batch_size),
+            ("epochs", &self.epochs),
+            ("learning_rate", &self.learning_rate),
+            ("lr_scheduler_factor", &self.lr_scheduler_factor),
+            ("lr_scheduler_step", &self.lr_scheduler_step),
+            ("optimizer", &self.optimizer),
+            ("momentum", &self.momentum),
+            ("weight_decay", &self.weight_decay),
+            ("beta_1", &self.beta_1),
+            ("beta_2", &self.beta_2),
+            ("eps", &self.eps),
+            ("gamma", &self.gamma),
+            ("top_k", &self.top_k),
+            ("use_pretrained_model", &self.use_pretrained_model),
+            ("multi_label", &self.multi_label),
+            ("use_weighted_loss", &self.use_weighted_loss),
+            ("augmentation_type", &self.augmentation_type),
+            ("resize", &self.resize),
+            ("checkpoint_frequency", &self.checkpoint_frequency),
+            ("early_stopping", &self.early_stopping),
+            ("early_stopping_min_epochs", &self.early_stopping_min_epochs),
+            ("early_stopping_patience", &self.early_stopping_patience),
+            ("early_stopping_tolerance", &self.early_stopping_tolerance),
+            ("precision_dtype", &self.precision_dtype),
+            ("kv_store", &self.kv_store),
+        ];
+        pairs
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone())))
+            .collect()
+    }
+}
+
+/// The folder a `.lst`'s paths are relative to when no root is given.
+fn lst_folder(lst: &Path) -> PathBuf {
+    match lst.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Candidate class-name sidecars for a `.lst`/`.rec` path: `<stem>.classes`, then the
+/// prefix without im2list's `_train`/`_val`/`_test` and `_<chunk>` suffixes.
+fn classes_candidates(input: &Path) -> Vec<PathBuf> {
+    let Some(stem) = input.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+        return Vec::new();
+    };
+    let mut stems = vec![stem.clone()];
+    let mut s = stem.as_str();
+    for suffix in ["_train", "_val", "_test"] {
+        if let Some(rest) = s.strip_suffix(suffix) {
+            s = rest;
+            stems.push(s.to_string());
+            break;
+        }
+    }
+    if let Some((head, tail)) = s.rsplit_once('_') {
+        if !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit()) {
+            stems.push(head.to_string());
+        }
+    }
+    stems
+        .into_iter()
+        .map(|st| input.with_file_name(format!("{st}.classes")))
+        .collect()
+}
+
+/// Read a `.classes` file: one name per line (a trailing empty line is ignored).
+fn read_classes(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading class names from {}", path.display()))?;
+    let names: Vec<String> = text
+        .lines()
+        .map(|l| l.trim_end_matches('\r').to_string())
+        .collect();
+    if names.is_empty() {
+        bail!("{}: no class names", path.display());
+    }
+    Ok(names)
+}
+
+fn run(opts: Opts) -> anyhow::Result<Outcome> {
+    let mut raw = match &opts.hyperparameters {
+        Some(path) => hparams::read_hyperparameters_file(path)?,
+        None => RawHyperparameters::new(),
+    };
+    raw.extend(opts.hyperparameter_flags());
+    if opts.pretrained.is_some() {
+        match raw.get("use_pretrained_model").map(|v| v.trim()) {
+            Some("0") | Some("false") | Some("False") => {
+                bail!("--pretrained was given but use_pretrained_model is 0: drop one of them")
+            }
+            _ => {
+                raw.insert("use_pretrained_model".into(), "1".into());
+            }
+        }
+    }
+    let hparams = Hyperparameters::from_raw(&raw, |w| cli::warn(TOOL, w))?;
+    if hparams.kv_store.is_some() {
+        cli::warn(TOOL, "kv_store is ignored: rectrain trains on one machine");
+    }
+
+    let train_src = match (&opts.train, &opts.train_lst) {
+        (Some(rec), _) => DataSource::rec(rec.clone()),
+        (None, Some(lst)) => DataSource::Lst {
+            lst: lst.clone(),
+            root: opts.train_root.clone().unwrap_or_else(|| lst_folder(lst)),
+        },
+        (None, None) => bail!("give the training data with --train or --train-lst"),
+    };
+    let val_src = match (&opts.validation, &opts.validation_lst) {
+        (Some(rec), _) => DataSource::rec(rec.clone()),
+        (None, Some(lst)) => DataSource::Lst {
+            lst: lst.clone(),
+            root: opts
+                .validation_root
+                .clone()
+                .unwrap_or_else(|| lst_folder(lst)),
+        },
+        (None, None) => bail!("give the validation data with --validation or --validation-lst"),
+    };
+
+    let class_names = match &opts.classes {
+        Some(path) => Some(read_classes(path)?),
+        None => match classes_candidates(train_src.path())
+            .into_iter()
+            .find(|p| p.is_file())
+        {
+            Some(path) => {
+                cli::message(TOOL, format_args!("class names from {}", path.display()));
+                Some(read_classes(&path)?)
+            }
+            None => None,
+        },
+    };
+
+    let device: DeviceSpec = opts
+        .device
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--device {}: {e}", opts.device))?;
+
+    let cfg = TrainConfig {
+        hparams,
+        train: train_src,
+        validation: val_src,
+        out: opts.out.clone(),
+        class_names,
+        pretrained: opts.pretrained.clone(),
+        keep_head: opts.keep_head,
+        seed: opts.seed,
+        device,
+        resume: opts.resume.clone(),
+        progress: io::stderr().is_terminal(),
+        workers: opts.workers,
+        stop_after_steps: opts.stop_after_steps,
+    };
+
+    let prepared = train::prepare(cfg, |w| cli::warn(TOOL, w))?;
+
+    // Ctrl-C: the first one asks the loop to stop after the current step; a second
+    // one ends the process at once.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, interrupt.clone())
+            .context("installing the Ctrl-C handler")?;
+        signal_hook::flag::register(sig, interrupt.clone())
+            .context("installing the Ctrl-C handler")?;
+    }
+
+    let mut stdout = io::stdout().lock();
+    let mut stderr = io::stderr();
+    let outcome = train::train(prepared, &mut stdout, &mut stderr, interrupt)?;
+    Ok(match outcome {
+        TrainOutcome::Finished { .. } => Outcome::Success,
+        TrainOutcome::Interrupted { .. } => Outcome::Interrupted,
+    })
+}
+
+fn main() -> ExitCode {
+    cli::run(TOOL, || run(Opts::parse()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Opts::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_become_sagemaker_names() {
+        let o = Opts::try_parse_from([
+            "rectrain",
+            "--train",
+            "t.rec",
+            "--validation",
+            "v.rec",
+            "--out",
+            "o",
+            "--num-layers",
+            "18",
+            "--lr-scheduler-step",
+            "10, 20",
+            "--early-stopping",
+            "True",
+        ])
+        .unwrap();
+        let raw = o.hyperparameter_flags();
+        assert_eq!(raw.len(), 3);
+        assert_eq!(raw["num_layers"], "18");
+        assert_eq!(raw["lr_scheduler_step"], "10, 20");
+        assert_eq!(raw["early_stopping"], "True");
+    }
+
+    #[test]
+    fn every_hyperparameter_has_a_flag() {
+        let cmd = Opts::command();
+        for name in hparams::KNOWN_NAMES {
+            let flag = name.replace('_', "-");
+            assert!(
+                cmd.get_arguments()
+                    .any(|a| a.get_long() == Some(flag.as_str())),
+                "--{flag} missing"
+            );
+        }
+    }
+
+    #[test]
+    fn train_and_train_lst_conflict() {
+        let r = Opts::try_parse_from([
+            "rectrain",
+            "--train",
+            "t.rec",
+            "--train-lst",
+            "t.lst",
+            "--validation",
+            "v.rec",
+            "--out",
+            "o",
+        ]);
+        assert!(r.is_err());
+        assert!(Opts::try_parse_from(["rectrain", "--validation", "v.rec", "--out", "o"]).is_err());
+    }
+
+    #[test]
+    fn classes_sidecar_candidates() {
+        let c = classes_candidates(Path::new("/d/cal_train.lst"));
+        assert_eq!(
+            c,
+            vec![
+                PathBuf::from("/d/cal_train.classes"),
+                PathBuf::from("/d/cal.classes")
+            ]
+        );
+        let c = classes_candidates(Path::new("/d/cal_0_train.lst"));
+        assert_eq!(c.last().unwrap(), &PathBuf::from("/d/cal.classes"));
+        let c = classes_candidates(Path::new("x.rec"));
+        assert_eq!(c, vec![PathBuf::from("x.classes")]);
+    }
+}

@@ -1,1 +1,394 @@
-//! (being written)
+//! Accuracy, loss and per-epoch records, the best-model and early-stopping rules,
+//! and SageMaker's training-log lines.
+//!
+//! Accuracy follows MXNet's metrics: single-label accuracy is the fraction of images
+//! whose arg-max class equals the label (the first maximum wins a tie), top-k counts
+//! the label among the k highest scores, and multi-label accuracy is the average over
+//! classes of the fraction of images whose thresholded output (logit > 0, that is
+//! probability > 0.5) matches the label.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// One epoch's results: the JSON object written on stdout and to `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpochMetrics {
+    /// 0-based epoch.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's images.
+    pub train_loss: f64,
+    /// Training accuracy (see the module documentation).
+    pub train_accuracy: f64,
+    /// Training top-k accuracy, when `top_k` is set.
+    pub train_top_k_accuracy: Option<f64>,
+    /// Mean validation loss.
+    pub validation_loss: f64,
+    /// Validation accuracy.
+    pub validation_accuracy: f64,
+    /// Validation top-k accuracy, when `top_k` is set.
+    pub validation_top_k_accuracy: Option<f64>,
+    /// Learning rate used during the epoch.
+    pub learning_rate: f64,
+    /// Training throughput.
+    pub images_per_second: f64,
+    /// Wall time of the training part of the epoch.
+    pub seconds: f64,
+}
+
+/// Running sums of loss and correct predictions over an epoch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Accumulator {
+    /// Sum over images of the per-image loss.
+    pub loss_sum: f64,
+    /// Images seen.
+    pub samples: usize,
+    /// Sum over images of the per-image accuracy (0/1, or a fraction for multi-label).
+    pub correct: f64,
+    /// Images whose label is within the top k.
+    pub top_k_correct: f64,
+}
+
+impl Accumulator {
+    /// Add one batch: `logits` is `n × classes` row-major, `labels[i]` the label of
+    /// image `i` (one class index, or a multi-hot vector when `multi_label`),
+    /// `mean_loss` the batch's mean loss.
+    pub fn add_batch(
+        &mut self,
+        logits: &[f32],
+        classes: usize,
+        labels: &[Vec<f32>],
+        mean_loss: f64,
+        multi_label: bool,
+        top_k: Option<usize>,
+    ) {
+        let n = labels.len();
+        debug_assert_eq!(logits.len(), n * classes);
+        self.loss_sum += mean_loss * n as f64;
+        self.samples += n;
+        for (row, label) in logits.chunks_exact(classes).zip(labels) {
+            if multi_label {
+                self.correct += multi_label_accuracy(row, label);
+            } else {
+                let target = label.first().copied().unwrap_or(-1.0) as usize;
+                if argmax(row) == target {
+                    self.correct += 1.0;
+                }
+                if let Some(k) = top_k {
+                    if in_top_k(row, target, k) {
+                        self.top_k_correct += 1.0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Mean loss per image (0 when empty).
+    pub fn loss(&self) -> f64 {
+        if self.samples == 0 {
+            0.0
+        } else {
+            self.loss_sum / self.samples as f64
+        }
+    }
+
+    /// Accuracy over the images seen (0 when empty).
+    pub fn accuracy(&self) -> f64 {
+        if self.samples == 0 {
+            0.0
+        } else {
+            self.correct / self.samples as f64
+        }
+    }
+
+    /// Top-k accuracy over the images seen (0 when empty).
+    pub fn top_k_accuracy(&self) -> f64 {
+        if self.samples == 0 {
+            0.0
+        } else {
+            self.top_k_correct / self.samples as f64
+        }
+    }
+}
+
+/// Index of the largest value; the first one wins a tie (NaN never wins).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// True when fewer than `k` scores are strictly greater than the target's score
+/// (MXNet's top-k counts the target when it is among the k largest).
+pub fn in_top_k(row: &[f32], target: usize, k: usize) -> bool {
+    let Some(&t) = row.get(target) else {
+        return false;
+    };
+    let greater = row.iter().filter(|&&v| v > t).count();
+    greater < k
+}
+
+/// Fraction of classes whose thresholded logit (> 0) equals the multi-hot label.
+pub fn multi_label_accuracy(row: &[f32], label: &[f32]) -> f64 {
+    if row.is_empty() {
+        return 0.0;
+    }
+    let hits = row
+        .iter()
+        .zip(label)
+        .filter(|(&logit, &y)| (logit > 0.0) == (y > 0.5))
+        .count();
+    hits as f64 / row.len() as f64
+}
+
+/// SageMaker's rule for the best model: a strictly greater validation accuracy
+/// replaces it, a tie does not. The first epoch always becomes the best.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct BestTracker {
+    /// `(epoch, accuracy)` of the best epoch so far.
+    pub best: Option<(usize, f64)>,
+}
+
+impl BestTracker {
+    /// Record an epoch; true when it becomes the new best.
+    pub fn update(&mut self, epoch: usize, accuracy: f64) -> bool {
+        let better = match self.best {
+            None => true,
+            Some((_, best)) => accuracy > best,
+        };
+        if better {
+            self.best = Some((epoch, accuracy));
+        }
+        better
+    }
+}
+
+/// SageMaker's early stopping: after at least `min_epochs` epochs, stop when
+/// `patience` epochs in a row brought no improvement. An epoch improves when its
+/// validation accuracy beats the best so far and the relative gain
+/// `(acc - best) / best` is at least `tolerance` (any gain over a best of 0 counts).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStopping {
+    /// Epochs that must run before stopping is considered.
+    pub min_epochs: usize,
+    /// Epochs without improvement that stop the run.
+    pub patience: usize,
+    /// Relative gain below which an epoch is not an improvement.
+    pub tolerance: f64,
+    /// Best accuracy so far.
+    pub best: Option<f64>,
+    /// Epochs in a row without improvement.
+    pub stale_epochs: usize,
+}
+
+impl EarlyStopping {
+    /// A fresh tracker.
+    pub fn new(min_epochs: usize, patience: usize, tolerance: f64) -> Self {
+        EarlyStopping {
+            min_epochs,
+            patience,
+            tolerance,
+            best: None,
+            stale_epochs: 0,
+        }
+    }
+
+    /// Record epoch `epoch`'s validation accuracy; true when training should stop now.
+    pub fn should_stop(&mut self, epoch: usize, accuracy: f64) -> bool {
+        let improved = match self.best {
+            None => true,
+            Some(best) if best <= 0.0 => accuracy > best,
+            Some(best) => accuracy > best && (accuracy - best) / best >= self.tolerance,
+        };
+        if improved {
+            self.stale_epochs = 0;
+        } else {
+            self.stale_epochs += 1;
+        }
+        if self.best.is_none_or(|b| accuracy > b) {
+            self.best = Some(accuracy);
+        }
+        epoch + 1 >= self.min_epochs && self.stale_epochs >= self.patience
+    }
+}
+
+/// Prefix a message the way SageMaker's algorithm logs do:
+/// `[MM/DD/YYYY HH:MM:SS INFO <id>] <message>` (UTC; the id is the process id).
+pub fn log_line(message: &str) -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!(
+        "[{} INFO {}] {message}",
+        format_timestamp(secs),
+        std::process::id()
+    )
+}
+
+/// `MM/DD/YYYY HH:MM:SS` for a Unix time in seconds (UTC).
+pub fn format_timestamp(unix_secs: u64) -> String {
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    // Howard Hinnant's civil-from-days algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{month:02}/{day:02}/{year:04} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The per-epoch lines of MXNet's `fit` (without the log prefix), in SageMaker's order:
+/// train accuracy, train top-k (when set), time cost, validation accuracy.
+pub fn epoch_log_lines(m: &EpochMetrics, top_k: Option<usize>) -> Vec<String> {
+    let e = m.epoch;
+    let mut lines = vec![format!("Epoch[{e}] Train-accuracy={:.6}", m.train_accuracy)];
+    if let (Some(k), Some(acc)) = (top_k, m.train_top_k_accuracy) {
+        lines.push(format!("Epoch[{e}] Train-top_k_accuracy_{k}={acc:.6}"));
+    }
+    lines.push(format!("Epoch[{e}] Time cost={:.3}", m.seconds));
+    lines.push(format!(
+        "Epoch[{e}] Validation-accuracy={:.6}",
+        m.validation_accuracy
+    ));
+    lines
+}
+
+/// One JSON line (no trailing newline) for an epoch.
+pub fn json_line(m: &EpochMetrics) -> String {
+    // Serialising plain numbers and options cannot fail; NaN becomes null.
+    serde_json::to_string(m).unwrap_or_default()
+}
+
+/// The `metrics.jsonl` text for a whole history.
+pub fn jsonl(history: &[EpochMetrics]) -> String {
+    let mut out = String::new();
+    for m in history {
+        let _ = writeln!(out, "{}", json_line(m));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_and_top_k() {
+        let logits = [
+            0.1, 0.9, 0.0, // argmax 1
+            0.5, 0.2, 0.3, // argmax 0
+            0.2, 0.2, 0.1, // tie: first wins → 0
+            0.0, 0.1, 0.2, // argmax 2
+        ];
+        let labels = vec![vec![1.0], vec![2.0], vec![1.0], vec![0.0]];
+        let mut acc = Accumulator::default();
+        acc.add_batch(&logits, 3, &labels, 0.5, false, Some(2));
+        assert_eq!(acc.samples, 4);
+        assert_eq!(acc.accuracy(), 0.25);
+        // top-2: row0 yes, row1 (0.3 second) yes, row2 (tie at top) yes, row3 (lowest) no.
+        assert_eq!(acc.top_k_accuracy(), 0.75);
+        assert_eq!(acc.loss(), 0.5);
+        acc.add_batch(&[1.0, 0.0, 0.0], 3, &[vec![0.0]], 1.0, false, Some(2));
+        assert_eq!(acc.accuracy(), 0.4);
+        assert_eq!(acc.loss(), 0.6);
+    }
+
+    #[test]
+    fn multi_label_is_average_over_classes() {
+        let logits = [2.0, -1.0, 0.5, -3.0];
+        let labels = vec![vec![1.0, 0.0], vec![0.0, 0.0]];
+        let mut acc = Accumulator::default();
+        acc.add_batch(&logits, 2, &labels, 0.1, true, None);
+        // image 0: both right (1.0); image 1: class 0 wrong, class 1 right (0.5).
+        assert_eq!(acc.accuracy(), 0.75);
+    }
+
+    #[test]
+    fn best_needs_strictly_greater() {
+        let mut b = BestTracker::default();
+        assert!(b.update(0, 0.5));
+        assert!(!b.update(1, 0.5));
+        assert!(b.update(2, 0.6));
+        assert!(!b.update(3, 0.1));
+        assert_eq!(b.best, Some((2, 0.6)));
+    }
+
+    #[test]
+    fn early_stopping_waits_for_min_epochs_and_patience() {
+        let mut es = EarlyStopping::new(3, 2, 0.0);
+        let accs = [0.5, 0.5, 0.5, 0.5, 0.5];
+        let stops: Vec<bool> = accs
+            .iter()
+            .enumerate()
+            .map(|(e, &a)| es.should_stop(e, a))
+            .collect();
+        // stale after epochs 1 and 2 → patience reached at epoch 2 (3 epochs run).
+        assert_eq!(stops, vec![false, false, true, true, true]);
+    }
+
+    #[test]
+    fn early_stopping_tolerance_is_relative() {
+        let mut es = EarlyStopping::new(1, 1, 0.1);
+        assert!(!es.should_stop(0, 0.5));
+        // 0.54 is +8% relative: below the 10% tolerance → no improvement → stop.
+        assert!(es.should_stop(1, 0.54));
+        let mut es = EarlyStopping::new(1, 1, 0.1);
+        es.should_stop(0, 0.5);
+        assert!(!es.should_stop(1, 0.56));
+    }
+
+    #[test]
+    fn timestamp_format() {
+        assert_eq!(format_timestamp(0), "01/01/1970 00:00:00");
+        // 2020-07-14 08:05:09 UTC
+        assert_eq!(format_timestamp(1_594_713_909), "07/14/2020 08:05:09");
+        assert_eq!(format_timestamp(951_782_400), "02/29/2000 00:00:00");
+    }
+
+    #[test]
+    fn log_lines_match_mxnet_fit() {
+        let m = EpochMetrics {
+            epoch: 0,
+            train_loss: 1.0,
+            train_accuracy: 0.366_666_7,
+            train_top_k_accuracy: Some(0.9),
+            validation_loss: 1.2,
+            validation_accuracy: 0.5,
+            validation_top_k_accuracy: Some(1.0),
+            learning_rate: 0.1,
+            images_per_second: 10.0,
+            seconds: 12.3454,
+        };
+        assert_eq!(
+            epoch_log_lines(&m, Some(5)),
+            vec![
+                "Epoch[0] Train-accuracy=0.366667",
+                "Epoch[0] Train-top_k_accuracy_5=0.900000",
+                "Epoch[0] Time cost=12.345",
+                "Epoch[0] Validation-accuracy=0.500000",
+            ]
+        );
+        let line = json_line(&m);
+        let back: EpochMetrics = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, m);
+        assert!(line.starts_with("{\"epoch\":0,\"train_loss\":1.0,"));
+        assert!(log_line("x").ends_with(&format!(" INFO {}] x", std::process::id())));
+    }
+}

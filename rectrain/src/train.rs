@@ -1,1 +1,1324 @@
-//! (being written)
+//! The training loop: SageMaker's image-classification semantics on burn.
+//!
+//! [`prepare`] opens the datasets and checks everything that can be checked before a
+//! single step runs (sizes, label widths, label ranges, class names, a resumable state
+//! that matches). [`train`] then runs the epochs on the chosen device:
+//!
+//! - optimizer: sgd / nag (momentum without dampening, L2 weight decay), adam,
+//!   rmsprop (non-centred, `gamma` as the squared-gradient decay);
+//! - learning rate `learning_rate × lr_scheduler_factor^k` where k counts the listed
+//!   `lr_scheduler_step` epochs already passed;
+//! - loss: softmax cross-entropy, or binary cross-entropy on logits for `multi_label`
+//!   (optionally with a per-class positive weight `negatives / positives`);
+//! - after each epoch: validation, SageMaker's log lines on the log writer, one JSON
+//!   object on the data writer, the best checkpoint (strictly better accuracy only,
+//!   numbered epoch + 1), every `checkpoint_frequency` epochs a checkpoint, the
+//!   resumable state in `checkpoints/last/`, `metrics.jsonl` and `accuracy.svg`;
+//! - early stopping with SageMaker's min-epochs / patience / relative tolerance;
+//! - an interrupt (Ctrl-C) finishes the current step, saves the resumable state with
+//!   the position inside the epoch, and returns [`TrainOutcome::Interrupted`]. Resuming
+//!   replays the same batches (the loader is deterministic for a seed and an epoch), so
+//!   an interrupted and resumed run ends with the same weights as an uninterrupted one.
+//!
+//! At the end the best checkpoint becomes `model.safetensors` and `config.json` is
+//! written.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer, RmsPropConfig, SgdConfig};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::{self, ArtifactConfig};
+use crate::augment::AugmentationType;
+use crate::backend::{self, BackendTask, DeviceSpec, Precision};
+use crate::hparams::{self, Hyperparameters, OptimizerKind, RawHyperparameters};
+use crate::loader::{self, Batch, LoaderConfig, RecDataset};
+use crate::metrics::{self, Accumulator, BestTracker, EarlyStopping, EpochMetrics};
+use crate::model::{ResNet, ResNetConfig};
+use crate::plot;
+use crate::preprocess::PreprocessConfig;
+use crate::weights::{self, HeadPolicy};
+
+/// SageMaker's message when a channel holds fewer images than one batch.
+pub const TOO_FEW_IMAGES: &str =
+    "The number of input images must be bigger or equal to the mini_batch_size";
+
+/// Where a channel's images come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSource {
+    /// A RecordIO file, with its `.idx` when there is one.
+    Rec {
+        /// The `.rec` file.
+        rec: PathBuf,
+        /// The `.idx` file, if any.
+        idx: Option<PathBuf>,
+    },
+    /// An image folder and a `.lst` file whose paths are relative to it.
+    Lst {
+        /// The `.lst` file.
+        lst: PathBuf,
+        /// The folder the paths are relative to.
+        root: PathBuf,
+    },
+}
+
+impl DataSource {
+    /// A `.rec` source, picking up `<stem>.idx` next to it when it exists.
+    pub fn rec(rec: PathBuf) -> Self {
+        let idx = rec.with_extension("idx");
+        let idx = idx.is_file().then_some(idx);
+        DataSource::Rec { rec, idx }
+    }
+
+    /// The file that names this source in messages.
+    pub fn path(&self) -> &Path {
+        match self {
+            DataSource::Rec { rec, .. } => rec,
+            DataSource::Lst { lst, .. } => lst,
+        }
+    }
+
+    fn open(&self) -> Result<RecDataset, TrainError> {
+        let ds = match self {
+            DataSource::Rec { rec, idx } => RecDataset::open(rec, idx.as_deref()),
+            DataSource::Lst { lst, root } => RecDataset::from_lst(lst, root),
+        };
+        ds.map_err(|e| TrainError::Data(format!("{}: {e}", self.path().display())))
+    }
+}
+
+/// Everything a training run needs, resolved and validated by the caller.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// The hyperparameters (num_classes / num_training_samples may still be unset).
+    pub hparams: Hyperparameters,
+    /// Training images.
+    pub train: DataSource,
+    /// Validation images.
+    pub validation: DataSource,
+    /// The artifact directory.
+    pub out: PathBuf,
+    /// Class names by index, when known.
+    pub class_names: Option<Vec<String>>,
+    /// Pretrained weights (.pth or .safetensors), used when `use_pretrained_model`.
+    pub pretrained: Option<PathBuf>,
+    /// Keep the pretrained classifier instead of re-initialising it.
+    pub keep_head: bool,
+    /// Seed of the weight initialisation, the shuffling and the augmentation.
+    pub seed: u64,
+    /// Which device to train on.
+    pub device: DeviceSpec,
+    /// A directory holding a resumable state (the artifact directory of an earlier run,
+    /// or its `checkpoints/last`).
+    pub resume: Option<PathBuf>,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Decoding threads of the loader (0 = one per CPU).
+    pub workers: usize,
+    /// Behave as if interrupted after this many optimizer steps (testing aid).
+    pub stop_after_steps: Option<usize>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainOutcome {
+    /// All epochs ran, or early stopping ended the run.
+    Finished {
+        /// Epochs completed.
+        epochs_run: usize,
+        /// `(epoch, validation accuracy)` of the best epoch.
+        best: Option<(usize, f64)>,
+        /// True when early stopping ended the run.
+        stopped_early: bool,
+    },
+    /// Interrupted; the resumable state was saved.
+    Interrupted {
+        /// Epoch in progress.
+        epoch: usize,
+        /// Steps of that epoch already done.
+        step: usize,
+    },
+}
+
+/// Why training could not run or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Bad or unreadable data.
+    #[error("{0}")]
+    Data(String),
+    /// A configuration problem found before training.
+    #[error("{0}")]
+    Config(String),
+    /// Hyperparameter problem.
+    #[error(transparent)]
+    Hparams(#[from] hparams::HparamsError),
+    /// The loss became NaN or infinite.
+    #[error(
+        "the training loss became {loss} at epoch {epoch}, step {step}: training diverged \
+         (try a lower learning_rate); the last good state is kept in {kept}"
+    )]
+    NonFinite {
+        /// The value.
+        loss: f64,
+        /// Epoch.
+        epoch: usize,
+        /// Step within the epoch.
+        step: usize,
+        /// Where the last good state is.
+        kept: String,
+    },
+    /// Device or backend selection failed.
+    #[error("device: {0}")]
+    Backend(String),
+    /// Reading or writing model weights failed.
+    #[error("weights: {0}")]
+    Weights(String),
+    /// Saving or loading the resumable state failed.
+    #[error("resumable state {path}: {reason}")]
+    State {
+        /// The file or directory.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The artifact could not be written.
+    #[error(transparent)]
+    Artifact(#[from] artifact::ArtifactError),
+    /// The plot could not be written.
+    #[error(transparent)]
+    Plot(#[from] plot::PlotError),
+    /// Writing the per-epoch JSON to the data writer failed.
+    #[error("writing metrics: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn state_err(path: &Path, reason: impl std::fmt::Display) -> TrainError {
+    TrainError::State {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The resumable state's bookkeeping, `checkpoints/last/state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResumeState {
+    /// Always `"rectrain-state"`.
+    pub format: String,
+    /// Epoch to continue with.
+    pub epoch: usize,
+    /// Steps of that epoch already done (0 at an epoch boundary).
+    pub step: usize,
+    /// The run's seed.
+    pub seed: u64,
+    /// The learning rate in force.
+    pub learning_rate: f64,
+    /// The epoch's running sums so far.
+    pub accumulator: Accumulator,
+    /// Training seconds of the epoch so far.
+    pub seconds: f64,
+    /// Best epoch so far.
+    pub best: BestTracker,
+    /// Early-stopping counters.
+    pub early_stopping: EarlyStopping,
+    /// Metrics of the finished epochs.
+    pub history: Vec<EpochMetrics>,
+    /// The run's resolved hyperparameters.
+    pub hyperparameters: RawHyperparameters,
+    /// The best checkpoint file, relative to the artifact directory.
+    pub best_checkpoint: Option<String>,
+}
+
+const STATE_FORMAT: &str = "rectrain-state";
+
+/// Hyperparameters that may change between an interrupted run and its resumption.
+const RESUMABLE_CHANGES: &[&str] = &[
+    "epochs",
+    "checkpoint_frequency",
+    "early_stopping",
+    "early_stopping_min_epochs",
+    "early_stopping_patience",
+    "early_stopping_tolerance",
+    "num_training_samples",
+];
+
+/// The state directory inside `dir` (accepts the artifact directory or `last` itself).
+pub fn find_resume_dir(dir: &Path) -> PathBuf {
+    if dir.join("state.json").is_file() {
+        dir.to_path_buf()
+    } else {
+        artifact::resume_dir(dir)
+    }
+}
+
+/// Read `state.json` from a resumable state directory.
+pub fn read_resume_state(dir: &Path) -> Result<ResumeState, TrainError> {
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| state_err(&path, e))?;
+    let state: ResumeState = serde_json::from_str(&text).map_err(|e| state_err(&path, e))?;
+    if state.format != STATE_FORMAT {
+        return Err(state_err(
+            &path,
+            format!("format {:?} is not {STATE_FORMAT:?}", state.format),
+        ));
+    }
+    Ok(state)
+}
+
+/// A run after the checks: datasets open, every number known.
+pub struct Prepared {
+    /// The configuration, with `num_classes` and `num_training_samples` filled in.
+    pub cfg: TrainConfig,
+    /// Training images.
+    pub train: Arc<RecDataset>,
+    /// Validation images.
+    pub validation: Arc<RecDataset>,
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Per-class positive weights for the weighted multi-label loss.
+    pub pos_weights: Option<Vec<f32>>,
+    /// The state to resume from.
+    pub resume: Option<(PathBuf, ResumeState)>,
+}
+
+/// Check every label against the class count (the loader's error names the record).
+fn check_labels(name: &str, ds: &RecDataset, num_classes: usize) -> Result<(), TrainError> {
+    ds.validate_labels(num_classes)
+        .map_err(|e| TrainError::Data(format!("{name}: {e}")))
+}
+
+/// Open the data and check everything before training; `warn` receives warnings.
+pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Prepared, TrainError> {
+    let train = cfg.train.open()?;
+    let validation = cfg.validation.open()?;
+    let h = &mut cfg.hparams;
+
+    for (name, ds) in [("training set", &train), ("validation set", &validation)] {
+        if ds.is_empty() {
+            return Err(TrainError::Data(format!("the {name} has no images")));
+        }
+    }
+    if train.len() < h.mini_batch_size {
+        return Err(TrainError::Data(format!(
+            "{TOO_FEW_IMAGES} ({} training images, mini_batch_size {})",
+            train.len(),
+            h.mini_batch_size
+        )));
+    }
+
+    let (tw, vw) = (train.label_width(), validation.label_width());
+    if tw != vw {
+        return Err(TrainError::Data(format!(
+            "the training labels have width {tw} but the validation labels have width {vw}"
+        )));
+    }
+    let num_classes = if h.multi_label {
+        if tw < 2 {
+            return Err(TrainError::Data(format!(
+                "multi_label=1 needs multi-hot label vectors (one entry per class), but the labels have width {tw}"
+            )));
+        }
+        if let Some(n) = h.num_classes {
+            if n != tw {
+                return Err(TrainError::Data(format!(
+                    "num_classes is {n} but the multi-label vectors have {tw} entries"
+                )));
+            }
+        }
+        tw
+    } else {
+        if tw != 1 {
+            return Err(TrainError::Data(format!(
+                "the labels have width {tw}: set multi_label=1 for multi-label data"
+            )));
+        }
+        let inferred = train
+            .num_classes_inferred()
+            .max(validation.num_classes_inferred());
+        h.num_classes.unwrap_or(inferred)
+    };
+    check_labels("training set", &train, num_classes)?;
+    check_labels("validation set", &validation, num_classes)?;
+    if num_classes < 2 && !h.multi_label {
+        return Err(TrainError::Data(format!(
+            "the data has only {num_classes} class: classification needs at least 2"
+        )));
+    }
+    h.num_classes = Some(num_classes);
+
+    match h.num_training_samples {
+        Some(n) if n != train.len() => warn(format!(
+            "num_training_samples is {n} but the training set has {} images; using {}",
+            train.len(),
+            train.len()
+        )),
+        _ => {}
+    }
+    h.num_training_samples = Some(train.len());
+
+    if let Some(names) = &cfg.class_names {
+        if names.len() != num_classes {
+            return Err(TrainError::Config(format!(
+                "{} class names for {num_classes} classes",
+                names.len()
+            )));
+        }
+    }
+    if h.use_pretrained_model && cfg.pretrained.is_none() {
+        return Err(TrainError::Config(
+            "use_pretrained_model=1 needs the weights: pass --pretrained PATH to a torchvision \
+             ResNet .pth or .safetensors file (rectrain cannot download them)"
+                .into(),
+        ));
+    }
+    if let Some(top_k) = h.top_k {
+        if top_k > num_classes {
+            warn(format!(
+                "top_k ({top_k}) is larger than num_classes ({num_classes}): top-k accuracy will be 1"
+            ));
+        }
+    }
+    ResNetConfig::new(h.num_layers, num_classes)
+        .validate()
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+
+    let pos_weights = (h.multi_label && h.use_weighted_loss).then(|| {
+        let mut pos = vec![0usize; num_classes];
+        for i in 0..train.len() {
+            for (c, &v) in train.labels()[i].iter().enumerate() {
+                if v > 0.5 {
+                    pos[c] += 1;
+                }
+            }
+        }
+        let n = train.len();
+        pos.iter()
+            .map(|&p| {
+                if p == 0 {
+                    1.0
+                } else {
+                    (n - p) as f32 / p as f32
+                }
+            })
+            .collect()
+    });
+
+    let resume = match &cfg.resume {
+        None => None,
+        Some(dir) => {
+            let dir = find_resume_dir(dir);
+            let state = read_resume_state(&dir)?;
+            let now = cfg.hparams.to_raw();
+            let differing: Vec<&str> = KNOWN_FOR_RESUME
+                .iter()
+                .copied()
+                .filter(|k| !RESUMABLE_CHANGES.contains(k))
+                .filter(|k| state.hyperparameters.get(*k) != now.get(*k))
+                .collect();
+            if !differing.is_empty() {
+                return Err(state_err(
+                    &dir,
+                    format!(
+                        "it was written with different hyperparameters: {}",
+                        differing.join(", ")
+                    ),
+                ));
+            }
+            if state.seed != cfg.seed {
+                warn(format!(
+                    "resuming with seed {} (the state's); --seed {} is ignored",
+                    state.seed, cfg.seed
+                ));
+                cfg.seed = state.seed;
+            }
+            Some((dir, state))
+        }
+    };
+
+    Ok(Prepared {
+        cfg,
+        train: Arc::new(train),
+        validation: Arc::new(validation),
+        num_classes,
+        pos_weights,
+        resume,
+    })
+}
+
+const KNOWN_FOR_RESUME: &[&str] = hparams::KNOWN_NAMES;
+
+/// SageMaker's `---- Parameters ----` block (without the log prefix).
+pub fn parameter_lines(h: &Hyperparameters) -> Vec<String> {
+    let mut v = vec!["---- Parameters ----".to_string()];
+    v.push(format!("num_layers: {}", h.num_layers));
+    let dtype = match h.precision_dtype {
+        Precision::F32 => "float32",
+        Precision::F16 => "float16",
+        Precision::Bf16 => "bfloat16",
+    };
+    v.push(format!("data type: <type 'numpy.{dtype}'>"));
+    v.push(format!("epochs: {}", h.epochs));
+    if let Some(r) = h.resize {
+        v.push(format!("image resize size: {r}"));
+    }
+    v.push(format!("optimizer: {}", h.optimizer));
+    v.push(format!("momentum: {}", h.momentum));
+    v.push(format!("weight_decay: {}", h.weight_decay));
+    v.push(format!("learning_rate: {}", h.learning_rate));
+    if let Some(n) = h.num_training_samples {
+        v.push(format!("num_training_samples: {n}"));
+    }
+    v.push(format!("mini_batch_size: {}", h.mini_batch_size));
+    let [c, hh, w] = h.image_shape;
+    v.push(format!("image_shape: {c},{hh},{w}"));
+    if let Some(n) = h.num_classes {
+        v.push(format!("num_classes: {n}"));
+    }
+    v.push(format!(
+        "augmentation_type: {}",
+        hparams::augmentation_name(h.augmentation_type).unwrap_or("None")
+    ));
+    v.push(format!(
+        "kv_store: {}",
+        h.kv_store.as_deref().unwrap_or("device")
+    ));
+    if let Some(k) = h.top_k {
+        v.push(format!("top_k: {k}"));
+    }
+    match h.checkpoint_frequency {
+        None => v.push("checkpoint_frequency not set, will store the best model".into()),
+        Some(f) => v.push(format!("checkpoint_frequency: {f}")),
+    }
+    v.push("--------------------".into());
+    v
+}
+
+/// Run a prepared training. `data` receives one JSON line per epoch; `log` receives
+/// SageMaker's log lines; setting `interrupt` stops after the current step.
+pub fn train(
+    prepared: Prepared,
+    data: &mut dyn Write,
+    log: &mut dyn Write,
+    interrupt: Arc<AtomicBool>,
+) -> Result<TrainOutcome, TrainError> {
+    let h = &prepared.cfg.hparams;
+    if !prepared.cfg.out.is_dir() {
+        std::fs::create_dir_all(&prepared.cfg.out).map_err(io_err(&prepared.cfg.out))?;
+    }
+    let ckpt = artifact::checkpoints_dir(&prepared.cfg.out);
+    std::fs::create_dir_all(&ckpt).map_err(io_err(&ckpt))?;
+
+    let mut notices = Vec::new();
+    let device = backend::resolve(&prepared.cfg.device, |n: &str| notices.push(n.to_string()))
+        .map_err(|e| TrainError::Backend(e.to_string()))?;
+    for n in notices {
+        info(log, &n);
+    }
+    if !device.is_cuda() && h.precision_dtype != Precision::F32 {
+        return Err(TrainError::Config(format!(
+            "precision_dtype {} needs a CUDA GPU; on the CPU use float32",
+            hparams::precision_name(h.precision_dtype)
+        )));
+    }
+    if h.use_pretrained_model {
+        info(log, "use_pretrained_model: 1");
+    }
+    info(log, &format!("multi_label: {}", u8::from(h.multi_label)));
+    if h.use_pretrained_model {
+        info(
+            log,
+            "Using pretrained model for initializing weights and transfer learning.",
+        );
+    }
+    for line in parameter_lines(h) {
+        info(log, &line);
+    }
+    let precision = h.precision_dtype;
+    let task = TrainTask {
+        prepared: &prepared,
+        data,
+        log,
+        interrupt,
+    };
+    backend::dispatch(&device, precision, task).map_err(|e| TrainError::Backend(e.to_string()))?
+}
+
+/// Write one SageMaker-style log line; errors writing the log are ignored.
+fn info(log: &mut dyn Write, msg: &str) {
+    let _ = writeln!(log, "{}", metrics::log_line(msg));
+}
+
+struct TrainTask<'a> {
+    prepared: &'a Prepared,
+    data: &'a mut dyn Write,
+    log: &'a mut dyn Write,
+    interrupt: Arc<AtomicBool>,
+}
+
+impl BackendTask for TrainTask<'_> {
+    type Output = Result<TrainOutcome, TrainError>;
+
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        let p = self.prepared;
+        let h = &p.cfg.hparams;
+        let Some(device) = devices.first().cloned() else {
+            return Err(TrainError::Backend("no device to train on".into()));
+        };
+        if devices.len() > 1 {
+            info(
+                self.log,
+                &format!(
+                    "warning: {} devices requested; splitting batches across devices is not \
+                     implemented yet, training on the first one ({:?})",
+                    devices.len(),
+                    devices[0]
+                ),
+            );
+        }
+        B::seed(&device, p.cfg.seed);
+        let mut model: ResNet<B> = ResNetConfig::new(h.num_layers, p.num_classes).init(&device);
+        if let (true, Some(path)) = (h.use_pretrained_model, &p.cfg.pretrained) {
+            let policy = if p.cfg.keep_head {
+                HeadPolicy::Keep
+            } else {
+                HeadPolicy::Reinit
+            };
+            let (m, report) = weights::load_pretrained(model, path, policy, &device)
+                .map_err(|e| TrainError::Weights(format!("{}: {e}", path.display())))?;
+            model = m;
+            info(
+                self.log,
+                &format!(
+                    "Loaded pretrained weights from {}: {report}",
+                    path.display()
+                ),
+            );
+        }
+        let mut run = Run {
+            p,
+            device: device.clone(),
+            data: self.data,
+            log: self.log,
+            interrupt: self.interrupt,
+            steps_done: 0,
+        };
+        match h.optimizer {
+            OptimizerKind::Sgd | OptimizerKind::Nag => {
+                let mut c = SgdConfig::new().with_momentum(Some(MomentumConfig {
+                    momentum: h.momentum,
+                    dampening: 0.0,
+                    nesterov: h.optimizer == OptimizerKind::Nag,
+                }));
+                if h.weight_decay > 0.0 {
+                    c = c.with_weight_decay(Some(WeightDecayConfig::new(h.weight_decay as f32)));
+                }
+                run.epochs(model, c.init::<B, ResNet<B>>())
+            }
+            OptimizerKind::Adam => {
+                let c = AdamConfig::new()
+                    .with_beta_1(h.beta_1 as f32)
+                    .with_beta_2(h.beta_2 as f32)
+                    .with_epsilon(h.eps as f32);
+                run.epochs(model, c.init::<B, ResNet<B>>())
+            }
+            OptimizerKind::RmsProp => {
+                let c = RmsPropConfig::new()
+                    .with_alpha(h.gamma as f32)
+                    .with_momentum(0.0)
+                    .with_epsilon(h.eps as f32);
+                run.epochs(model, c.init::<B, ResNet<B>>())
+            }
+        }
+    }
+}
+
+type StateRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+struct Run<'a, B: AutodiffBackend> {
+    p: &'a Prepared,
+    device: B::Device,
+    data: &'a mut dyn Write,
+    log: &'a mut dyn Write,
+    interrupt: Arc<AtomicBool>,
+    steps_done: usize,
+}
+
+/// Images of a batch as a `[n, C, H, W]` tensor.
+fn images_tensor<B: Backend>(batch: &Batch, shape: [usize; 3], device: &B::Device) -> Tensor<B, 4> {
+    let [c, h, w] = shape;
+    Tensor::from_data(
+        TensorData::new(batch.images.clone(), [batch.n, c, h, w]),
+        device,
+    )
+}
+
+fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// Mean loss of a batch (a one-element tensor).
+fn batch_loss<B: Backend>(
+    logits: Tensor<B, 2>,
+    labels: &[Vec<f32>],
+    num_classes: usize,
+    multi_label: bool,
+    pos_weights: Option<&[f32]>,
+    device: &B::Device,
+) -> Tensor<B, 1> {
+    let n = labels.len();
+    if multi_label {
+        let flat: Vec<f32> = labels.iter().flat_map(|l| l.iter().copied()).collect();
+        let y = Tensor::<B, 2>::from_data(TensorData::new(flat, [n, num_classes]), device);
+        // Stable BCE on logits: (1−y)·x + (1 + (w−1)·y)·(log(1+e^{−|x|}) + max(−x, 0)).
+        let x = logits;
+        let softplus_neg = x.clone().abs().neg().exp().log1p() + x.clone().neg().clamp_min(0.0);
+        let coef = match pos_weights {
+            Some(w) => {
+                let w =
+                    Tensor::<B, 1>::from_data(TensorData::new(w.to_vec(), [num_classes]), device)
+                        .reshape([1, num_classes]);
+                y.clone().mul(w.sub_scalar(1.0)).add_scalar(1.0)
+            }
+            None => y.ones_like(),
+        };
+        let loss = y.neg().add_scalar(1.0).mul(x) + coef.mul(softplus_neg);
+        loss.mean()
+    } else {
+        let targets: Vec<i64> = labels.iter().map(|l| l[0] as i64).collect();
+        let t = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [n]), device);
+        burn::nn::loss::CrossEntropyLossConfig::new()
+            .init(device)
+            .forward(logits, t)
+    }
+}
+
+impl<B: AutodiffBackend> Run<'_, B> {
+    fn loader_config(&self, training: bool) -> LoaderConfig {
+        let h = &self.p.cfg.hparams;
+        LoaderConfig {
+            batch_size: h.mini_batch_size,
+            shuffle: training,
+            seed: self.p.cfg.seed,
+            augmentation: if training {
+                h.augmentation_type
+            } else {
+                AugmentationType::None
+            },
+            preprocess: PreprocessConfig::new(h.image_shape, h.resize),
+            workers: match self.p.cfg.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
+            prefetch_batches: 4,
+            drop_last: false,
+        }
+    }
+
+    fn epochs<O: Optimizer<ResNet<B>, B>>(
+        &mut self,
+        mut model: ResNet<B>,
+        mut optim: O,
+    ) -> Result<TrainOutcome, TrainError> {
+        let p = self.p;
+        let h = &p.cfg.hparams;
+        let out = &p.cfg.out;
+        let recorder = StateRecorder::new();
+
+        let mut start_epoch = 0;
+        let mut start_step = 0;
+        let mut acc0 = Accumulator::default();
+        let mut seconds0 = 0.0;
+        let mut best = BestTracker::default();
+        let mut early = EarlyStopping::new(
+            h.early_stopping_min_epochs,
+            h.early_stopping_patience,
+            h.early_stopping_tolerance,
+        );
+        let mut history: Vec<EpochMetrics> = Vec::new();
+        let mut best_checkpoint: Option<String> = None;
+        if let Some((dir, state)) = &p.resume {
+            model = model
+                .load_file(dir.join("model"), &recorder, &self.device)
+                .map_err(|e| state_err(dir, e))?;
+            let record = <StateRecorder as Recorder<B>>::load(
+                &recorder,
+                dir.join("optimizer.mpk"),
+                &self.device,
+            )
+            .map_err(|e| state_err(dir, e))?;
+            optim = optim.load_record(record);
+            start_epoch = state.epoch;
+            start_step = state.step;
+            acc0 = state.accumulator.clone();
+            seconds0 = state.seconds;
+            best = state.best;
+            early = EarlyStopping {
+                min_epochs: h.early_stopping_min_epochs,
+                patience: h.early_stopping_patience,
+                tolerance: h.early_stopping_tolerance,
+                ..state.early_stopping
+            };
+            history = state.history.clone();
+            best_checkpoint = state.best_checkpoint.clone();
+            info(
+                self.log,
+                &format!(
+                    "Resuming from {} at epoch {start_epoch}, step {start_step}",
+                    dir.display()
+                ),
+            );
+        }
+
+        let train_cfg = self.loader_config(true);
+        let val_cfg = self.loader_config(false);
+        let mut stopped_early = false;
+        let mut epochs_run = start_epoch;
+
+        for epoch in start_epoch..h.epochs {
+            let lr = h.learning_rate_at(epoch);
+            let (mut acc, skip, prior_seconds) = if epoch == start_epoch {
+                (acc0.clone(), start_step, seconds0)
+            } else {
+                (Accumulator::default(), 0, 0.0)
+            };
+            let steps_in_epoch = p.train.len().div_ceil(h.mini_batch_size);
+            let bar = self.progress_bar(epoch, steps_in_epoch, skip);
+            let t0 = Instant::now();
+            let mut step = 0;
+            for batch in loader::epoch_batches(p.train.clone(), &train_cfg, epoch) {
+                if step < skip {
+                    step += 1;
+                    continue;
+                }
+                let batch = batch.map_err(|e| TrainError::Data(format!("training set: {e}")))?;
+                let x = images_tensor::<B>(&batch, h.image_shape, &self.device);
+                let logits = model.forward(x);
+                let loss = batch_loss(
+                    logits.clone(),
+                    &batch.labels,
+                    p.num_classes,
+                    h.multi_label,
+                    p.pos_weights.as_deref(),
+                    &self.device,
+                );
+                let loss_value: f64 = loss.clone().into_scalar().elem();
+                if !loss_value.is_finite() {
+                    if let Some(b) = &bar {
+                        b.finish_and_clear();
+                    }
+                    return Err(TrainError::NonFinite {
+                        loss: loss_value,
+                        epoch,
+                        step,
+                        kept: self.kept_description(),
+                    });
+                }
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(lr, model, grads);
+                let host = host_f32(logits.detach());
+                acc.add_batch(
+                    &host,
+                    p.num_classes,
+                    &batch.labels,
+                    loss_value,
+                    h.multi_label,
+                    h.top_k,
+                );
+                step += 1;
+                self.steps_done += 1;
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+                if p.cfg.stop_after_steps.is_some_and(|n| self.steps_done >= n) {
+                    self.interrupt.store(true, Ordering::SeqCst);
+                }
+                if self.interrupt.load(Ordering::SeqCst) && step < steps_in_epoch {
+                    if let Some(b) = &bar {
+                        b.finish_and_clear();
+                    }
+                    let state = ResumeState {
+                        format: STATE_FORMAT.into(),
+                        epoch,
+                        step,
+                        seed: p.cfg.seed,
+                        learning_rate: lr,
+                        accumulator: acc,
+                        seconds: prior_seconds + t0.elapsed().as_secs_f64(),
+                        best,
+                        early_stopping: early,
+                        history,
+                        hyperparameters: h.to_raw(),
+                        best_checkpoint,
+                    };
+                    let dir = self.save_state(&model, &optim, &state)?;
+                    info(
+                        self.log,
+                        &format!(
+                            "Interrupted at epoch {epoch}, step {step}: saved the resumable state to \"{}\"",
+                            dir.display()
+                        ),
+                    );
+                    return Ok(TrainOutcome::Interrupted { epoch, step });
+                }
+            }
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let seconds = prior_seconds + t0.elapsed().as_secs_f64();
+
+            let valid = model.valid();
+            let vacc = self.validate(&valid, &val_cfg)?;
+
+            let m = EpochMetrics {
+                epoch,
+                train_loss: acc.loss(),
+                train_accuracy: acc.accuracy(),
+                train_top_k_accuracy: h.top_k.map(|_| acc.top_k_accuracy()),
+                validation_loss: vacc.loss(),
+                validation_accuracy: vacc.accuracy(),
+                validation_top_k_accuracy: h.top_k.map(|_| vacc.top_k_accuracy()),
+                learning_rate: lr,
+                images_per_second: if seconds > 0.0 {
+                    acc.samples as f64 / seconds
+                } else {
+                    0.0
+                },
+                seconds,
+            };
+            for line in metrics::epoch_log_lines(&m, h.top_k) {
+                info(self.log, &line);
+            }
+            writeln!(self.data, "{}", metrics::json_line(&m)).map_err(TrainError::Output)?;
+            self.data.flush().map_err(TrainError::Output)?;
+
+            let periodic = h.checkpoint_frequency.is_some_and(|f| (epoch + 1) % f == 0);
+            if best.update(epoch, m.validation_accuracy) {
+                info(
+                    self.log,
+                    &format!(
+                        "Storing the best model with validation accuracy: {:.6}",
+                        m.validation_accuracy
+                    ),
+                );
+                let path = artifact::checkpoint_path(out, epoch);
+                self.save_weights(&model, &path)?;
+                info(
+                    self.log,
+                    &format!("Saved checkpoint to \"{}\"", path.display()),
+                );
+                if let Some(old) = best_checkpoint.take() {
+                    if !self.is_periodic_checkpoint(&old) {
+                        let _ = std::fs::remove_file(out.join(old));
+                    }
+                }
+                best_checkpoint = Some(relative_checkpoint(epoch));
+            } else if periodic {
+                let path = artifact::checkpoint_path(out, epoch);
+                self.save_weights(&model, &path)?;
+                info(
+                    self.log,
+                    &format!("Saved checkpoint to \"{}\"", path.display()),
+                );
+            }
+
+            history.push(m.clone());
+            artifact::write_atomic(
+                &artifact::metrics_path(out),
+                metrics::jsonl(&history).as_bytes(),
+            )
+            .map_err(io_err(&artifact::metrics_path(out)))?;
+            plot::write_accuracy_svg(&artifact::plot_path(out), &history, &self.plot_title())?;
+            epochs_run = epoch + 1;
+
+            let stop = h.early_stopping && early.should_stop(epoch, m.validation_accuracy);
+            if stop {
+                let (be, ba) = best.best.unwrap_or((epoch, m.validation_accuracy));
+                info(
+                    self.log,
+                    &format!(
+                        "Early stopping criterion met at epoch {epoch}: validation accuracy did not \
+                         improve by a relative {} for {} epochs (best {ba:.6} at epoch {be}); \
+                         stopping training",
+                        h.early_stopping_tolerance, h.early_stopping_patience
+                    ),
+                );
+            }
+            let state = ResumeState {
+                format: STATE_FORMAT.into(),
+                epoch: epoch + 1,
+                step: 0,
+                seed: p.cfg.seed,
+                learning_rate: h.learning_rate_at(epoch + 1),
+                accumulator: Accumulator::default(),
+                seconds: 0.0,
+                best,
+                early_stopping: early,
+                history: history.clone(),
+                hyperparameters: h.to_raw(),
+                best_checkpoint: best_checkpoint.clone(),
+            };
+            self.save_state(&model, &optim, &state)?;
+            if stop {
+                stopped_early = true;
+                break;
+            }
+            if self.interrupt.load(Ordering::SeqCst) && epoch + 1 < h.epochs {
+                info(
+                    self.log,
+                    &format!(
+                        "Interrupted after epoch {epoch}: saved the resumable state to \"{}\"",
+                        artifact::resume_dir(out).display()
+                    ),
+                );
+                return Ok(TrainOutcome::Interrupted {
+                    epoch: epoch + 1,
+                    step: 0,
+                });
+            }
+        }
+
+        self.finish(
+            &best,
+            best_checkpoint.as_deref(),
+            epochs_run,
+            stopped_early,
+            &history,
+        )?;
+        Ok(TrainOutcome::Finished {
+            epochs_run,
+            best: best.best,
+            stopped_early,
+        })
+    }
+
+    fn progress_bar(
+        &self,
+        epoch: usize,
+        steps: usize,
+        done: usize,
+    ) -> Option<indicatif::ProgressBar> {
+        if !self.p.cfg.progress {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(steps as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "epoch {msg} [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(epoch.to_string());
+        bar.set_position(done as u64);
+        Some(bar)
+    }
+
+    fn validate(
+        &mut self,
+        model: &ResNet<B::InnerBackend>,
+        cfg: &LoaderConfig,
+    ) -> Result<Accumulator, TrainError> {
+        let p = self.p;
+        let h = &p.cfg.hparams;
+        let mut acc = Accumulator::default();
+        for batch in loader::epoch_batches(p.validation.clone(), cfg, 0) {
+            let batch = batch.map_err(|e| TrainError::Data(format!("validation set: {e}")))?;
+            let x = images_tensor::<B::InnerBackend>(&batch, h.image_shape, &self.device);
+            let logits = model.forward(x);
+            let loss = batch_loss(
+                logits.clone(),
+                &batch.labels,
+                p.num_classes,
+                h.multi_label,
+                p.pos_weights.as_deref(),
+                &self.device,
+            );
+            let loss_value: f64 = loss.into_scalar().elem();
+            let host = host_f32(logits);
+            acc.add_batch(
+                &host,
+                p.num_classes,
+                &batch.labels,
+                loss_value,
+                h.multi_label,
+                h.top_k,
+            );
+        }
+        Ok(acc)
+    }
+
+    fn is_periodic_checkpoint(&self, relative: &str) -> bool {
+        let Some(f) = self.p.cfg.hparams.checkpoint_frequency else {
+            return false;
+        };
+        (0..self.p.cfg.hparams.epochs)
+            .filter(|e| (e + 1) % f == 0)
+            .any(|e| relative_checkpoint(e) == relative)
+    }
+
+    fn save_weights(&self, model: &ResNet<B>, path: &Path) -> Result<(), TrainError> {
+        let tmp = artifact::temp_sibling(path);
+        weights::save_safetensors(model, &tmp)
+            .map_err(|e| TrainError::Weights(format!("{}: {e}", path.display())))?;
+        std::fs::rename(&tmp, path).map_err(io_err(path))
+    }
+
+    /// Write `checkpoints/last/` through a temporary directory swapped into place.
+    fn save_state<O: Optimizer<ResNet<B>, B>>(
+        &self,
+        model: &ResNet<B>,
+        optim: &O,
+        state: &ResumeState,
+    ) -> Result<PathBuf, TrainError> {
+        let out = &self.p.cfg.out;
+        let last = artifact::resume_dir(out);
+        let tmp = artifact::temp_sibling(&last);
+        let old = last.with_file_name(format!(".last.old{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        let recorder = StateRecorder::new();
+        model
+            .clone()
+            .save_file(tmp.join("model"), &recorder)
+            .map_err(|e| state_err(&tmp, e))?;
+        <StateRecorder as Recorder<B>>::record(
+            &recorder,
+            optim.to_record(),
+            tmp.join("optimizer.mpk"),
+        )
+        .map_err(|e| state_err(&tmp, e))?;
+        let json = serde_json::to_string_pretty(state).map_err(|e| state_err(&tmp, e))?;
+        artifact::write_atomic(&tmp.join("state.json"), json.as_bytes())
+            .map_err(io_err(&tmp.join("state.json")))?;
+        let _ = std::fs::remove_dir_all(&old);
+        if last.exists() {
+            std::fs::rename(&last, &old).map_err(io_err(&last))?;
+        }
+        std::fs::rename(&tmp, &last).map_err(io_err(&last))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(last)
+    }
+
+    fn kept_description(&self) -> String {
+        let last = artifact::resume_dir(&self.p.cfg.out);
+        if last.join("state.json").is_file() {
+            last.display().to_string()
+        } else {
+            "nowhere (no epoch had finished)".to_string()
+        }
+    }
+
+    fn plot_title(&self) -> String {
+        format!("ResNet-{} accuracy", self.p.cfg.hparams.num_layers)
+    }
+
+    /// Copy the best checkpoint to `model.safetensors` and write `config.json`.
+    fn finish(
+        &mut self,
+        best: &BestTracker,
+        best_checkpoint: Option<&str>,
+        epochs_run: usize,
+        stopped_early: bool,
+        history: &[EpochMetrics],
+    ) -> Result<(), TrainError> {
+        let p = self.p;
+        let h = &p.cfg.hparams;
+        let out = &p.cfg.out;
+        if let Some(rel) = best_checkpoint {
+            let src = out.join(rel);
+            let dst = artifact::weights_path(out);
+            let tmp = artifact::temp_sibling(&dst);
+            std::fs::copy(&src, &tmp).map_err(io_err(&src))?;
+            std::fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+        }
+        let mean_ips = if history.is_empty() {
+            0.0
+        } else {
+            history.iter().map(|m| m.images_per_second).sum::<f64>() / history.len() as f64
+        };
+        let cfg = ArtifactConfig {
+            format: artifact::FORMAT.into(),
+            format_version: artifact::FORMAT_VERSION,
+            architecture: "resnet".into(),
+            num_layers: h.num_layers,
+            num_classes: p.num_classes,
+            image_shape: h.image_shape,
+            resize: h.resize,
+            multi_label: h.multi_label,
+            normalization: PreprocessConfig::new(h.image_shape, h.resize).normalization,
+            class_names: p.cfg.class_names.clone(),
+            hyperparameters: h.to_json(),
+            training: serde_json::json!({
+                "epochs_run": epochs_run,
+                "best_epoch": best.best.map(|b| b.0),
+                "best_validation_accuracy": best.best.map(|b| b.1),
+                "best_checkpoint": best_checkpoint,
+                "stopped_early": stopped_early,
+                "seed": p.cfg.seed,
+                "num_training_samples": p.train.len(),
+                "num_validation_samples": p.validation.len(),
+                "device": self.device_name(),
+                "pretrained": p.cfg.pretrained.as_ref().map(|x| x.display().to_string()),
+                "mean_images_per_second": mean_ips,
+            }),
+        };
+        cfg.save(out)?;
+        Ok(())
+    }
+
+    fn device_name(&self) -> String {
+        format!("{:?}", self.device)
+    }
+}
+
+fn relative_checkpoint(epoch: usize) -> String {
+    format!(
+        "checkpoints/{}-{:04}.safetensors",
+        artifact::CHECKPOINT_PREFIX,
+        epoch + 1
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_block_matches_sagemaker() {
+        let mut h = Hyperparameters {
+            num_layers: 18,
+            epochs: 2,
+            num_classes: Some(2),
+            num_training_samples: Some(64),
+            ..Hyperparameters::default()
+        };
+        let lines = parameter_lines(&h);
+        assert_eq!(lines[0], "---- Parameters ----");
+        assert_eq!(lines[1], "num_layers: 18");
+        assert_eq!(lines[2], "data type: <type 'numpy.float32'>");
+        assert!(lines.contains(&"kv_store: device".to_string()));
+        assert!(
+            lines.contains(&"checkpoint_frequency not set, will store the best model".to_string())
+        );
+        assert!(!lines.iter().any(|l| l.starts_with("image resize size")));
+        h.resize = Some(256);
+        h.top_k = Some(3);
+        let lines = parameter_lines(&h);
+        assert!(lines.contains(&"image resize size: 256".to_string()));
+        assert!(lines.contains(&"top_k: 3".to_string()));
+    }
+
+    type Cpu = burn::backend::Flex;
+    type CpuAd = burn::backend::Autodiff<burn::backend::Flex>;
+
+    #[test]
+    fn cross_entropy_and_bce_values() {
+        let device = Default::default();
+        let logits = Tensor::<Cpu, 2>::from_data(
+            TensorData::new(vec![0.0f32, 0.0, 2.0, 0.0], [2, 2]),
+            &device,
+        );
+        let l: f64 = batch_loss(
+            logits.clone(),
+            &[vec![0.0], vec![0.0]],
+            2,
+            false,
+            None,
+            &device,
+        )
+        .into_scalar()
+        .elem();
+        // mean(ln 2, ln(1 + e^-2))
+        let want = (2f64.ln() + (1.0 + (-2f64).exp()).ln()) / 2.0;
+        assert!((l - want).abs() < 1e-5, "{l} vs {want}");
+
+        let labels = [vec![1.0, 0.0], vec![0.0, 1.0]];
+        let l: f64 = batch_loss(logits.clone(), &labels, 2, true, None, &device)
+            .into_scalar()
+            .elem();
+        let sp = |x: f64| (1.0 + x.exp()).ln(); // softplus
+                                                // BCE(x, y) = softplus(x) - x*y
+        let want = (sp(0.0) + sp(0.0) + (sp(2.0) - 0.0) + (sp(0.0) - 0.0)) / 4.0;
+        assert!((l - want).abs() < 1e-5, "{l} vs {want}");
+
+        // A positive weight of 3 on class 0 triples the y=1 term of class 0 only.
+        let l: f64 = batch_loss(logits, &labels, 2, true, Some(&[3.0, 1.0]), &device)
+            .into_scalar()
+            .elem();
+        let want = (3.0 * sp(0.0) + sp(0.0) + sp(2.0) + sp(0.0)) / 4.0;
+        assert!((l - want).abs() < 1e-5, "{l} vs {want}");
+    }
+
+    #[test]
+    fn loss_decreases_on_a_fixed_batch() {
+        let device = Default::default();
+        CpuAd::seed(&device, 7);
+        let mut model: ResNet<CpuAd> = ResNetConfig::new(18, 2).init(&device);
+        let mut optim = SgdConfig::new()
+            .with_momentum(Some(MomentumConfig {
+                momentum: 0.9,
+                dampening: 0.0,
+                nesterov: false,
+            }))
+            .init::<CpuAd, ResNet<CpuAd>>();
+        // Four 3×16×16 images: two dark, two bright, labelled 0 and 1.
+        let n = 4;
+        let len = 3 * 16 * 16;
+        let mut pixels = Vec::with_capacity(n * len);
+        for i in 0..n {
+            let v = if i % 2 == 0 { -1.5f32 } else { 1.5 };
+            pixels.extend((0..len).map(|k| v + (k % 7) as f32 * 0.05));
+        }
+        let labels: Vec<Vec<f32>> = (0..n).map(|i| vec![(i % 2) as f32]).collect();
+        let x = Tensor::<CpuAd, 4>::from_data(TensorData::new(pixels, [n, 3, 16, 16]), &device);
+        let mut losses = Vec::new();
+        for _ in 0..6 {
+            let logits = model.forward(x.clone());
+            let loss = batch_loss(logits, &labels, 2, false, None, &device);
+            losses.push(loss.clone().into_scalar().elem::<f64>());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(0.01, model, grads);
+        }
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+        assert!(
+            losses[5] < losses[0] * 0.5,
+            "loss did not decrease enough: {losses:?}"
+        );
+    }
+
+    #[test]
+    fn relative_checkpoint_names() {
+        assert_eq!(
+            relative_checkpoint(0),
+            "checkpoints/image-classification-0001.safetensors"
+        );
+    }
+}
