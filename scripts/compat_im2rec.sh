@@ -78,7 +78,7 @@ def run(cmd, **kw):
     return r
 
 def pack(kind, name, lst_text, *flags):
-    d = os.path.join(work, kind)
+    d = os.path.join(work, kind, name)
     os.makedirs(d, exist_ok=True)
     for f in os.listdir(d):
         os.remove(os.path.join(d, f))
