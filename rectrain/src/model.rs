@@ -305,6 +305,26 @@ impl<B: Backend> ResNet<B> {
         x.mean_dim(3).mean_dim(2).reshape([n, c])
     }
 
+    /// Learnable parameters, counted like torch's `sum(p.numel() for p in
+    /// model.parameters())` (burn's `num_params` also counts the BatchNorm running
+    /// statistics).
+    pub fn parameter_count(&self) -> usize {
+        let bn = |b: &BatchNorm<B>| 2 * b.gamma.dims()[0];
+        let mut running = bn(&self.bn1);
+        for block in self
+            .layer1
+            .iter()
+            .chain(&self.layer2)
+            .chain(&self.layer3)
+            .chain(&self.layer4)
+        {
+            running += bn(&block.bn1) + bn(&block.bn2);
+            running += block.bn3.as_ref().map_or(0, bn);
+            running += block.downsample.as_ref().map_or(0, |d| bn(&d.bn));
+        }
+        self.num_params() - running
+    }
+
     /// The number of output classes (rows of `fc`).
     pub fn num_classes(&self) -> usize {
         self.fc.weight.dims()[1]
@@ -353,7 +373,7 @@ mod tests {
         let device = Default::default();
         for (depth, params) in expected {
             let model = ResNetConfig::new(depth, 1000).init::<B>(&device);
-            assert_eq!(model.num_params(), params, "resnet{depth}");
+            assert_eq!(model.parameter_count(), params, "resnet{depth}");
             assert_eq!(model.config(), ResNetConfig::new(depth, 1000));
         }
     }
@@ -362,7 +382,7 @@ mod tests {
     fn class_count_changes_only_fc() {
         let device = Default::default();
         let m = ResNetConfig::new(18, 10).init::<B>(&device);
-        assert_eq!(m.num_params(), 11_689_512 - 990 * 512 - 990);
+        assert_eq!(m.parameter_count(), 11_689_512 - 990 * 512 - 990);
         assert_eq!(m.num_classes(), 10);
     }
 

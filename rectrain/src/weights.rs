@@ -1,4 +1,5 @@
-//! Weights in torchvision's format: `.pth` (PyTorch zip) and `.safetensors` in,
+//! Weights in torchvision's format: `.pth` (PyTorch zip, or the legacy pre-1.6
+//! format) and `.safetensors` in,
 //! `.safetensors` out.
 //!
 //! Names are torchvision's state-dict keys (`conv1.weight`, `bn1.running_mean`,
@@ -142,16 +143,6 @@ pub enum WeightsError {
         /// Its first bytes.
         first: Vec<u8>,
     },
-    /// A pre-1.6 PyTorch file (pickle stream, not a zip archive).
-    #[error(
-        "{}: PyTorch legacy (pre-1.6) serialization is not supported; re-save it with \
-         `torch.save(torch.load(f), g)` from any recent PyTorch",
-        path.display()
-    )]
-    LegacyTorch {
-        /// The file.
-        path: PathBuf,
-    },
     /// The torch archive could not be read.
     #[error("{}: {source}", path.display())]
     Torch {
@@ -236,8 +227,9 @@ fn parse_state_dict(bytes: &[u8], path: &Path) -> Result<StateDict, WeightsError
     }
     // Legacy torch files start with the pickled magic number 0x1950a86a20f9469cfc6c.
     if bytes.starts_with(&[0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20]) {
-        return Err(WeightsError::LegacyTorch {
+        return torch::read_torch_legacy(bytes).map_err(|source| WeightsError::Torch {
             path: path.to_path_buf(),
+            source,
         });
     }
     if bytes.len() >= 9 && bytes[8] == b'{' {

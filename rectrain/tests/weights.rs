@@ -196,7 +196,13 @@ fn save_load_round_trip_is_bit_exact() {
 
 #[test]
 fn torch_written_pth_reads_exactly() {
-    let sd = read_state_dict(&fixture("small_state_dict.pth")).unwrap();
+    // The zip format (torch >= 1.6) and the legacy format hold the same tensors.
+    for file in ["small_state_dict.pth", "small_state_dict_legacy.pth"] {
+        check_small_state_dict(&read_state_dict(&fixture(file)).unwrap());
+    }
+}
+
+fn check_small_state_dict(sd: &StateDict) {
     let expected = json("small_state_dict.json");
     let expected = expected.as_object().unwrap();
     assert_eq!(sd.len(), expected.len());
@@ -230,7 +236,13 @@ fn torch_written_pth_reads_exactly() {
 
 #[test]
 fn truncated_pth_is_an_error_naming_the_file() {
-    let bytes = std::fs::read(fixture("small_state_dict.pth")).unwrap();
+    for file in ["small_state_dict.pth", "small_state_dict_legacy.pth"] {
+        let bytes = std::fs::read(fixture(file)).unwrap();
+        truncations_fail(&bytes);
+    }
+}
+
+fn truncations_fail(bytes: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     for cut in [bytes.len() / 3, bytes.len() - 30, 10] {
         let p = dir.path().join(format!("cut{cut}.pth"));

@@ -239,6 +239,8 @@ impl Elem {
 struct StorageRef {
     elem: Option<Elem>,
     key: String,
+    /// Legacy files only: element offset of a storage view into its root storage.
+    view_offset: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -289,6 +291,8 @@ struct Unpickler<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
+    /// Element type of every storage key seen in a persistent id.
+    storages: HashMap<String, Option<Elem>>,
 }
 
 impl<'a> Unpickler<'a> {
@@ -372,7 +376,24 @@ impl<'a> Unpickler<'a> {
         Ok(())
     }
 
-    fn run(mut self) -> Result<Value, TorchError> {
+    fn new(b: &'a [u8], entry: &'a str) -> Self {
+        Unpickler {
+            b,
+            pos: 0,
+            entry,
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+            storages: HashMap::new(),
+        }
+    }
+
+    /// Runs one pickle from the current position to its STOP (each `pickle.dump`
+    /// starts with an empty memo).
+    fn run(&mut self) -> Result<Value, TorchError> {
+        self.stack.clear();
+        self.marks.clear();
+        self.memo.clear();
         loop {
             let at = self.pos;
             let op = self.u8()?;
@@ -405,7 +426,9 @@ impl<'a> Unpickler<'a> {
                     let n = usize::from(self.u8()?);
                     let bytes = self.take(n)?;
                     if n > 8 {
-                        return Err(self.err(at, "integer wider than 64 bits"));
+                        // Only torch's legacy magic number is this wide.
+                        self.stack.push(Value::Opaque("wide integer".into()));
+                        continue;
                     }
                     let mut v: i64 = 0;
                     for (i, &byte) in bytes.iter().enumerate() {
@@ -571,6 +594,9 @@ impl<'a> Unpickler<'a> {
                 b'Q' => {
                     let pid = self.pop(at)?;
                     let storage = persistent_storage(&pid).map_err(|m| self.err(at, m))?;
+                    self.storages
+                        .entry(storage.key.clone())
+                        .or_insert(storage.elem);
                     self.stack.push(Value::Storage(storage));
                 }
                 b'R' => {
@@ -623,17 +649,28 @@ fn as_usize_vec(v: &Value, what: &str) -> Result<Vec<usize>, String> {
     }
 }
 
-/// `('storage', torch.FloatStorage, key, location, numel)`
+/// `('storage', torch.FloatStorage, key, location, numel)`; legacy files add a sixth
+/// item, `None` or `(view_key, offset, size)` for a view into storage `key`.
 fn persistent_storage(pid: &Value) -> Result<StorageRef, String> {
     let Value::Tuple(items) = pid else {
         return Err("persistent id is not a tuple".into());
     };
     match items.as_slice() {
-        [Value::Str(tag), Value::Global(_, type_name), Value::Str(key), ..] if tag == "storage" => {
+        [Value::Str(tag), Value::Global(_, type_name), Value::Str(key), rest @ ..]
+            if tag == "storage" =>
+        {
+            let view_offset = match rest.get(2) {
+                Some(Value::Tuple(view)) => match view.get(1) {
+                    Some(Value::Int(o)) if *o >= 0 => *o as usize,
+                    _ => return Err("storage view without an offset".into()),
+                },
+                _ => 0,
+            };
             Ok(StorageRef {
                 // UntypedStorage (with _rebuild_tensor_v3) has its dtype on the tensor.
                 elem: Elem::from_storage(type_name),
                 key: key.clone(),
+                view_offset,
             })
         }
         _ => Err(format!(
@@ -714,27 +751,87 @@ pub(super) fn read_torch_zip(bytes: &[u8]) -> Result<BTreeMap<String, HostTensor
         }
     }
     let pkl = zip_data(bytes, &pkl_name, &dir[&pkl_name])?;
-    let root = Unpickler {
-        b: pkl,
-        pos: 0,
-        entry: &pkl_name,
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: HashMap::new(),
-    }
-    .run()?;
+    let root = Unpickler::new(pkl, &pkl_name).run()?;
+    tensors_of(&root, |key| {
+        let entry_name = format!("{archive}data/{key}");
+        let entry = dir
+            .get(&entry_name)
+            .ok_or_else(|| TorchError::Content(format!("storage entry {entry_name} missing")))?;
+        zip_data(bytes, &entry_name, entry)
+    })
+}
 
-    let dict = state_dict_of(&root)?;
+/// Reads a file in torch's legacy (pre-1.6) format: five pickles (magic number,
+/// protocol version, system info, the object, the sorted storage keys), then each
+/// storage as a little-endian u64 element count followed by its raw bytes.
+pub(super) fn read_torch_legacy(bytes: &[u8]) -> Result<BTreeMap<String, HostTensor>, TorchError> {
+    let mut u = Unpickler::new(bytes, "legacy pickle stream");
+    for _ in 0..3 {
+        u.run()?; // magic number, protocol version, sys_info
+    }
+    let root = u.run()?;
+    let keys = match u.run()? {
+        Value::List(l) => l
+            .borrow()
+            .iter()
+            .map(|k| match k {
+                Value::Str(s) => Ok(s.clone()),
+                other => Err(TorchError::Content(format!(
+                    "storage key {} is not a string",
+                    other.describe()
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        other => {
+            return Err(TorchError::Content(format!(
+                "expected the list of storage keys, found {}",
+                other.describe()
+            )))
+        }
+    };
+    let mut pos = u.pos;
+    let mut raw: HashMap<String, &[u8]> = HashMap::new();
+    for key in keys {
+        let elem = u.storages.get(&key).copied().flatten().ok_or_else(|| {
+            TorchError::Content(format!("storage {key} has an unknown element type"))
+        })?;
+        let numel = u64_at(bytes, pos).ok_or_else(|| {
+            TorchError::Content(format!("storage {key}: file truncated at byte {pos}"))
+        })?;
+        let len = usize::try_from(numel)
+            .ok()
+            .and_then(|n| n.checked_mul(elem.size()))
+            .ok_or_else(|| TorchError::Content(format!("storage {key}: bad size {numel}")))?;
+        let start = pos + 8;
+        let data = bytes.get(start..start + len).ok_or_else(|| {
+            TorchError::Content(format!(
+                "storage {key}: needs {len} bytes from byte {start}, the file has {}",
+                bytes.len()
+            ))
+        })?;
+        raw.insert(key, data);
+        pos = start + len;
+    }
+    tensors_of(&root, |key| {
+        raw.get(key)
+            .copied()
+            .ok_or_else(|| TorchError::Content(format!("storage {key} missing")))
+    })
+}
+
+/// Every named tensor of the state dict in `root`, with storages from `storage`.
+fn tensors_of<'b>(
+    root: &Value,
+    mut storage: impl FnMut(&str) -> Result<&'b [u8], TorchError>,
+) -> Result<BTreeMap<String, HostTensor>, TorchError> {
+    let dict = state_dict_of(root)?;
     let mut out = BTreeMap::new();
     for (k, v) in dict.borrow().iter() {
         let (Value::Str(name), Value::Tensor(t)) = (k, v) else {
             continue; // non-tensor entries (e.g. `_metadata`, hyperparameters)
         };
-        let entry_name = format!("{archive}data/{}", t.storage.key);
-        let entry = dir.get(&entry_name).ok_or_else(|| {
-            TorchError::Content(format!("tensor {name}: storage entry {entry_name} missing"))
-        })?;
-        let raw = zip_data(bytes, &entry_name, entry)?;
+        let raw = storage(&t.storage.key)
+            .map_err(|e| TorchError::Content(format!("tensor {name}: {e}")))?;
         let tensor =
             materialise(raw, t).map_err(|m| TorchError::Content(format!("tensor {name}: {m}")))?;
         out.insert(name.clone(), tensor);
@@ -802,12 +899,13 @@ fn materialise(raw: &[u8], t: &TensorRef) -> Result<HostTensor, String> {
         }
         ok
     };
+    let offset = t.offset + t.storage.view_offset;
     if contiguous {
-        indices.extend(t.offset..t.offset + numel);
+        indices.extend(offset..offset + numel);
     } else if numel > 0 {
         let mut idx = vec![0usize; t.shape.len()];
         for _ in 0..numel {
-            let at = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+            let at = offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
             indices.push(at);
             for d in (0..idx.len()).rev() {
                 idx[d] += 1;
@@ -889,32 +987,14 @@ mod tests {
     fn long1_is_twos_complement() {
         // PROTO 2, LONG1 2 bytes 0xff 0xfe (= -257), STOP
         let b = [0x80, 2, 0x8a, 2, 0xff, 0xfe, b'.'];
-        let v = Unpickler {
-            b: &b,
-            pos: 0,
-            entry: "t",
-            stack: vec![],
-            marks: vec![],
-            memo: HashMap::new(),
-        }
-        .run()
-        .unwrap();
+        let v = Unpickler::new(&b, "t").run().unwrap();
         assert!(matches!(v, Value::Int(-257)), "{v:?}");
     }
 
     #[test]
     fn truncated_pickle_is_an_error_with_offset() {
         let b = [0x80, 2, b'X', 10, 0, 0, 0, b'a'];
-        let e = Unpickler {
-            b: &b,
-            pos: 0,
-            entry: "a/data.pkl",
-            stack: vec![],
-            marks: vec![],
-            memo: HashMap::new(),
-        }
-        .run()
-        .unwrap_err();
+        let e = Unpickler::new(&b, "a/data.pkl").run().unwrap_err();
         assert!(e.to_string().contains("a/data.pkl"), "{e}");
     }
 
@@ -926,6 +1006,7 @@ mod tests {
             storage: StorageRef {
                 elem: Some(Elem::F32),
                 key: "0".into(),
+                view_offset: 0,
             },
             offset: 0,
             shape: vec![3, 2],
