@@ -318,7 +318,7 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, HparamsError> {
     }
 }
 
-/// Parse `"C,H,W"` (also `"H,W"`, meaning 3 channels).
+/// Parse `"C,H,W"`.
 fn parse_image_shape(value: &str) -> Result<[usize; 3], HparamsError> {
     let parts: Result<Vec<usize>, _> = value
         .split(',')
@@ -333,7 +333,6 @@ fn parse_image_shape(value: &str) -> Result<[usize; 3], HparamsError> {
     })?;
     let shape = match parts.as_slice() {
         [c, h, w] => [*c, *h, *w],
-        [h, w] => [3, *h, *w],
         _ => {
             return Err(invalid(
                 "image_shape",
@@ -715,7 +714,7 @@ mod tests {
             ("mini_batch_size", "-3", "non-negative integer"),
             ("top_k", "1", "greater than 1"),
             ("optimizer", "lamb", "sgd, adam, rmsprop, nag"),
-            ("image_shape", "3,224", "only 3 channels"),
+            ("image_shape", "3,224", "expected \"C,H,W\""),
             ("image_shape", "1,28,28", "only 3 channels"),
             ("image_shape", "3,a,224", "C,H,W"),
             ("multi_label", "2", "0/1"),

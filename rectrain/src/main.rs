@@ -55,14 +55,16 @@ Examples:
   rectrain --train train.rec --validation val.rec --out model/ --resume model/";
 
 /// Command-line options. Hyperparameters are taken as text and validated with
-/// SageMaker's rules, like the strings of hyperparameters.json.
+/// SageMaker's rules, like the strings of hyperparameters.json. A flag given twice
+/// takes its last value, so a script can append overrides.
 #[derive(Parser, Debug)]
 #[command(
     name = "rectrain",
     version,
     about = "Train a ResNet image classifier from RecordIO with SageMaker's hyperparameters",
     long_about = LONG_ABOUT,
-    after_long_help = AFTER_LONG_HELP
+    after_long_help = AFTER_LONG_HELP,
+    args_override_self = true
 )]
 struct Opts {
     /// Training images: a .rec file (its .idx is used when it sits beside it).

@@ -122,7 +122,8 @@ mod tests {
         let svg = accuracy_svg(&h, "ResNet-18").unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..100]);
         assert!(svg.contains("ResNet-18"));
-        assert!(svg.contains(">train<") && svg.contains(">validation<"));
+        assert!(svg.contains(">train\n</text>") || svg.contains("\ntrain\n</text>"));
+        assert!(svg.contains("validation\n</text>"));
         assert!(svg.contains("<polyline"));
         assert!(svg.trim_end().ends_with("</svg>"));
     }

@@ -428,6 +428,13 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
     });
 
     let resume = match &cfg.resume {
+        None if artifact::resume_dir(&cfg.out).join("state.json").is_file() => {
+            return Err(TrainError::Config(format!(
+                "{} already holds a training run: continue it with --resume {} or choose another --out",
+                cfg.out.display(),
+                cfg.out.display()
+            )));
+        }
         None => None,
         Some(dir) => {
             let dir = find_resume_dir(dir);

@@ -92,11 +92,16 @@ fn data(n_train: usize, n_val: usize, size: u32) -> Data {
 
 /// A command for a small, fast run: ResNet-18, 16×16, batch 4.
 fn small_run(d: &Data, out: &Path) -> Command {
+    run_on(&d.train, &d.val, out)
+}
+
+/// [`small_run`] with explicit training and validation files.
+fn run_on(train: &Path, val: &Path, out: &Path) -> Command {
     let mut cmd = rectrain();
     cmd.arg("--train")
-        .arg(&d.train)
+        .arg(train)
         .arg("--validation")
-        .arg(&d.val)
+        .arg(val)
         .arg("--out")
         .arg(out)
         .args([
@@ -180,16 +185,14 @@ fn too_few_images_gives_sagemakers_message() {
 #[test]
 fn label_out_of_range_and_width_mismatch_fail_before_training() {
     let d = data(4, 2, 16);
-    // Labels 0/1 but num_classes 1 → out of range... use an explicit 3-class val file.
+    // A validation label (2) outside num_classes = 2.
     let val3 = d.dir.path().join("val3.rec");
     write_rec(
         &val3,
         &[(vec![2.0], png(0, 0, 16)), (vec![0.0], png(0, 1, 16))],
     );
     let out = run(
-        small_run(&d, &d.dir.path().join("o"))
-            .args(["--num-classes", "2", "--validation"])
-            .arg(&val3),
+        run_on(&d.train, &val3, &d.dir.path().join("o")).args(["--num-classes", "2"]),
         2,
     );
     let err = stderr(&out);
@@ -208,12 +211,7 @@ fn label_out_of_range_and_width_mismatch_fail_before_training() {
             (vec![0.0, 1.0], png(1, 1, 16)),
         ],
     );
-    let out = run(
-        small_run(&d, &d.dir.path().join("o"))
-            .arg("--validation")
-            .arg(&multi),
-        2,
-    );
+    let out = run(&mut run_on(&d.train, &multi, &d.dir.path().join("o")), 2);
     let err = stderr(&out);
     assert!(
         err.contains("the training labels have width 1 but the validation labels have width 2"),
@@ -224,8 +222,11 @@ fn label_out_of_range_and_width_mismatch_fail_before_training() {
 #[test]
 fn missing_input_is_a_fatal_error() {
     let d = data(4, 2, 16);
-    let mut cmd = small_run(&d, &d.dir.path().join("o"));
-    cmd.arg("--train").arg(d.dir.path().join("nope.rec"));
+    let mut cmd = run_on(
+        &d.dir.path().join("nope.rec"),
+        &d.val,
+        &d.dir.path().join("o"),
+    );
     let out = run(&mut cmd, 2);
     assert!(stderr(&out).contains("nope.rec"), "{}", stderr(&out));
 }
@@ -427,5 +428,12 @@ fn resume_refuses_different_hyperparameters() {
     assert!(
         err.contains("different hyperparameters: optimizer"),
         "{err}"
+    );
+    // The same --out again without --resume would mix two runs: refused.
+    let out = run(small_run(&d, &a).args(["--epochs", "1"]), 2);
+    assert!(
+        stderr(&out).contains("already holds a training run"),
+        "{}",
+        stderr(&out)
     );
 }
