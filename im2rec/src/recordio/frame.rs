@@ -187,3 +187,56 @@ pub(crate) fn next_head(data: &[u8], from: u64) -> Result<u64, RecordIoError> {
     }
     Ok(file_len)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recordio::RecordWriter;
+
+    #[test]
+    fn next_head_skips_continuation_parts_and_unaligned_magic() {
+        let mut w = RecordWriter::new(Vec::new());
+        w.write_record(&[&b"QQQQ"[..], &MAGIC_BYTES, b"RR"].concat())
+            .unwrap(); // parts at 0 (cflag 1) and 12 (cflag 3), 24 bytes
+        w.write_record(&[&b"ab"[..], &MAGIC_BYTES, b"cd"].concat())
+            .unwrap(); // at 24, unaligned magic inside
+        let data = w.into_inner().unwrap();
+        assert_eq!(data.len(), 40);
+        assert_eq!(next_head(&data, 0).unwrap(), 0);
+        assert_eq!(next_head(&data, 1).unwrap(), 24);
+        assert_eq!(next_head(&data, 12).unwrap(), 24);
+        assert_eq!(next_head(&data, 25).unwrap(), 40);
+        assert_eq!(next_head(&data, 1000).unwrap(), 40);
+    }
+
+    #[test]
+    fn record_at_borrows_plain_records_and_rebuilds_split_ones() {
+        let mut w = RecordWriter::new(Vec::new());
+        let split = [&b"QQQQ"[..], &MAGIC_BYTES, b"RR"].concat();
+        w.write_record(b"plain").unwrap();
+        w.write_record(&split).unwrap();
+        let data = w.into_inner().unwrap();
+        let (first, next) = record_at(&data, 0).unwrap();
+        assert!(matches!(first, Cow::Borrowed(b"plain")));
+        assert_eq!(next, 16);
+        let (second, end) = record_at(&data, 16).unwrap();
+        assert!(matches!(second, Cow::Owned(_)));
+        assert_eq!(&second[..], &split[..]);
+        assert_eq!(end, data.len() as u64);
+        assert!(matches!(
+            record_at(&data, 2),
+            Err(RecordIoError::Misaligned { offset: 2 })
+        ));
+        assert!(matches!(
+            record_at(&data, 28),
+            Err(RecordIoError::BadContinuation {
+                offset: 28,
+                cflag: 3
+            })
+        ));
+        assert!(matches!(
+            record_at(&data, 4),
+            Err(RecordIoError::BadMagic { offset: 4, .. })
+        ));
+    }
+}

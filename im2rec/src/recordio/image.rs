@@ -132,3 +132,117 @@ pub fn unpack_image_record(payload: &[u8]) -> Result<ImageRecord<'_>, RecordIoEr
         image: &payload[image_start..],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hex with a space every 4 bytes, except the two 8-byte ids kept whole.
+    fn hex(bytes: &[u8]) -> String {
+        let groups = [4, 4, 8, 8];
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = groups.get(i).copied().unwrap_or(4).min(rest.len());
+            let (group, tail) = rest.split_at(n);
+            out.push(group.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            rest = tail;
+            i += 1;
+        }
+        out.join(" ")
+    }
+
+    #[test]
+    fn reference_header_bytes_1_7() {
+        let single = pack_image_record(7, &[3.0], false, b"");
+        assert_eq!(
+            hex(&single),
+            "00000000 00004040 0700000000000000 0000000000000000"
+        );
+        let multi = pack_image_record(7, &[1.0, 0.0, 2.0], true, b"IMG");
+        assert_eq!(
+            hex(&multi),
+            "03000000 00000000 0700000000000000 0000000000000000 0000803f 00000000 00000040 494d47"
+        );
+        let back = unpack_image_record(&multi).unwrap();
+        assert_eq!(
+            back.header,
+            IrHeader {
+                flag: 3,
+                label: 0.0,
+                id: 7,
+                id2: 0
+            }
+        );
+        assert_eq!(back.labels, [1.0, 0.0, 2.0]);
+        assert_eq!(back.image, b"IMG");
+    }
+
+    #[test]
+    fn single_label_forms() {
+        let one_bytes = pack_image_record(9, &[2.5], false, b"x");
+        let one = unpack_image_record(&one_bytes).unwrap();
+        assert_eq!(
+            (one.header.flag, one.labels.as_slice(), one.image),
+            (0, &[2.5f32][..], &b"x"[..])
+        );
+        // A one-element list in multi mode gives flag = 1, like Python.
+        let listed_bytes = pack_image_record(9, &[2.5], true, b"x");
+        let listed = unpack_image_record(&listed_bytes).unwrap();
+        assert_eq!((listed.header.flag, listed.header.label), (1, 0.0));
+        assert_eq!(listed.labels, [2.5]);
+        // No labels: label 0.0 / flag 0.
+        assert_eq!(
+            pack_image_record(1, &[], false, b""),
+            pack_image_record(1, &[], true, b"")
+        );
+    }
+
+    #[test]
+    fn cxx_style_header_label_is_kept_but_labels_come_from_the_floats() {
+        // im2rec.cc writes the first label into header.label when flag > 0.
+        let mut payload = IrHeader {
+            flag: 2,
+            label: 5.0,
+            id: 3,
+            id2: 1,
+        }
+        .to_bytes()
+        .to_vec();
+        payload.extend_from_slice(&5.0f32.to_le_bytes());
+        payload.extend_from_slice(&6.0f32.to_le_bytes());
+        let rec = unpack_image_record(&payload).unwrap();
+        assert_eq!((rec.header.label, rec.header.id2), (5.0, 1));
+        assert_eq!(rec.labels, [5.0, 6.0]);
+        assert!(rec.image.is_empty());
+    }
+
+    #[test]
+    fn short_or_inconsistent_records_are_errors() {
+        for len in 0..IR_HEADER_LEN {
+            assert!(matches!(
+                unpack_image_record(&vec![0; len]),
+                Err(RecordIoError::ImageRecordTooShort { length }) if length == len
+            ));
+        }
+        let mut payload = pack_image_record(1, &[1.0, 2.0], true, b"");
+        payload.pop();
+        assert!(matches!(
+            unpack_image_record(&payload),
+            Err(RecordIoError::LabelsPastEnd {
+                flag: 2,
+                length: 31
+            })
+        ));
+        let mut huge = IrHeader::default().to_bytes();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            unpack_image_record(&huge),
+            Err(RecordIoError::LabelsPastEnd {
+                flag: u32::MAX,
+                length: 24
+            })
+        ));
+    }
+}

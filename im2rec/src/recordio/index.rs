@@ -82,3 +82,65 @@ impl<W: Write> IndexWriter<W> {
         Ok(self.inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_python_lines_and_reads_them_back() {
+        let mut w = IndexWriter::new(Vec::new());
+        w.write(0, 0).unwrap();
+        w.write(17, 12).unwrap();
+        w.write(u64::MAX, 24).unwrap();
+        let bytes = w.into_inner().unwrap();
+        assert_eq!(bytes, b"0\t0\n17\t12\n18446744073709551615\t24\n");
+        let entries = read_index(&bytes[..]).unwrap();
+        assert_eq!(
+            entries,
+            [
+                IndexEntry { key: 0, offset: 0 },
+                IndexEntry {
+                    key: 17,
+                    offset: 12
+                },
+                IndexEntry {
+                    key: u64::MAX,
+                    offset: 24
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn accepts_any_whitespace_crlf_blank_lines_and_no_final_newline() {
+        let text = "1 0\r\n\n  2\t\t16  \n+3\t032";
+        let entries = read_index(text.as_bytes()).unwrap();
+        let pairs: Vec<(u64, u64)> = entries.iter().map(|e| (e.key, e.offset)).collect();
+        assert_eq!(pairs, [(1, 0), (2, 16), (3, 32)]);
+    }
+
+    #[test]
+    fn bad_lines_are_errors_naming_the_line() {
+        for (text, line, shown) in [
+            ("0\t0\nabc\t12\n", 2, "abc\t12"),
+            ("0\t0\n1\n", 2, "1"),
+            ("0\t-4\n", 1, "0\t-4"),
+            ("0 1 2\n", 1, "0 1 2"),
+            ("0\t99999999999999999999\n", 1, "0\t99999999999999999999"),
+            ("1\t1_0\n", 1, "1\t1_0"),
+            ("\n\n\u{ff}\t0\n", 3, "\u{ff}\t0"),
+        ] {
+            match read_index(text.as_bytes()) {
+                Err(RecordIoError::IdxParse { line: l, text: t }) => {
+                    assert_eq!((l, t.as_str()), (line, shown), "{text:?}")
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        match read_index(&b"0\t0\n\xff\xfe 1\n"[..]) {
+            Err(RecordIoError::IdxParse { line: 2, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -184,3 +184,156 @@ fn read_full(inner: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(filled)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recordio::RecordWriter;
+
+    /// Hands out one byte per `read` call, with an `Interrupted` error in between,
+    /// like a slow pipe.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        interrupt: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            match (self.data.split_first(), buf.first_mut()) {
+                (Some((&b, rest)), Some(slot)) => {
+                    *slot = b;
+                    self.data = rest;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    fn file(payloads: &[&[u8]]) -> Vec<u8> {
+        let mut w = RecordWriter::new(Vec::new());
+        for p in payloads {
+            w.write_record(p).unwrap();
+        }
+        w.into_inner().unwrap()
+    }
+
+    fn read_all(data: &[u8]) -> Result<Vec<Record>, RecordIoError> {
+        RecordReader::new(data).collect()
+    }
+
+    #[test]
+    fn reads_split_and_plain_records_from_a_trickling_pipe() {
+        let m = MAGIC_BYTES;
+        let payloads: Vec<Vec<u8>> = vec![
+            b"abc".to_vec(),
+            [&b"QQQQ"[..], &m, b"RRRR", &m, b"S"].concat(),
+            Vec::new(),
+            m.to_vec(),
+            [&b"ab"[..], &m, b"cd"].concat(),
+        ];
+        let refs: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
+        let data = file(&refs);
+        let mut reader = RecordReader::new(Trickle {
+            data: &data,
+            interrupt: false,
+        });
+        let mut got = Vec::new();
+        while let Some(record) = reader.next_record().unwrap() {
+            got.push(record);
+        }
+        assert_eq!(reader.position(), data.len() as u64);
+        let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [0, 12, 48, 56, 72]);
+        let back: Vec<Vec<u8>> = got.into_iter().map(|r| r.payload).collect();
+        assert_eq!(back, payloads);
+    }
+
+    #[test]
+    fn typed_errors_name_the_offset() {
+        let good = file(&[b"abcd", b"efgh"]);
+        // Bad magic in the second record.
+        let mut bad = good.clone();
+        bad[12] ^= 0xff;
+        match read_all(&bad) {
+            Err(RecordIoError::BadMagic { offset: 12, found }) => assert_eq!(found, 0xCED7_23F5),
+            other => panic!("{other:?}"),
+        }
+        // Truncated header.
+        assert!(matches!(
+            read_all(&good[..15]),
+            Err(RecordIoError::TruncatedHeader {
+                offset: 12,
+                available: 3
+            })
+        ));
+        // Data cut short.
+        assert!(matches!(
+            read_all(&good[..22]),
+            Err(RecordIoError::LengthPastEnd {
+                offset: 12,
+                length: 4,
+                file_len: 22
+            })
+        ));
+        // A record that starts with a continuation part.
+        let mut cont = good.clone();
+        cont[7] = 0x40;
+        assert!(matches!(
+            read_all(&cont),
+            Err(RecordIoError::BadContinuation {
+                offset: 0,
+                cflag: 2
+            })
+        ));
+        // cflag 1 followed by a cflag 0 record.
+        let mut interrupted = good.clone();
+        interrupted[7] = 0x20;
+        assert!(matches!(
+            read_all(&interrupted),
+            Err(RecordIoError::BadPartFlag {
+                offset: 12,
+                record: 0,
+                cflag: 0
+            })
+        ));
+        // cflag 1 at the end of the file.
+        let mut unterminated = good;
+        unterminated[19] = 0x20;
+        assert!(matches!(
+            read_all(&unterminated),
+            Err(RecordIoError::UnterminatedRecord {
+                record: 12,
+                file_len: 24
+            })
+        ));
+    }
+
+    #[test]
+    fn iterator_stops_after_an_error() {
+        let mut data = file(&[b"a", b"b"]);
+        data[0] = 0;
+        let mut reader = RecordReader::new(&data[..]);
+        assert!(reader.next().unwrap().is_err());
+        assert!(reader.next().is_none());
+        assert!(reader.next_record().unwrap().is_none());
+    }
+
+    #[test]
+    fn huge_length_field_does_not_allocate_it() {
+        // length = 2^29 - 1 but only 4 bytes follow: an error, quickly.
+        let data = [0x0a, 0x23, 0xd7, 0xce, 0xff, 0xff, 0xff, 0x1f, 1, 2, 3, 4];
+        assert!(matches!(
+            read_all(&data),
+            Err(RecordIoError::LengthPastEnd {
+                offset: 0,
+                length: 536_870_911,
+                file_len: 12
+            })
+        ));
+    }
+}
