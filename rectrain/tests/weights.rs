@@ -338,7 +338,8 @@ fn real_torch_resnet18_file_loads_and_matches_torch_logits() {
     assert!(e.to_string().contains("weights.pth"), "{e}");
 }
 
-/// Optional: full random-init torchvision files from `torch_parity.py full DIR`.
+/// Optional: full random-init torchvision files from `torch_parity.py full DIR`. Also
+/// writes `DIR/rectrain_resnet{18,50}.safetensors` for `torch_parity.py check`.
 #[test]
 fn full_torchvision_files_match_when_provided() {
     let Some(dir) = std::env::var_os("RECTRAIN_PARITY_DIR").map(PathBuf::from) else {
@@ -363,6 +364,12 @@ fn full_torchvision_files_match_when_provided() {
                 &floats(&expected[format!("resnet{depth}")]),
                 &format!("resnet{depth}.{ext}"),
             );
+            // For `torch_parity.py check`: torch must load what we write, strictly.
+            save_safetensors(
+                &model,
+                &dir.join(format!("rectrain_resnet{depth}.safetensors")),
+            )
+            .unwrap();
         }
     }
 }
