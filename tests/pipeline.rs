@@ -100,7 +100,10 @@ fn trained() -> &'static Trained {
         // --pass-through: the records hold the original files, so predicting the
         // records and the image files must give identical numbers.
         run_expect(
-            tool("im2rec").arg("--pass-through").arg(&prefix).arg(&images),
+            tool("im2rec")
+                .arg("--pass-through")
+                .arg(&prefix)
+                .arg(&images),
             0,
         );
         let rec = dir.path().join("all.rec");
@@ -116,7 +119,14 @@ fn trained() -> &'static Trained {
                 .arg(&model)
                 .arg("--classes")
                 .arg(dir.path().join("all.classes"))
-                .args(["--num-layers", "18", "--image-shape", "3,32,32", "--epochs", "2"])
+                .args([
+                    "--num-layers",
+                    "18",
+                    "--image-shape",
+                    "3,32,32",
+                    "--epochs",
+                    "2",
+                ])
                 .args(["--mini-batch-size", "8", "--device", "cpu", "--seed", "7"]),
             0,
         );
@@ -150,8 +160,8 @@ fn parse(text: &str) -> (Vec<Prediction>, Option<Summary>) {
         if value.get("type").is_some() {
             summary = Some(serde_json::from_value(value).unwrap());
         } else {
-            let p: Prediction = serde_json::from_value(value)
-                .unwrap_or_else(|e| panic!("{e}: {line}"));
+            let p: Prediction =
+                serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}: {line}"));
             preds.push(p);
         }
     }
@@ -200,7 +210,10 @@ fn records_lists_and_files_give_the_same_predictions() {
     let t = trained();
     let by_rec = run_expect(recpredict(&["--rec"]).arg(&t.rec), 0);
     let by_lst = run_expect(
-        recpredict(&["--lst"]).arg(&t.lst).arg("--root").arg(&t.images),
+        recpredict(&["--lst"])
+            .arg(&t.lst)
+            .arg("--root")
+            .arg(&t.images),
         0,
     );
     let by_dir = run_expect(recpredict(&[]).arg(&t.images), 0);
@@ -212,14 +225,13 @@ fn records_lists_and_files_give_the_same_predictions() {
     assert_eq!(dir.len(), rec.len());
 
     // The .lst rows, by index.
-    let rows: BTreeMap<u64, im2list::lst::LstEntry> = im2list::lst::read_entries(
-        std::io::BufReader::new(fs::File::open(&t.lst).unwrap()),
-    )
-    .map(|e| {
-        let e = e.unwrap();
-        (e.index, e)
-    })
-    .collect();
+    let rows: BTreeMap<u64, im2list::lst::LstEntry> =
+        im2list::lst::read_entries(std::io::BufReader::new(fs::File::open(&t.lst).unwrap()))
+            .map(|e| {
+                let e = e.unwrap();
+                (e.index, e)
+            })
+            .collect();
     let by_path: BTreeMap<String, &Prediction> = dir
         .iter()
         .map(|p| {
@@ -257,7 +269,12 @@ fn records_lists_and_files_give_the_same_predictions() {
 #[test]
 fn evaluate_summary_agrees_with_the_lines_and_with_training() {
     let t = trained();
-    let out = run_expect(recpredict(&["--rec"]).arg(&t.rec).args(["--evaluate", "--top-k", "2"]), 0);
+    let out = run_expect(
+        recpredict(&["--rec"])
+            .arg(&t.rec)
+            .args(["--evaluate", "--top-k", "2"]),
+        0,
+    );
     let (preds, summary) = parse(&stdout_text(&out));
     let summary = summary.expect("a summary line");
     assert_eq!(summary, expected_summary(&preds, 2));
@@ -279,7 +296,9 @@ fn evaluate_summary_agrees_with_the_lines_and_with_training() {
     // rectrain's best validation accuracy (within one image, for float ties).
     let config: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(t.model.join("config.json")).unwrap()).unwrap();
-    let best = config["training"]["best_validation_accuracy"].as_f64().unwrap();
+    let best = config["training"]["best_validation_accuracy"]
+        .as_f64()
+        .unwrap();
     let accuracy = summary.accuracy.unwrap();
     assert!(
         (accuracy - best).abs() <= 1.0 / summary.images as f64 + 1e-9,
@@ -298,7 +317,10 @@ fn sagemaker_and_batch_transform_outputs_from_records() {
     assert_eq!(lines.len(), preds.len());
     let out_dir = tempfile::tempdir().unwrap();
     let files = run_expect(
-        recpredict(&["--output-dir"]).arg(out_dir.path()).arg("--rec").arg(&t.rec),
+        recpredict(&["--output-dir"])
+            .arg(out_dir.path())
+            .arg("--rec")
+            .arg(&t.rec),
         0,
     );
     assert_eq!(stdout_text(&files), "");

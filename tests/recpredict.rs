@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 
-use pipeline_tests::{run_expect, run_with_stdin, check_code, stderr_text, stdout_text, tool};
+use pipeline_tests::{check_code, run_expect, run_with_stdin, stderr_text, stdout_text, tool};
 use serde::Deserialize;
 
 /// A prediction or error line, parsed strictly.
@@ -60,7 +60,10 @@ fn trained() -> &'static Trained {
             }
         }
         let prefix = dir.path().join("d");
-        run_expect(tool("im2list").arg("--recursive").arg(&prefix).arg(&images), 0);
+        run_expect(
+            tool("im2list").arg("--recursive").arg(&prefix).arg(&images),
+            0,
+        );
         run_expect(tool("im2rec").arg(&prefix).arg(&images), 0);
         let rec = dir.path().join("d.rec");
         let model = dir.path().join("model");
@@ -72,7 +75,14 @@ fn trained() -> &'static Trained {
                 .arg(&rec)
                 .arg("--out")
                 .arg(&model)
-                .args(["--num-layers", "18", "--image-shape", "3,32,32", "--epochs", "1"])
+                .args([
+                    "--num-layers",
+                    "18",
+                    "--image-shape",
+                    "3,32,32",
+                    "--epochs",
+                    "1",
+                ])
                 .args(["--mini-batch-size", "4", "--device", "cpu"]),
             0,
         );
@@ -86,7 +96,9 @@ fn trained() -> &'static Trained {
 
 fn recpredict() -> std::process::Command {
     let mut cmd = tool("recpredict");
-    cmd.arg("-m").arg(&trained().model).args(["--device", "cpu"]);
+    cmd.arg("-m")
+        .arg(&trained().model)
+        .args(["--device", "cpu"]);
     cmd
 }
 
@@ -129,7 +141,10 @@ fn a_broken_image_in_a_list_is_one_error_line_and_exit_1() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     fs::create_dir_all(root.join("x")).unwrap();
-    for (i, src) in ["dark/1.png", "light/1.png", "dark/2.png"].iter().enumerate() {
+    for (i, src) in ["dark/1.png", "light/1.png", "dark/2.png"]
+        .iter()
+        .enumerate()
+    {
         fs::copy(t.images.join(src), root.join(format!("x/{i}.png"))).unwrap();
     }
     let bytes = fs::read(root.join("x/1.png")).unwrap();
@@ -194,19 +209,31 @@ fn a_missing_or_incompatible_model_is_exit_2() {
     let img = t.images.join("dark/0.png");
     let tmp = tempfile::tempdir().unwrap();
     let out = run_expect(tool("recpredict").arg("-m").arg(tmp.path()).arg(&img), 2);
-    assert!(stderr_text(&out).contains("config.json"), "{}", stderr_text(&out));
+    assert!(
+        stderr_text(&out).contains("config.json"),
+        "{}",
+        stderr_text(&out)
+    );
 
     // A copy of the trained model whose config claims more classes than its weights.
     let copy = tmp.path().join("model");
     fs::create_dir_all(&copy).unwrap();
-    fs::copy(t.model.join("model.safetensors"), copy.join("model.safetensors")).unwrap();
+    fs::copy(
+        t.model.join("model.safetensors"),
+        copy.join("model.safetensors"),
+    )
+    .unwrap();
     let mut config: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(t.model.join("config.json")).unwrap()).unwrap();
     config["num_classes"] = 5.into();
     config["class_names"] = serde_json::Value::Null;
     fs::write(copy.join("config.json"), config.to_string()).unwrap();
     let out = run_expect(
-        tool("recpredict").arg("-m").arg(&copy).args(["--device", "cpu"]).arg(&img),
+        tool("recpredict")
+            .arg("-m")
+            .arg(&copy)
+            .args(["--device", "cpu"])
+            .arg(&img),
         2,
     );
     assert_eq!(stdout_text(&out), "");
