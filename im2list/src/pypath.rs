@@ -80,7 +80,7 @@ pub fn has_listed_ext(name: &OsStr, exts: &[String]) -> bool {
     match std::str::from_utf8(splitext_suffix(name.as_bytes())) {
         Ok(suffix) => {
             let lower = suffix.to_lowercase();
-            exts.iter().any(|e| *e == lower)
+            exts.contains(&lower)
         }
         Err(_) => false,
     }

@@ -15,7 +15,6 @@
 //! directories and dangling symlinks with an image extension.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -340,16 +339,23 @@ fn walk_order(entry: &DirEntry) -> (bool, &[u8]) {
     } else {
         ft.is_dir()
     };
-    (is_dir, name_bytes(entry.file_name()))
+    (is_dir, name_bytes(entry.path()))
 }
 
-fn name_bytes(name: &OsStr) -> &[u8] {
-    name.as_bytes()
+/// The last component of a walked path, found with one backwards byte scan: sorting
+/// calls this O(n log n) times, and `Path::file_name` parses every component.
+fn name_bytes(path: &Path) -> &[u8] {
+    let bytes = path.as_os_str().as_bytes();
+    match bytes.iter().rposition(|&b| b == b'/') {
+        Some(slash) => &bytes[slash + 1..],
+        None => bytes,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
     use std::os::unix::fs::symlink;
 
     fn exts() -> Vec<String> {
