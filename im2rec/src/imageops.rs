@@ -441,19 +441,17 @@ fn cmyk_to_rgb(cmyk: &[u8]) -> Vec<u8> {
 }
 
 fn decode_png(bytes: &[u8], color: ColorMode) -> Result<DynamicImage, ImageOpError> {
-    let png_error = |e: image::ImageError| match e {
-        image::ImageError::Limits(_) => ImageOpError::TooLarge {
-            width: 0,
-            height: 0,
-        },
-        other => ImageOpError::Corrupt {
-            format: "PNG",
-            detail: other.to_string(),
-        },
+    let corrupt = |e: image::ImageError| ImageOpError::Corrupt {
+        format: "PNG",
+        detail: e.to_string(),
     };
-    let mut dec = image::codecs::png::PngDecoder::new(Cursor::new(bytes)).map_err(png_error)?;
+    let mut dec = image::codecs::png::PngDecoder::new(Cursor::new(bytes)).map_err(corrupt)?;
     let (width, height) = dec.dimensions();
     check_size(width, height)?;
+    let png_error = |e: image::ImageError| match e {
+        image::ImageError::Limits(_) => ImageOpError::TooLarge { width, height },
+        other => corrupt(other),
+    };
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_PIXELS * 8);
     dec.set_limits(limits).map_err(png_error)?;
