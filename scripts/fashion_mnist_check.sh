@@ -10,7 +10,7 @@
 #
 # Usage: scripts/fashion_mnist_check.sh [WORK_DIR]     (default: target/fashion-mnist-check)
 # Knobs (environment): EPOCHS (3), TL_EPOCHS (3), TRAIN_PER_CLASS (200), VAL_PER_CLASS (50),
-#   TL_TRAIN_PER_CLASS (60), BATCH (32), WORKERS (2).
+#   TL_TRAIN_PER_CLASS (60), BATCH (32), WORKERS (2), BIN_DIR (use these binaries, skip the build).
 # Takes about 10–20 minutes on 2 CPU cores. Builds the tools in the dev profile (which
 # optimises dependencies); never --release, to share the workspace's one burn build.
 set -euo pipefail
@@ -38,9 +38,13 @@ fi
 python=python3
 if [ -x "$here/.venv-mxnet/bin/python" ]; then python=$here/.venv-mxnet/bin/python; fi
 
-echo "building im2list, im2rec, rectrain (dev profile)" >&2
-(cd "$repo" && cargo build -q -p im2list -p im2rec -p rectrain)
-bin=$repo/target/debug
+if [ -n "${BIN_DIR:-}" ]; then
+  bin=$BIN_DIR   # already built binaries (e.g. copied aside while others rebuild)
+else
+  echo "building im2list, im2rec, rectrain (dev profile)" >&2
+  (cd "$repo" && cargo build -q -p im2list -p im2rec -p rectrain)
+  bin=$repo/target/debug
+fi
 
 rm -rf "$work"
 mkdir -p "$work"
