@@ -342,22 +342,49 @@ trait LeafMapper<B: Backend> {
     fn linear(&mut self, name: &str, l: Linear<B>) -> Result<Linear<B>, WeightsError>;
 }
 
+fn map_block<B: Backend>(
+    f: &mut impl LeafMapper<B>,
+    p: &str,
+    b: Block<B>,
+) -> Result<Block<B>, WeightsError> {
+    Ok(Block {
+        conv1: f.conv(&format!("{p}.conv1"), b.conv1)?,
+        bn1: f.bn(&format!("{p}.bn1"), b.bn1)?,
+        conv2: f.conv(&format!("{p}.conv2"), b.conv2)?,
+        bn2: f.bn(&format!("{p}.bn2"), b.bn2)?,
+        conv3: b
+            .conv3
+            .map(|c| f.conv(&format!("{p}.conv3"), c))
+            .transpose()?,
+        bn3: b.bn3.map(|c| f.bn(&format!("{p}.bn3"), c)).transpose()?,
+        downsample: match b.downsample {
+            Some(d) => Some(Downsample {
+                conv: f.conv(&format!("{p}.downsample.0"), d.conv)?,
+                bn: f.bn(&format!("{p}.downsample.1"), d.bn)?,
+            }),
+            None => None,
+        },
+    })
+}
+
+fn map_layer<B: Backend>(
+    f: &mut impl LeafMapper<B>,
+    li: usize,
+    layer: Vec<Block<B>>,
+) -> Result<Vec<Block<B>>, WeightsError> {
+    layer
+        .into_iter()
+        .enumerate()
+        .map(|(bi, b)| map_block(f, &format!("layer{li}.{bi}"), b))
+        .collect()
+}
+
+/// Rebuilds the model through `f`, leaf by leaf, in the order of [`visit`] (so errors
+/// name the first offending tensor in torchvision's order).
 fn map_model<B: Backend>(
     m: ResNet<B>,
     f: &mut impl LeafMapper<B>,
 ) -> Result<ResNet<B>, WeightsError> {
-    let map_layer = |li: usize,
-                     layer: Vec<Block<B>>,
-                     f: &mut dyn FnMut(&str, Block<B>) -> Result<Block<B>, WeightsError>|
-     -> Result<Vec<Block<B>>, WeightsError> {
-        layer
-            .into_iter()
-            .enumerate()
-            .map(|(bi, b)| f(&format!("layer{li}.{bi}"), b))
-            .collect()
-    };
-    // The stem first, then the stages, then the head: the same order as `visit`, so
-    // errors name the first offending tensor in torchvision's order.
     let ResNet {
         conv1,
         bn1,
@@ -368,45 +395,15 @@ fn map_model<B: Backend>(
         layer4,
         fc,
     } = m;
-    let conv1 = f.conv("conv1", conv1)?;
-    let bn1 = f.bn("bn1", bn1)?;
-    let mut block_fn = |p: &str, b: Block<B>| -> Result<Block<B>, WeightsError> {
-        Ok(Block {
-            conv1: f.conv(&format!("{p}.conv1"), b.conv1)?,
-            bn1: f.bn(&format!("{p}.bn1"), b.bn1)?,
-            conv2: f.conv(&format!("{p}.conv2"), b.conv2)?,
-            bn2: f.bn(&format!("{p}.bn2"), b.bn2)?,
-            conv3: b
-                .conv3
-                .map(|c| f.conv(&format!("{p}.conv3"), c))
-                .transpose()?,
-            bn3: b.bn3.map(|c| f.bn(&format!("{p}.bn3"), c)).transpose()?,
-            downsample: b
-                .downsample
-                .map(|d| -> Result<_, WeightsError> {
-                    Ok(Downsample {
-                        conv: f.conv(&format!("{p}.downsample.0"), d.conv)?,
-                        bn: f.bn(&format!("{p}.downsample.1"), d.bn)?,
-                    })
-                })
-                .transpose()?,
-        })
-    };
-    let layer1 = map_layer(1, layer1, &mut block_fn)?;
-    let layer2 = map_layer(2, layer2, &mut block_fn)?;
-    let layer3 = map_layer(3, layer3, &mut block_fn)?;
-    let layer4 = map_layer(4, layer4, &mut block_fn)?;
-    drop(block_fn);
-    let fc = f.linear("fc", fc)?;
     Ok(ResNet {
-        conv1,
-        bn1,
+        conv1: f.conv("conv1", conv1)?,
+        bn1: f.bn("bn1", bn1)?,
         maxpool,
-        layer1,
-        layer2,
-        layer3,
-        layer4,
-        fc,
+        layer1: map_layer(f, 1, layer1)?,
+        layer2: map_layer(f, 2, layer2)?,
+        layer3: map_layer(f, 3, layer3)?,
+        layer4: map_layer(f, 4, layer4)?,
+        fc: f.linear("fc", fc)?,
     })
 }
 
