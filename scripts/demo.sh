@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Build the four tools and run the whole pipeline on the embedded Fashion-MNIST subset (data/):
+# im2list -> im2rec -> rectrain -> recpredict -> jq report. Uses a GPU when one is usable, else the CPU
+# (a few minutes on 2 cores). Extra arguments go to make, e.g. `scripts/demo.sh EPOCHS=2`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v jq >/dev/null 2>&1; then
+  echo "demo: installing jq (apt-get)" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq jq) >&2
+fi
+cargo build --release --bins
+make -C scripts clean
+make -C scripts demo "$@"
