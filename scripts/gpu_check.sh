@@ -5,7 +5,7 @@
 #   cargo build -p rectrain --example gpu_probe --features gpu-probe
 #   mkdir -p gpu-bin && strip -o gpu-bin/gpu_probe target/debug/examples/gpu_probe
 #   cp /work/shared/bench/torch_baseline.py gpu-bin/      # the PyTorch anchor
-# then carry gpu-bin/ (about 40 MB) and run:  bash scripts/gpu_check.sh
+# then carry gpu-bin/ (about 50 MB stripped) and run:  bash scripts/gpu_check.sh
 #
 # Each run is wrapped in `timeout`; the probe prints one line per step after a device
 # sync, so a killed run still shows how far it got (first steps include NVRTC kernel
