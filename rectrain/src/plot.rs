@@ -23,6 +23,9 @@ pub enum PlotError {
     },
 }
 
+/// Reads one accuracy out of an epoch's metrics.
+type Accuracy = fn(&EpochMetrics) -> f64;
+
 fn draw_err<E: std::fmt::Display>(e: E) -> PlotError {
     PlotError::Draw(e.to_string())
 }
@@ -49,7 +52,7 @@ pub fn accuracy_svg(history: &[EpochMetrics], title: &str) -> Result<String, Plo
             .y_label_formatter(&|y| format!("{y:.1}"))
             .draw()
             .map_err(draw_err)?;
-        let series: [(&str, RGBColor, fn(&EpochMetrics) -> f64); 2] = [
+        let series: [(&str, RGBColor, Accuracy); 2] = [
             ("train", BLUE, |m| m.train_accuracy),
             ("validation", RED, |m| m.validation_accuracy),
         ];
