@@ -228,7 +228,7 @@ fn records_lists_and_files_give_the_same_predictions() {
     let rows: BTreeMap<u64, im2list::lst::LstEntry> =
         im2list::lst::read_entries(std::io::BufReader::new(fs::File::open(&t.lst).unwrap()))
             .map(|e| {
-                let e = e.unwrap();
+                let e = e.unwrap().unwrap();
                 (e.index, e)
             })
             .collect();

@@ -20,7 +20,8 @@ struct Line {
     class: Option<usize>,
     label: Option<String>,
     probability: Option<f32>,
-    top_k: Option<Vec<serde_json::Value>>,
+    /// An array of classes on a prediction line, the k on the summary line.
+    top_k: Option<serde_json::Value>,
     true_class: Option<u64>,
     error: Option<String>,
     #[serde(rename = "type")]
@@ -128,7 +129,7 @@ fn paths_on_stdin_are_predicted_in_order() {
         let probs = l.prediction.as_ref().unwrap();
         assert_eq!(probs.len(), 2);
         assert_eq!(l.probability, Some(probs[l.class.unwrap()]));
-        assert_eq!(l.top_k.as_ref().unwrap().len(), 2);
+        assert_eq!(l.top_k.as_ref().unwrap().as_array().unwrap().len(), 2);
         assert!(l.label.is_some() || l.label.is_none());
         assert!(l.kind.is_none() && l.true_class.is_none());
     }
@@ -174,6 +175,7 @@ fn a_broken_image_in_a_list_is_one_error_line_and_exit_1() {
     }
     assert_eq!(got[4].kind.as_deref(), Some("summary"));
     assert_eq!((got[4].images, got[4].errors), (Some(3), Some(1)));
+    assert_eq!(got[4].top_k, Some(serde_json::json!(2)));
     let cm = got[4].confusion_matrix.as_ref().unwrap();
     assert_eq!(cm.iter().flatten().sum::<u64>(), 3);
     assert!(got[4].accuracy.is_some() && got[4].top_k_accuracy.is_some());

@@ -75,13 +75,13 @@ pub struct Config {
 #[non_exhaustive]
 pub enum Error {
     /// The artifact's `config.json` is missing or unusable.
-    #[error("cannot use the model in {dir}")]
+    #[error("cannot use the model in {dir}: {message}")]
     Artifact {
         /// The artifact directory.
         dir: PathBuf,
-        /// What is wrong.
-        #[source]
-        source: ArtifactError,
+        /// What is wrong (the [`ArtifactError`] message, which already names its
+        /// cause; kept as text so the cause is not printed twice).
+        message: String,
     },
     /// The artifact has no weights file.
     #[error("{path}: model weights not found (is {dir} a rectrain --out directory?)")]
@@ -156,9 +156,9 @@ pub fn run(
     diag: &mut dyn Write,
 ) -> Result<Report, Error> {
     let load_start = Instant::now();
-    let art = ArtifactConfig::load(&cfg.model_dir).map_err(|source| Error::Artifact {
+    let art = ArtifactConfig::load(&cfg.model_dir).map_err(|e: ArtifactError| Error::Artifact {
         dir: cfg.model_dir.clone(),
-        source,
+        message: e.to_string(),
     })?;
     let top_k = validate(cfg, &art)?;
     let weights = artifact::weights_path(&cfg.model_dir);
