@@ -8,7 +8,8 @@
 #   large:  40 images of 4000x3000 (12 MP)
 # Each configuration runs REPEATS times (default 3) on a warm page cache; the best
 # time is kept. Prints a table of images/s and the ratio ours / im2rec.py.
-# Usage: scripts/bench_im2rec.sh [WORKDIR]   (env: REPEATS, SMALL, LARGE)
+# Usage: scripts/bench_im2rec.sh [WORKDIR]   (env: REPEATS, SMALL, LARGE; CARGO_TARGET_DIR
+# is honoured)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -18,7 +19,7 @@ work=${1:-${TMPDIR:-/tmp}/bench_im2rec}
 mkdir -p "$work"
 
 (cd "$top" && cargo build --release -q -p im2rec)
-ours="$top/target/release/im2rec"
+ours="${CARGO_TARGET_DIR:-$top/target}/release/im2rec"
 
 export WORK="$work" OURS="$ours" IM2REC_PY="$im2rec_py" REPEATS="${REPEATS:-3}" \
   SMALL="${SMALL:-400}" LARGE="${LARGE:-40}"

@@ -15,7 +15,10 @@
 //!   (anti-aliased, like PIL), not OpenCV's 2×2-tap bilinear; decoders and encoders are
 //!   different implementations of the same standards.
 //! - **Big JPEGs** can be decoded at 1/2, 1/4 or 1/8 scale with the scaled IDCT
-//!   when the caller only needs a shorter side of `n` ([`decode_scaled`]). The crop and
+//!   when the caller only needs a shorter side of `n` ([`decode_scaled`]), by
+//!   libjpeg-turbo's decoder (C, like OpenCV's); files it does not take cleanly (CMYK,
+//!   12-bit, or any libjpeg warning such as truncated data) go to the pure-Rust
+//!   `jpeg-decoder`, whose result or error stands. The crop and
 //!   resize are then done on the reduced image with fractional source coordinates
 //!   ([`prepare`]), so the output size is exactly the one full-size decoding gives.
 //! - **Bad input** gives an [`ImageOpError`]: empty, not an image, corrupt or truncated
@@ -349,7 +352,7 @@ fn decode_jpeg(
     };
     let scale = min_shorter_side.map_or(1, |n| dct_scale(width, height, n));
     let mut image = if scale > 1 {
-        decode_jpeg_scaled(bytes, scale, gray_out)?
+        decode_jpeg_scaled(bytes, scale, gray_out, (width, height))?
     } else {
         let out = if gray_out {
             ColorSpace::Luma
@@ -388,8 +391,34 @@ fn is_transposing(o: image::metadata::Orientation) -> bool {
     matches!(o, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH)
 }
 
-/// Decode a JPEG at 1/`scale` with jpeg-decoder's scaled IDCT.
-fn decode_jpeg_scaled(bytes: &[u8], scale: u32, gray: bool) -> Result<DynamicImage, ImageOpError> {
+/// Decode a `width`×`height` (header size) JPEG at 1/`scale`: with libjpeg-turbo's
+/// decoder when it takes the file cleanly (baseline or progressive, grey, YCbCr or
+/// RGB, no warning), else with jpeg-decoder, whose result or error then stands.
+fn decode_jpeg_scaled(
+    bytes: &[u8],
+    scale: u32,
+    gray: bool,
+    (width, height): (u32, u32),
+) -> Result<DynamicImage, ImageOpError> {
+    let (w, h) = (width.div_ceil(scale), height.div_ceil(scale));
+    if let Ok(pixels) = crate::libjpeg::decode_scaled(bytes, scale, gray, w, h) {
+        let image = if gray {
+            ImageBuffer::<Luma<u8>, _>::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8)
+        } else {
+            ImageBuffer::<Rgb<u8>, _>::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
+        };
+        return image.ok_or_else(|| jpeg_error("decoder returned a short buffer"));
+    }
+    decode_jpeg_scaled_fallback(bytes, scale, gray)
+}
+
+/// Decode a JPEG at 1/`scale` with jpeg-decoder's scaled IDCT (pure Rust; CMYK and
+/// 12-bit included, and strict about truncation).
+fn decode_jpeg_scaled_fallback(
+    bytes: &[u8],
+    scale: u32,
+    gray: bool,
+) -> Result<DynamicImage, ImageOpError> {
     use jpeg_decoder::PixelFormat;
     let mut dec = jpeg_decoder::Decoder::new(bytes);
     dec.read_info().map_err(jpeg_error)?;
@@ -720,6 +749,42 @@ mod tests {
         // Same geometry as the full-size path, and similar pixels.
         let reference = prepare(&full, true, Some(100), Some(Interpolation::Bilinear));
         assert_eq!(reference.dimensions_pair(), out.dimensions_pair());
+    }
+
+    #[test]
+    fn scaled_decode_paths_agree() {
+        // Baseline YCbCr goes through libjpeg; the pure-Rust fallback gives nearly
+        // the same pixels on photo-like content (different IDCT and chroma
+        // upsampling: on pixel-level noise they differ much more).
+        let smooth = ImageBuffer::from_fn(1030, 777, |x, y| {
+            let t = ((x * 7 + y * 13) % 32) as u8;
+            Rgb([(x * 255 / 1030) as u8, (y * 255 / 777) as u8, 96 + t])
+        });
+        let jpg = encode(&DynamicImage::ImageRgb8(smooth), Encoding::Jpg, 90).unwrap();
+        for gray in [false, true] {
+            let fast = decode_jpeg_scaled(&jpg, 4, gray, (1030, 777)).unwrap();
+            let slow = decode_jpeg_scaled_fallback(&jpg, 4, gray).unwrap();
+            assert_eq!(fast.color(), slow.color());
+            assert_eq!(fast.dimensions_pair(), (258, 195));
+            assert_eq!(slow.dimensions_pair(), (258, 195));
+            let (a, b) = (fast.as_bytes(), slow.as_bytes());
+            let diff: u64 = a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| u64::from(x.abs_diff(y)))
+                .sum();
+            let mean = diff as f64 / a.len() as f64;
+            assert!(mean < 2.0, "gray {gray}: mean difference {mean}");
+        }
+        // CMYK is left to the fallback, which converts it to RGB.
+        let cmyk: Vec<u8> = (0..640 * 480 * 4).map(|i| (i % 200) as u8).collect();
+        let mut bytes = Vec::new();
+        jpeg_encoder::Encoder::new(&mut bytes, 90)
+            .encode(&cmyk, 640, 480, jpeg_encoder::ColorType::Cmyk)
+            .unwrap();
+        let d = decode_scaled(&bytes, ColorMode::Color, Some(60)).unwrap();
+        assert_eq!((d.scale, d.image.width(), d.image.height()), (8, 80, 60));
+        assert!(matches!(d.image, DynamicImage::ImageRgb8(_)));
     }
 
     trait Dims {

@@ -5,5 +5,6 @@
 
 pub mod imageops;
 pub mod inspect;
+mod libjpeg;
 pub mod pack;
 pub mod recordio;
