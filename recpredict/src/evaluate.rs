@@ -1,8 +1,11 @@
-//! `--evaluate`: accuracy, top-k accuracy, per-class precision/recall and the
-//! confusion matrix of a single-label model over inputs whose true class is known
-//! (`.lst` or `.rec`).
+//! `--evaluate`: the summary of a model's predictions over inputs whose true labels
+//! are known (`.lst` or `.rec`). Single-label models get accuracy, top-k accuracy,
+//! per-class precision/recall and the confusion matrix ([`Summary`]); multi-label
+//! models get per-class precision/recall/F1 at a 0.5 threshold, their micro and macro
+//! averages, exact-match accuracy and Hamming loss ([`MultiLabelSummary`]).
 //!
-//! The summary is one JSON object, the last line of the output:
+//! The summary is one JSON object, the last line of the output. For a single-label
+//! model:
 //!
 //! | field | type | meaning |
 //! |-------|------|---------|
@@ -14,6 +17,26 @@
 //! | `top_k_accuracy` | number or null | fraction whose true class is among the k most probable |
 //! | `per_class` | array | per class, in class order: `{"class", "label", "precision", "recall", "support"}`; precision (recall) is null when the class was never predicted (never true) |
 //! | `confusion_matrix` | array of arrays | `confusion_matrix[t][p]`: images of true class `t` predicted as `p` |
+//!
+//! For a multi-label model (the artifact's `multi_label` is true; true labels are
+//! multi-hot vectors, one 0/1 column per class, from a `.lst` with one label column
+//! per class or a `.rec` packed with `im2rec --pack-label`). A class is *predicted*
+//! for an image when its probability is greater than 0.5 (its logit is positive,
+//! rectrain's rule) and *true* when its label is greater than 0.5:
+//!
+//! | field | type | meaning |
+//! |-------|------|---------|
+//! | `type` | `"summary"` | as above |
+//! | `multi_label` | `true` | marks the multi-label form (absent from the single-label summary) |
+//! | `images` | integer | images evaluated |
+//! | `errors` | integer | inputs that failed, or whose label vector is not one 0..1 value per class |
+//! | `threshold` | number | 0.5 |
+//! | `accuracy` | number or null | fraction of correct image × class decisions, SageMaker's multi-label accuracy (what rectrain logs as validation accuracy); = 1 − `hamming_loss` |
+//! | `exact_match_accuracy` | number or null | fraction of images whose whole predicted label set is right (subset accuracy) |
+//! | `hamming_loss` | number or null | fraction of wrong image × class decisions |
+//! | `micro` | object | `{"precision", "recall", "f1"}` of the true/false positive and negative counts summed over classes (null when undefined: no predicted, no true positives) |
+//! | `macro` | object | `{"precision", "recall", "f1"}`: unweighted means of the per-class values over all classes, an undefined per-class value counting as 0 (scikit-learn's `average="macro"` default); null when there are no images |
+//! | `per_class` | array | per class: `{"class", "label", "precision", "recall", "f1", "support", "predicted"}`; `support` = images where the class is true, `predicted` = images where it is predicted; precision is null when the class was never predicted, recall when it was never true, F1 when neither |
 
 use std::io::{self, Write};
 
@@ -118,7 +141,6 @@ impl Evaluator {
         let n = self.confusion.len();
         let images: u64 = self.confusion.iter().flatten().sum();
         let correct: u64 = (0..n).map(|i| self.confusion[i][i]).sum();
-        let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
         let per_class = (0..n)
             .map(|c| {
                 let support: u64 = self.confusion[c].iter().sum();
@@ -143,6 +165,283 @@ impl Evaluator {
             confusion_matrix: self.confusion.clone(),
         }
     }
+}
+
+/// The probability above which a class counts as predicted for a multi-label model
+/// (a positive logit, the rule rectrain's multi-label accuracy uses).
+pub const MULTI_LABEL_THRESHOLD: f32 = 0.5;
+
+/// Precision, recall and F1 (null where undefined).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Prf {
+    /// True positives over predicted positives.
+    pub precision: Option<f64>,
+    /// True positives over true positives + false negatives.
+    pub recall: Option<f64>,
+    /// `2·TP / (2·TP + FP + FN)`, the harmonic mean of precision and recall.
+    pub f1: Option<f64>,
+}
+
+impl Prf {
+    fn from_counts(tp: u64, fp: u64, fn_: u64) -> Self {
+        Prf {
+            precision: ratio(tp, tp + fp),
+            recall: ratio(tp, tp + fn_),
+            f1: ratio(2 * tp, 2 * tp + fp + fn_),
+        }
+    }
+}
+
+/// One class's row of the multi-label summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MultiLabelClassStats {
+    /// The class index.
+    pub class: usize,
+    /// Its name, when the model has class names.
+    pub label: Option<String>,
+    /// Of the images where this class is predicted, the fraction where it is true.
+    pub precision: Option<f64>,
+    /// Of the images where this class is true, the fraction where it is predicted.
+    pub recall: Option<f64>,
+    /// `2·TP / (2·TP + FP + FN)`.
+    pub f1: Option<f64>,
+    /// Images where this class is true.
+    pub support: u64,
+    /// Images where this class is predicted.
+    pub predicted: u64,
+}
+
+/// The `--evaluate` summary line of a multi-label model (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MultiLabelSummary {
+    /// Always `"summary"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Always true.
+    pub multi_label: bool,
+    /// Images evaluated.
+    pub images: u64,
+    /// Inputs that failed or had an unusable label vector.
+    pub errors: u64,
+    /// [`MULTI_LABEL_THRESHOLD`].
+    pub threshold: f32,
+    /// Fraction of correct image × class decisions (1 − Hamming loss).
+    pub accuracy: Option<f64>,
+    /// Fraction of images with every class right.
+    pub exact_match_accuracy: Option<f64>,
+    /// Fraction of wrong image × class decisions.
+    pub hamming_loss: Option<f64>,
+    /// Precision/recall/F1 over the counts summed over classes.
+    pub micro: Prf,
+    /// Unweighted means of the per-class values (undefined counts as 0).
+    #[serde(rename = "macro")]
+    pub macro_avg: Prf,
+    /// Per-class precision, recall, F1, support and predicted count.
+    pub per_class: Vec<MultiLabelClassStats>,
+}
+
+/// Accumulates multi-label predictions against multi-hot label vectors.
+#[derive(Debug, Clone)]
+pub struct MultiLabelEvaluator {
+    class_names: Option<Vec<String>>,
+    tp: Vec<u64>,
+    fp: Vec<u64>,
+    fn_: Vec<u64>,
+    images: u64,
+    exact: u64,
+    wrong: u64,
+    errors: u64,
+}
+
+impl MultiLabelEvaluator {
+    /// An evaluator for `num_classes` classes.
+    pub fn new(num_classes: usize, class_names: Option<Vec<String>>) -> Self {
+        MultiLabelEvaluator {
+            class_names,
+            tp: vec![0; num_classes],
+            fp: vec![0; num_classes],
+            fn_: vec![0; num_classes],
+            images: 0,
+            exact: 0,
+            wrong: 0,
+            errors: 0,
+        }
+    }
+
+    /// Record one prediction (`probs`: one probability per class) against its true
+    /// multi-hot `labels`. `Err` (with a message) when the labels are missing or are
+    /// not one value in `[0, 1]` per class; the image is then counted in `errors`.
+    pub fn add(&mut self, labels: Option<&[f32]>, probs: &[f32]) -> Result<(), String> {
+        let n = self.tp.len();
+        let problem = match labels {
+            None => Some("no true labels".to_string()),
+            Some(l) if l.len() != n => Some(format!(
+                "{} label value(s), but the model has {n} classes (a multi-label row needs \
+                 one 0/1 value per class)",
+                l.len()
+            )),
+            Some(l) => l.iter().position(|v| !(0.0..=1.0).contains(v)).map(|k| {
+                format!(
+                    "label {k} is {}, but multi-hot labels must be in [0, 1]",
+                    l[k]
+                )
+            }),
+        };
+        if let Some(p) = problem {
+            self.errors += 1;
+            return Err(format!("{p}; left out of the summary"));
+        }
+        let labels = labels.unwrap_or_default();
+        let mut all_right = true;
+        for (c, (&y, &p)) in labels.iter().zip(probs).enumerate() {
+            let truth = y > 0.5;
+            let predicted = p > MULTI_LABEL_THRESHOLD;
+            match (truth, predicted) {
+                (true, true) => self.tp[c] += 1,
+                (false, true) => self.fp[c] += 1,
+                (true, false) => self.fn_[c] += 1,
+                (false, false) => {}
+            }
+            if truth != predicted {
+                all_right = false;
+                self.wrong += 1;
+            }
+        }
+        // A probability vector shorter than the class count (not produced by the
+        // model) counts its missing classes as not predicted.
+        for c in probs.len().min(n)..n {
+            if labels[c] > 0.5 {
+                self.fn_[c] += 1;
+                self.wrong += 1;
+                all_right = false;
+            }
+        }
+        self.images += 1;
+        self.exact += u64::from(all_right);
+        Ok(())
+    }
+
+    /// Count an input that failed before it could be evaluated.
+    pub fn add_error(&mut self) {
+        self.errors += 1;
+    }
+
+    /// The summary of everything recorded so far.
+    pub fn summary(&self) -> MultiLabelSummary {
+        let n = self.tp.len();
+        let per_class: Vec<MultiLabelClassStats> = (0..n)
+            .map(|c| {
+                let prf = Prf::from_counts(self.tp[c], self.fp[c], self.fn_[c]);
+                MultiLabelClassStats {
+                    class: c,
+                    label: self.class_names.as_ref().and_then(|v| v.get(c).cloned()),
+                    precision: prf.precision,
+                    recall: prf.recall,
+                    f1: prf.f1,
+                    support: self.tp[c] + self.fn_[c],
+                    predicted: self.tp[c] + self.fp[c],
+                }
+            })
+            .collect();
+        let sum = |v: &[u64]| v.iter().sum::<u64>();
+        let micro = Prf::from_counts(sum(&self.tp), sum(&self.fp), sum(&self.fn_));
+        let mean = |f: fn(&MultiLabelClassStats) -> Option<f64>| {
+            (self.images > 0 && n > 0)
+                .then(|| per_class.iter().map(|s| f(s).unwrap_or(0.0)).sum::<f64>() / n as f64)
+        };
+        let macro_avg = Prf {
+            precision: mean(|s| s.precision),
+            recall: mean(|s| s.recall),
+            f1: mean(|s| s.f1),
+        };
+        let decisions = self.images * n as u64;
+        MultiLabelSummary {
+            kind: "summary",
+            multi_label: true,
+            images: self.images,
+            errors: self.errors,
+            threshold: MULTI_LABEL_THRESHOLD,
+            accuracy: ratio(decisions - self.wrong, decisions),
+            exact_match_accuracy: ratio(self.exact, self.images),
+            hamming_loss: ratio(self.wrong, decisions),
+            micro,
+            macro_avg,
+            per_class,
+        }
+    }
+}
+
+/// The summary line of either kind of model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum AnySummary {
+    /// A single-label model's summary.
+    Single(Summary),
+    /// A multi-label model's summary.
+    MultiLabel(MultiLabelSummary),
+}
+
+impl AnySummary {
+    /// The single-label summary, if this is one.
+    pub fn single(&self) -> Option<&Summary> {
+        match self {
+            AnySummary::Single(s) => Some(s),
+            AnySummary::MultiLabel(_) => None,
+        }
+    }
+
+    /// The multi-label summary, if this is one.
+    pub fn multi_label(&self) -> Option<&MultiLabelSummary> {
+        match self {
+            AnySummary::MultiLabel(s) => Some(s),
+            AnySummary::Single(_) => None,
+        }
+    }
+}
+
+/// The evaluator of either kind of model.
+#[derive(Debug, Clone)]
+pub enum AnyEvaluator {
+    /// Top class against a class index.
+    Single(Evaluator),
+    /// Thresholded probabilities against a multi-hot vector.
+    MultiLabel(MultiLabelEvaluator),
+}
+
+impl AnyEvaluator {
+    /// Record one prediction against the item's true labels (see [`Evaluator::add`]
+    /// and [`MultiLabelEvaluator::add`]).
+    pub fn add(&mut self, labels: Option<&[f32]>, probs: &[f32]) -> Result<(), String> {
+        match self {
+            AnyEvaluator::Single(e) => {
+                let t = labels
+                    .and_then(|l| l.first().copied())
+                    .and_then(crate::output::class_index);
+                e.add(t, probs)
+            }
+            AnyEvaluator::MultiLabel(e) => e.add(labels, probs),
+        }
+    }
+
+    /// Count an input that failed before it could be evaluated.
+    pub fn add_error(&mut self) {
+        match self {
+            AnyEvaluator::Single(e) => e.add_error(),
+            AnyEvaluator::MultiLabel(e) => e.add_error(),
+        }
+    }
+
+    /// The summary of everything recorded so far.
+    pub fn summary(&self) -> AnySummary {
+        match self {
+            AnyEvaluator::Single(e) => AnySummary::Single(e.summary()),
+            AnyEvaluator::MultiLabel(e) => AnySummary::MultiLabel(e.summary()),
+        }
+    }
+}
+
+fn ratio(a: u64, b: u64) -> Option<f64> {
+    (b > 0).then(|| a as f64 / b as f64)
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -211,6 +510,65 @@ pub fn write_table(w: &mut dyn Write, s: &Summary) -> io::Result<()> {
     Ok(())
 }
 
+/// Print a multi-label summary as a readable table (for a terminal).
+pub fn write_multi_label_table(w: &mut dyn Write, s: &MultiLabelSummary) -> io::Result<()> {
+    writeln!(
+        w,
+        "images: {}  errors: {}  threshold: {}  accuracy: {}  exact match: {}  Hamming loss: {}",
+        s.images,
+        s.errors,
+        s.threshold,
+        pct(s.accuracy),
+        pct(s.exact_match_accuracy),
+        pct(s.hamming_loss)
+    )?;
+    let names: Vec<String> = s
+        .per_class
+        .iter()
+        .map(|c| match &c.label {
+            Some(l) => format!("{} {}", c.class, l),
+            None => c.class.to_string(),
+        })
+        .collect();
+    let width = names.iter().map(String::len).max().unwrap_or(5).max(5);
+    writeln!(
+        w,
+        "{:<width$}  {:>9}  {:>9}  {:>9}  {:>7}  {:>9}",
+        "class", "precision", "recall", "f1", "support", "predicted"
+    )?;
+    for (c, name) in s.per_class.iter().zip(&names) {
+        writeln!(
+            w,
+            "{:<width$}  {:>9}  {:>9}  {:>9}  {:>7}  {:>9}",
+            name,
+            pct(c.precision),
+            pct(c.recall),
+            pct(c.f1),
+            c.support,
+            c.predicted
+        )?;
+    }
+    for (name, a) in [("micro avg", &s.micro), ("macro avg", &s.macro_avg)] {
+        writeln!(
+            w,
+            "{:<width$}  {:>9}  {:>9}  {:>9}",
+            name,
+            pct(a.precision),
+            pct(a.recall),
+            pct(a.f1)
+        )?;
+    }
+    Ok(())
+}
+
+/// Print either kind of summary as a table.
+pub fn write_any_table(w: &mut dyn Write, s: &AnySummary) -> io::Result<()> {
+    match s {
+        AnySummary::Single(s) => write_table(w, s),
+        AnySummary::MultiLabel(s) => write_multi_label_table(w, s),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +627,132 @@ mod tests {
         assert!(text.contains("accuracy: 1.0000"), "{text}");
         assert!(text.contains("confusion matrix"), "{text}");
         assert_eq!(text.lines().count(), 1 + 1 + 2 + 1 + 1 + 2);
+    }
+
+    fn close(a: Option<f64>, b: f64) -> bool {
+        a.is_some_and(|a| (a - b).abs() < 1e-12)
+    }
+
+    /// Four images, three classes, computed by hand (threshold: probability > 0.5):
+    ///
+    /// | image | true    | probabilities     | predicted | wrong decisions |
+    /// |-------|---------|-------------------|-----------|-----------------|
+    /// | 1     | 1 0 1   | 0.9 0.2 0.4       | 1 0 0     | class 2         |
+    /// | 2     | 0 1 0   | 0.6 0.7 0.1       | 1 1 0     | class 0         |
+    /// | 3     | 1 1 0   | 0.8 0.55 0.3      | 1 1 0     | -               |
+    /// | 4     | 0 0 0   | 0.1 0.2 0.5       | 0 0 0     | - (0.5 is not > 0.5) |
+    ///
+    /// class 0: TP 2, FP 1, FN 0 → P 2/3, R 1, F1 4/5; class 1: TP 2 → 1, 1, 1;
+    /// class 2: TP 0, FP 0, FN 1 → P undefined, R 0, F1 0.
+    /// micro: TP 4, FP 1, FN 1 → 4/5, 4/5, 4/5. macro: P (2/3 + 1 + 0)/3 = 5/9,
+    /// R 2/3, F1 (4/5 + 1 + 0)/3 = 3/5. Exact match 2/4; Hamming loss 2/12.
+    #[test]
+    fn multi_label_known_case_gives_hand_computed_numbers() {
+        let mut e = MultiLabelEvaluator::new(3, Some(vec!["a".into(), "b".into(), "c".into()]));
+        e.add(Some(&[1.0, 0.0, 1.0]), &[0.9, 0.2, 0.4]).unwrap();
+        e.add(Some(&[0.0, 1.0, 0.0]), &[0.6, 0.7, 0.1]).unwrap();
+        e.add(Some(&[1.0, 1.0, 0.0]), &[0.8, 0.55, 0.3]).unwrap();
+        e.add(Some(&[0.0, 0.0, 0.0]), &[0.1, 0.2, 0.5]).unwrap();
+        // Unusable label vectors are errors, not evaluated.
+        let err = e.add(Some(&[1.0, 0.0]), &[0.9, 0.2, 0.4]).unwrap_err();
+        assert!(
+            err.contains("2 label value(s), but the model has 3 classes"),
+            "{err}"
+        );
+        let err = e.add(Some(&[1.0, 2.0, 0.0]), &[0.9, 0.2, 0.4]).unwrap_err();
+        assert!(err.contains("label 1 is 2"), "{err}");
+        assert!(e.add(None, &[0.9, 0.2, 0.4]).is_err());
+        e.add_error();
+        let s = e.summary();
+        assert_eq!((s.images, s.errors, s.threshold), (4, 4, 0.5));
+        assert!(close(s.exact_match_accuracy, 0.5));
+        assert!(close(s.hamming_loss, 2.0 / 12.0));
+        assert!(close(s.accuracy, 10.0 / 12.0));
+        assert!(close(s.micro.precision, 0.8));
+        assert!(close(s.micro.recall, 0.8));
+        assert!(close(s.micro.f1, 0.8));
+        assert!(close(s.macro_avg.precision, 5.0 / 9.0));
+        assert!(close(s.macro_avg.recall, 2.0 / 3.0));
+        assert!(close(s.macro_avg.f1, 0.6));
+        let c: Vec<_> = s
+            .per_class
+            .iter()
+            .map(|c| (c.precision, c.recall, c.f1, c.support, c.predicted))
+            .collect();
+        assert!(close(c[0].0, 2.0 / 3.0) && close(c[0].1, 1.0) && close(c[0].2, 0.8));
+        assert_eq!((c[0].3, c[0].4), (2, 3));
+        assert_eq!(c[1], (Some(1.0), Some(1.0), Some(1.0), 2, 2));
+        assert_eq!(c[2], (None, Some(0.0), Some(0.0), 1, 0));
+        assert_eq!(s.per_class[2].label.as_deref(), Some("c"));
+
+        let json = serde_json::to_value(AnySummary::MultiLabel(s.clone())).unwrap();
+        assert_eq!(json["type"], "summary");
+        assert_eq!(json["multi_label"], true);
+        assert_eq!(json["macro"]["recall"], 2.0 / 3.0);
+        assert_eq!(json["micro"]["f1"], 0.8);
+        assert_eq!(json["per_class"][2]["precision"], serde_json::Value::Null);
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = vec![
+            "type",
+            "multi_label",
+            "images",
+            "errors",
+            "threshold",
+            "accuracy",
+            "exact_match_accuracy",
+            "hamming_loss",
+            "micro",
+            "macro",
+            "per_class",
+        ];
+        expected.sort_unstable();
+        let mut keys = keys;
+        keys.sort_unstable();
+        assert_eq!(keys, expected);
+
+        let mut buf = Vec::new();
+        write_any_table(&mut buf, &AnySummary::MultiLabel(s)).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.contains("exact match: 0.5000"), "{text}");
+        assert!(text.contains("macro avg"), "{text}");
+        assert_eq!(text.lines().count(), 1 + 1 + 3 + 2);
+    }
+
+    #[test]
+    fn multi_label_empty_and_degenerate_cases() {
+        let s = MultiLabelEvaluator::new(2, None).summary();
+        assert_eq!(
+            (s.images, s.accuracy, s.exact_match_accuracy),
+            (0, None, None)
+        );
+        assert_eq!(s.hamming_loss, None);
+        assert_eq!(s.macro_avg.f1, None);
+        assert_eq!(s.micro.precision, None);
+        // Never true, never predicted: every per-class value is undefined, and counts
+        // as 0 in the macro average; micro stays undefined too.
+        let mut e = MultiLabelEvaluator::new(2, None);
+        e.add(Some(&[0.0, 0.0]), &[0.1, 0.4]).unwrap();
+        let s = e.summary();
+        assert_eq!(s.exact_match_accuracy, Some(1.0));
+        assert_eq!(s.hamming_loss, Some(0.0));
+        assert_eq!(s.per_class[0].f1, None);
+        assert_eq!(s.micro.f1, None);
+        assert_eq!(s.macro_avg.f1, Some(0.0));
+    }
+
+    #[test]
+    fn any_evaluator_reads_the_first_label_for_single_label_models() {
+        let mut e = AnyEvaluator::Single(Evaluator::new(2, 1, None));
+        e.add(Some(&[1.0]), &[0.2, 0.8]).unwrap();
+        assert!(e.add(Some(&[0.5]), &[0.2, 0.8]).is_err());
+        let s = e.summary();
+        assert!(s.multi_label().is_none());
+        let s = s.single().unwrap();
+        assert_eq!((s.images, s.errors, s.accuracy), (1, 1, Some(1.0)));
     }
 }

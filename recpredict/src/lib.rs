@@ -8,7 +8,9 @@
 //! - [`pipeline`]: decoding on worker threads ahead of the model, batching, ordered
 //!   output, per-image errors;
 //! - [`output`]: the JSON Lines wire format and SageMaker's formats;
-//! - [`evaluate`]: the `--evaluate` summary (accuracy, top-k, per class, confusion);
+//! - [`evaluate`]: the `--evaluate` summary (accuracy, top-k, per class, confusion;
+//!   per-class and micro/macro precision/recall/F1, exact match and Hamming loss for
+//!   multi-label models);
 //! - [`model`]: the rectrain model behind [`pipeline::Classifier`].
 //!
 //! Preprocessing is `rectrain::preprocess::preprocess_eval`, the very function that
@@ -137,11 +139,6 @@ fn validate(cfg: &Config, art: &ArtifactConfig) -> Result<usize, Error> {
                     .into(),
             ));
         }
-        if art.multi_label {
-            return Err(Error::Usage(
-                "--evaluate is not supported for multi-label models yet".into(),
-            ));
-        }
     }
     Ok(top_k)
 }
@@ -223,7 +220,7 @@ pub fn run(
     }
     if cfg.table {
         if let Some(summary) = &report.summary {
-            let _ = evaluate::write_table(diag, summary);
+            let _ = evaluate::write_any_table(diag, summary);
         }
     }
     if cfg.timings {

@@ -102,8 +102,11 @@ struct Opts {
     squash: bool,
 
     /// Add a summary line (accuracy, top-k accuracy, per-class precision/recall,
-    /// confusion matrix) after the predictions; needs --lst or --rec. When stderr
-    /// is a terminal the summary is also printed there as a table.
+    /// confusion matrix) after the predictions; needs --lst or --rec. For a
+    /// multi-label model: per-class and micro/macro precision/recall/F1 at
+    /// probability > 0.5, exact-match accuracy and Hamming loss (labels: one 0/1
+    /// column per class). When stderr is a terminal the summary is also printed
+    /// there as a table.
     #[arg(long, help = "Print an accuracy summary line (needs --lst or --rec)")]
     evaluate: bool,
 

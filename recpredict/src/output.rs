@@ -23,7 +23,8 @@
 //! no probabilities. The same message is printed on stderr, and the exit code is 1.
 //!
 //! A **summary line** (with `--evaluate`) is the only object with a `type` field:
-//! `{"type": "summary", ...}`, see [`crate::evaluate::Summary`]. Prediction and
+//! `{"type": "summary", ...}`, see [`crate::evaluate::Summary`] (and
+//! [`crate::evaluate::MultiLabelSummary`], marked `"multi_label": true`). Prediction and
 //! error lines have no `type`, so a consumer tells them apart by `"type" in obj`.
 //!
 //! With `--sagemaker` each image gives exactly `{"prediction": [p0, p1, ...]}`, the

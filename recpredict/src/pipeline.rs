@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
-use crate::evaluate::{Evaluator, Summary};
+use crate::evaluate::{AnyEvaluator, AnySummary, Evaluator, MultiLabelEvaluator};
 use crate::input::{self, Inputs, Item, ItemKey};
-use crate::output::{self, class_index, TrueClass};
+use crate::output::{self, TrueClass};
 
 /// The tool name that prefixes every stderr line.
 pub const TOOL: &str = "recpredict";
@@ -105,7 +105,7 @@ pub struct Report {
     /// be evaluated.
     pub failed: u64,
     /// The `--evaluate` summary (already written as the last line).
-    pub summary: Option<Summary>,
+    pub summary: Option<AnySummary>,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -323,7 +323,7 @@ struct LineWriter<'s, 'w> {
     settings: &'s Settings,
     out: &'w mut dyn Write,
     diag: &'w mut dyn Write,
-    evaluator: Option<Evaluator>,
+    evaluator: Option<AnyEvaluator>,
     used_names: HashSet<PathBuf>,
     predicted: u64,
     failed: u64,
@@ -336,11 +336,18 @@ impl<'s, 'w> LineWriter<'s, 'w> {
             out,
             diag,
             evaluator: settings.evaluate.then(|| {
-                Evaluator::new(
-                    settings.num_classes,
-                    settings.top_k,
-                    settings.class_names.clone(),
-                )
+                if settings.multi_label {
+                    AnyEvaluator::MultiLabel(MultiLabelEvaluator::new(
+                        settings.num_classes,
+                        settings.class_names.clone(),
+                    ))
+                } else {
+                    AnyEvaluator::Single(Evaluator::new(
+                        settings.num_classes,
+                        settings.top_k,
+                        settings.class_names.clone(),
+                    ))
+                }
             }),
             used_names: HashSet::new(),
             predicted: 0,
@@ -423,10 +430,7 @@ impl<'s, 'w> LineWriter<'s, 'w> {
         }
         self.predicted += 1;
         if let Some(e) = self.evaluator.as_mut() {
-            let t = labels
-                .and_then(|l| l.first().copied())
-                .and_then(class_index);
-            if let Err(msg) = e.add(t, probs) {
+            if let Err(msg) = e.add(labels, probs) {
                 self.failed += 1;
                 self.report(key, &msg);
             }
@@ -434,7 +438,7 @@ impl<'s, 'w> LineWriter<'s, 'w> {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<Option<Summary>, PipelineError> {
+    fn finish(&mut self) -> Result<Option<AnySummary>, PipelineError> {
         let Some(e) = &self.evaluator else {
             return Ok(None);
         };
@@ -662,7 +666,10 @@ mod tests {
             last["confusion_matrix"],
             serde_json::json!([[1, 0, 0], [0, 0, 0], [0, 1, 1]])
         );
-        assert_eq!(report.summary.unwrap().accuracy, Some(2.0 / 3.0));
+        assert_eq!(
+            report.summary.unwrap().single().unwrap().accuracy,
+            Some(2.0 / 3.0)
+        );
         assert_eq!(
             out.lines().next().unwrap(),
             format!(

@@ -532,6 +532,47 @@ fn squash_and_crop_differ_on_a_non_square_image() {
     assert_ne!(crop[0].prediction, squash[0].prediction);
 }
 
+/// Fashion-MNIST's native size: a model with image_shape 3×28×28 predicts 28×28
+/// greyscale PNGs (expanded to RGB) without resizing, and upscales smaller ones.
+#[test]
+fn a_28x28_model_predicts_28x28_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m28");
+    fs::create_dir_all(&dir).unwrap();
+    let device = Default::default();
+    let model = ResNetConfig::new(18, CLASSES).init::<CpuBackend>(&device);
+    rectrain::weights::save_safetensors(&model, &rectrain::artifact::weights_path(&dir)).unwrap();
+    let mut cfg = artifact_config(CLASSES);
+    cfg.image_shape = [3, 28, 28];
+    cfg.resize = None;
+    cfg.save(&dir).unwrap();
+    let img =
+        image::GrayImage::from_fn(28, 28, |x, y| image::Luma([((x * 9 + y * 5) % 256) as u8]));
+    let grey = tmp.path().join("grey28.png");
+    img.save(&grey).unwrap();
+    let small = tmp.path().join("small.png");
+    fs::write(&small, image_bytes(1, 3, 20, 14, image::ImageFormat::Png)).unwrap();
+    let out = run(
+        bin()
+            .arg("-m")
+            .arg(&dir)
+            .args(["--device", "cpu", "--top-k", "3"])
+            .arg(&grey)
+            .arg(&small),
+        0,
+    );
+    let got = lines(&out);
+    assert_eq!(got.len(), 2);
+    for l in &got {
+        check_prediction(l, 3);
+    }
+    assert!(
+        stderr(&out).contains("1 image(s) smaller than 28x28 were upscaled"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn model_problems_are_fatal_with_exit_2() {
     let tmp = tempfile::tempdir().unwrap();
