@@ -10,56 +10,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use pipeline_tests::{run_expect, stderr_text, stdout_text, tool};
+use pipeline_tests::wire::{parse, ClassStats, Prediction, Summary};
+use pipeline_tests::{list_and_pack, run_expect, stderr_text, stdout_text, train_tiny};
 use serde::Deserialize;
 
 const CLASSES: [&str; 3] = ["blue", "green", "red"];
 const PER_CLASS: usize = 8;
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Prediction {
-    path: Option<String>,
-    id: Option<u64>,
-    prediction: Vec<f32>,
-    class: usize,
-    label: Option<String>,
-    probability: f32,
-    top_k: Vec<Ranked>,
-    true_class: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Ranked {
-    class: usize,
-    label: Option<String>,
-    probability: f32,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Summary {
-    #[serde(rename = "type")]
-    kind: String,
-    images: u64,
-    errors: u64,
-    accuracy: Option<f64>,
-    top_k: usize,
-    top_k_accuracy: Option<f64>,
-    per_class: Vec<ClassStats>,
-    confusion_matrix: Vec<Vec<u64>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClassStats {
-    class: usize,
-    label: Option<String>,
-    precision: Option<f64>,
-    recall: Option<f64>,
-    support: u64,
-}
 
 /// The trained model and the data it was made from.
 struct Trained {
@@ -92,43 +48,28 @@ fn trained() -> &'static Trained {
                 write_image(&images.join(name).join(format!("{i}.{ext}")), c, i as u32);
             }
         }
-        let prefix = dir.path().join("all");
-        run_expect(
-            tool("im2list").arg("--recursive").arg(&prefix).arg(&images),
-            0,
-        );
         // --pass-through: the records hold the original files, so predicting the
         // records and the image files must give identical numbers.
-        run_expect(
-            tool("im2rec")
-                .arg("--pass-through")
-                .arg(&prefix)
-                .arg(&images),
-            0,
-        );
-        let rec = dir.path().join("all.rec");
+        let rec = list_and_pack(&dir.path().join("all"), &images, &["--pass-through"]);
         assert!(rec.is_file() && dir.path().join("all.idx").is_file());
         let model = dir.path().join("model");
-        let out = run_expect(
-            tool("rectrain")
-                .arg("--train")
-                .arg(&rec)
-                .arg("--validation")
-                .arg(&rec)
-                .arg("--out")
-                .arg(&model)
-                .arg("--classes")
-                .arg(dir.path().join("all.classes"))
-                .args([
-                    "--num-layers",
-                    "18",
-                    "--image-shape",
-                    "3,32,32",
-                    "--epochs",
-                    "2",
-                ])
-                .args(["--mini-batch-size", "8", "--device", "cpu", "--seed", "7"]),
-            0,
+        let classes = dir.path().join("all.classes");
+        let out = train_tiny(
+            &rec,
+            &rec,
+            &model,
+            &[
+                "--classes",
+                classes.to_str().unwrap(),
+                "--image-shape",
+                "3,32,32",
+                "--epochs",
+                "2",
+                "--mini-batch-size",
+                "8",
+                "--seed",
+                "7",
+            ],
         );
         assert!(!stdout_text(&out).is_empty());
         Trained {
@@ -142,30 +83,9 @@ fn trained() -> &'static Trained {
 }
 
 fn recpredict(args: &[&str]) -> std::process::Command {
-    let mut cmd = tool("recpredict");
-    cmd.arg("-m")
-        .arg(&trained().model)
-        .args(["--device", "cpu"])
-        .args(args);
+    let mut cmd = pipeline_tests::recpredict(&trained().model);
+    cmd.args(args);
     cmd
-}
-
-/// Parse the output: predictions, then the summary line if there is one.
-fn parse(text: &str) -> (Vec<Prediction>, Option<Summary>) {
-    let mut preds = Vec::new();
-    let mut summary = None;
-    for line in text.lines() {
-        assert!(summary.is_none(), "a line after the summary: {line}");
-        let value: serde_json::Value = serde_json::from_str(line).unwrap();
-        if value.get("type").is_some() {
-            summary = Some(serde_json::from_value(value).unwrap());
-        } else {
-            let p: Prediction =
-                serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}: {line}"));
-            preds.push(p);
-        }
-    }
-    (preds, summary)
 }
 
 /// The summary recomputed from the prediction lines.

@@ -1,6 +1,8 @@
 //! recpredict's command-line behaviour with the real binaries and a model trained by
-//! the real `rectrain` (once, shared through a `OnceLock`): paths on stdin, a broken
-//! image in the middle of a `.lst`, `| head -1`, and the fatal errors.
+//! the real `rectrain` (once, shared through a `OnceLock`) at Fashion-MNIST's native
+//! 3×28×28: paths on stdin, a broken image in the middle of a `.lst`, `| head -1`,
+//! and the fatal errors; and a multi-label model (`im2rec --pack-label`, `rectrain
+//! --multi-label 1`) evaluated from its `.rec` and its `.lst`.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -8,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
 
-use pipeline_tests::{check_code, run_expect, run_with_stdin, stderr_text, stdout_text, tool};
+use pipeline_tests::{
+    check_code, list_and_pack, run_expect, run_with_stdin, stderr_text, stdout_text, tool,
+    train_tiny,
+};
 use serde::Deserialize;
 
 /// A prediction or error line, parsed strictly.
@@ -40,8 +45,9 @@ struct Trained {
     model: PathBuf,
 }
 
+/// 28×28, the size of the images and of the network input (no resize, no crop).
 fn write_image(path: &Path, dark: bool, seed: u32) {
-    let img = image::RgbImage::from_fn(36, 36, |x, y| {
+    let img = image::RgbImage::from_fn(28, 28, |x, y| {
         let t = ((x + y * 3 + seed * 7) % 20) as u8;
         image::Rgb(if dark { [t, t, t] } else { [235 + t / 2; 3] })
     });
@@ -60,32 +66,20 @@ fn trained() -> &'static Trained {
                 write_image(&images.join(name).join(format!("{i}.png")), c == 0, i);
             }
         }
-        let prefix = dir.path().join("d");
-        run_expect(
-            tool("im2list").arg("--recursive").arg(&prefix).arg(&images),
-            0,
-        );
-        run_expect(tool("im2rec").arg(&prefix).arg(&images), 0);
-        let rec = dir.path().join("d.rec");
+        let rec = list_and_pack(&dir.path().join("d"), &images, &[]);
         let model = dir.path().join("model");
-        run_expect(
-            tool("rectrain")
-                .arg("--train")
-                .arg(&rec)
-                .arg("--validation")
-                .arg(&rec)
-                .arg("--out")
-                .arg(&model)
-                .args([
-                    "--num-layers",
-                    "18",
-                    "--image-shape",
-                    "3,32,32",
-                    "--epochs",
-                    "1",
-                ])
-                .args(["--mini-batch-size", "4", "--device", "cpu"]),
-            0,
+        train_tiny(
+            &rec,
+            &rec,
+            &model,
+            &[
+                "--image-shape",
+                "3,28,28",
+                "--epochs",
+                "1",
+                "--mini-batch-size",
+                "4",
+            ],
         );
         Trained {
             _dir: dir,
@@ -96,11 +90,7 @@ fn trained() -> &'static Trained {
 }
 
 fn recpredict() -> std::process::Command {
-    let mut cmd = tool("recpredict");
-    cmd.arg("-m")
-        .arg(&trained().model)
-        .args(["--device", "cpu"]);
-    cmd
+    pipeline_tests::recpredict(&trained().model)
 }
 
 fn lines(text: &str) -> Vec<Line> {
@@ -244,4 +234,302 @@ fn a_missing_or_incompatible_model_is_exit_2() {
         "{}",
         stderr_text(&out)
     );
+}
+
+/// A prediction line of a multi-label model, parsed strictly.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MultiLabelLine {
+    id: Option<u64>,
+    path: Option<String>,
+    prediction: Vec<f32>,
+    class: usize,
+    label: Option<String>,
+    probability: f32,
+    top_k: Vec<serde_json::Value>,
+    true_class: Vec<f32>,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Prf {
+    precision: Option<f64>,
+    recall: Option<f64>,
+    f1: Option<f64>,
+}
+
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MultiLabelClass {
+    class: usize,
+    label: Option<String>,
+    precision: Option<f64>,
+    recall: Option<f64>,
+    f1: Option<f64>,
+    support: u64,
+    predicted: u64,
+}
+
+/// The multi-label `--evaluate` summary, parsed strictly.
+#[derive(Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MultiLabelSummary {
+    #[serde(rename = "type")]
+    kind: String,
+    multi_label: bool,
+    images: u64,
+    errors: u64,
+    threshold: f64,
+    accuracy: Option<f64>,
+    exact_match_accuracy: Option<f64>,
+    hamming_loss: Option<f64>,
+    micro: Prf,
+    #[serde(rename = "macro")]
+    macro_avg: Prf,
+    per_class: Vec<MultiLabelClass>,
+}
+
+const ML_CLASSES: [&str; 3] = ["red", "green", "blue"];
+
+/// A 28×28 image whose channel c is bright exactly when class c is present.
+fn write_multi_label_image(path: &Path, labels: [u8; 3], seed: u32) {
+    let img = image::RgbImage::from_fn(28, 28, |x, y| {
+        let t = ((x * 5 + y * 3 + seed * 13) % 24) as u8;
+        image::Rgb(labels.map(|on| if on == 1 { 215 + t } else { 10 + t }))
+    });
+    img.save(path).unwrap();
+}
+
+fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() < 1e-12,
+        (a, b) => a == b,
+    }
+}
+
+/// The multi-label summary recomputed from the prediction lines (p > 0.5 predicted,
+/// label > 0.5 true), with scikit-learn's definitions.
+fn expected_multi_label(lines: &[MultiLabelLine]) -> MultiLabelSummary {
+    let n = ML_CLASSES.len();
+    let (mut tp, mut fp, mut fn_) = (vec![0u64; n], vec![0u64; n], vec![0u64; n]);
+    let (mut exact, mut wrong) = (0, 0);
+    for l in lines {
+        let mut all = true;
+        for c in 0..n {
+            let (t, p) = (l.true_class[c] > 0.5, l.prediction[c] > 0.5);
+            tp[c] += u64::from(t && p);
+            fp[c] += u64::from(!t && p);
+            fn_[c] += u64::from(t && !p);
+            if t != p {
+                all = false;
+                wrong += 1;
+            }
+        }
+        exact += u64::from(all);
+    }
+    let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+    let prf = |tp: u64, fp: u64, fn_: u64| Prf {
+        precision: ratio(tp, tp + fp),
+        recall: ratio(tp, tp + fn_),
+        f1: ratio(2 * tp, 2 * tp + fp + fn_),
+    };
+    let per: Vec<Prf> = (0..n).map(|c| prf(tp[c], fp[c], fn_[c])).collect();
+    let mean = |f: fn(&Prf) -> Option<f64>| {
+        Some(per.iter().map(|p| f(p).unwrap_or(0.0)).sum::<f64>() / n as f64)
+    };
+    let images = lines.len() as u64;
+    let decisions = images * n as u64;
+    MultiLabelSummary {
+        kind: "summary".into(),
+        multi_label: true,
+        images,
+        errors: 0,
+        threshold: 0.5,
+        accuracy: ratio(decisions - wrong, decisions),
+        exact_match_accuracy: ratio(exact, images),
+        hamming_loss: ratio(wrong, decisions),
+        micro: prf(tp.iter().sum(), fp.iter().sum(), fn_.iter().sum()),
+        macro_avg: Prf {
+            precision: mean(|p| p.precision),
+            recall: mean(|p| p.recall),
+            f1: mean(|p| p.f1),
+        },
+        per_class: (0..n)
+            .map(|c| MultiLabelClass {
+                class: c,
+                label: Some(ML_CLASSES[c].to_string()),
+                precision: per[c].precision,
+                recall: per[c].recall,
+                f1: per[c].f1,
+                support: tp[c] + fn_[c],
+                predicted: tp[c] + fp[c],
+            })
+            .collect(),
+    }
+}
+
+fn assert_summaries_match(got: &MultiLabelSummary, want: &MultiLabelSummary) {
+    let same = |a: &Prf, b: &Prf| {
+        close(a.precision, b.precision) && close(a.recall, b.recall) && close(a.f1, b.f1)
+    };
+    assert!(
+        got.kind == want.kind
+            && got.multi_label
+            && (got.images, got.errors, got.threshold) == (want.images, want.errors, 0.5)
+            && close(got.accuracy, want.accuracy)
+            && close(got.exact_match_accuracy, want.exact_match_accuracy)
+            && close(got.hamming_loss, want.hamming_loss)
+            && same(&got.micro, &want.micro)
+            && same(&got.macro_avg, &want.macro_avg)
+            && got.per_class.len() == want.per_class.len()
+            && got.per_class.iter().zip(&want.per_class).all(|(a, b)| {
+                (a.class, &a.label, a.support, a.predicted)
+                    == (b.class, &b.label, b.support, b.predicted)
+                    && close(a.precision, b.precision)
+                    && close(a.recall, b.recall)
+                    && close(a.f1, b.f1)
+            }),
+        "got {got:#?}\nwant {want:#?}"
+    );
+}
+
+/// Split the output into prediction lines and the summary (the last line).
+fn multi_label_output(text: &str) -> (Vec<MultiLabelLine>, MultiLabelSummary) {
+    let all: Vec<&str> = text.lines().collect();
+    let (last, preds) = all.split_last().expect("output lines");
+    let preds = preds
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let summary = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
+    (preds, summary)
+}
+
+/// im2rec --pack-label → rectrain --multi-label 1 → recpredict --evaluate, from the
+/// `.rec` and from the `.lst`: the summary is exactly what the printed probabilities
+/// and true label vectors give, and its accuracy is rectrain's validation accuracy.
+#[test]
+fn multi_label_model_evaluates_from_records_and_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    fs::create_dir_all(&images).unwrap();
+    // Every combination of the three colours, twice (16 images).
+    let mut lst = String::new();
+    for i in 0..16u32 {
+        let bits = i % 8;
+        let labels = [
+            (bits & 1) as u8,
+            (bits >> 1 & 1) as u8,
+            (bits >> 2 & 1) as u8,
+        ];
+        let name = format!("{i:02}.png");
+        write_multi_label_image(&images.join(&name), labels, i);
+        // NB-ML writes the multi-hot columns as integers.
+        lst.push_str(&format!(
+            "{i}\t{}\t{}\t{}\t{name}\n",
+            labels[0], labels[1], labels[2]
+        ));
+    }
+    let prefix = dir.path().join("ml");
+    fs::write(dir.path().join("ml.lst"), &lst).unwrap();
+    fs::write(dir.path().join("ml.classes"), "red\ngreen\nblue\n").unwrap();
+    // --pass-through: the records hold the PNG files, so records and list give the
+    // same pixels.
+    run_expect(
+        tool("im2rec")
+            .args(["--pack-label", "--pass-through"])
+            .arg(&prefix)
+            .arg(&images),
+        0,
+    );
+    let rec = dir.path().join("ml.rec");
+    let model = dir.path().join("model");
+    train_tiny(
+        &rec,
+        &rec,
+        &model,
+        &[
+            "--multi-label",
+            "1",
+            "--image-shape",
+            "3,28,28",
+            "--epochs",
+            "1",
+            "--mini-batch-size",
+            "8",
+        ],
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["multi_label"], true);
+    assert_eq!(config["num_classes"], 3);
+
+    let predict = || {
+        let mut cmd = pipeline_tests::recpredict(&model);
+        cmd.arg("--evaluate");
+        cmd
+    };
+    let by_rec = run_expect(predict().arg("--rec").arg(&rec), 0);
+    let (preds, summary) = multi_label_output(&stdout_text(&by_rec));
+    assert_eq!(preds.len(), 16);
+    for (i, p) in preds.iter().enumerate() {
+        let bits = i as u32 % 8;
+        let want: Vec<f32> = (0..3).map(|c| (bits >> c & 1) as f32).collect();
+        assert_eq!((p.id, p.path.as_deref()), (Some(i as u64), None));
+        assert_eq!(p.true_class, want);
+        assert_eq!(p.prediction.len(), 3);
+        // Independent sigmoids, not a softmax.
+        assert!(p.prediction.iter().all(|&v| (0.0..=1.0).contains(&v)));
+        assert_eq!(p.probability, p.prediction[p.class]);
+        assert_eq!(p.label.as_deref(), Some(ML_CLASSES[p.class]));
+        assert_eq!(p.top_k.len(), 3);
+    }
+    assert_summaries_match(&summary, &expected_multi_label(&preds));
+    // 1 − Hamming loss is rectrain's multi-label validation accuracy on the same
+    // records (within one decision, for a logit of exactly 0).
+    let best = config["training"]["best_validation_accuracy"]
+        .as_f64()
+        .unwrap();
+    let accuracy = summary.accuracy.unwrap();
+    assert!(
+        (accuracy - best).abs() <= 1.0 / 48.0 + 1e-9,
+        "recpredict {accuracy} vs rectrain {best}"
+    );
+    assert!(close(Some(accuracy), summary.hamming_loss.map(|h| 1.0 - h)));
+
+    let by_lst = run_expect(
+        predict()
+            .arg("--lst")
+            .arg(dir.path().join("ml.lst"))
+            .arg("--root")
+            .arg(&images),
+        0,
+    );
+    let (lst_preds, lst_summary) = multi_label_output(&stdout_text(&by_lst));
+    assert_eq!(lst_summary, summary);
+    for (a, b) in lst_preds.iter().zip(&preds) {
+        assert_eq!(
+            (&a.prediction, &a.true_class),
+            (&b.prediction, &b.true_class)
+        );
+    }
+
+    // A row whose label vector does not fit the model is predicted, reported and
+    // left out of the summary (exit 1).
+    let bad = dir.path().join("bad.lst");
+    fs::write(
+        &bad,
+        "0\t1\t0\t1\t00.png\n1\t1\t0\t00.png\n2\t0\t1\t2\t01.png\n",
+    )
+    .unwrap();
+    let out = run_expect(
+        predict().arg("--lst").arg(&bad).arg("--root").arg(&images),
+        1,
+    );
+    let (bad_preds, bad_summary) = multi_label_output(&stdout_text(&out));
+    assert_eq!(bad_preds.len(), 3);
+    assert_eq!((bad_summary.images, bad_summary.errors), (1, 2));
+    let err = stderr_text(&out);
+    assert!(err.contains("but the model has 3 classes"), "{err}");
+    assert!(err.contains("multi-hot labels must be in [0, 1]"), "{err}");
 }

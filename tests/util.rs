@@ -80,3 +80,139 @@ pub fn stdout_text(out: &Output) -> String {
 pub fn stderr_text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// `im2list --recursive PREFIX IMAGES`, then `im2rec [im2rec_args] PREFIX IMAGES`
+/// (every `PREFIX*.lst` becomes a `.rec` + `.idx`). Returns `PREFIX.rec`, the record
+/// file of the whole folder when the list was not split.
+pub fn list_and_pack(prefix: &Path, images: &Path, im2rec_args: &[&str]) -> PathBuf {
+    run_expect(
+        tool("im2list").arg("--recursive").arg(prefix).arg(images),
+        0,
+    );
+    run_expect(tool("im2rec").args(im2rec_args).arg(prefix).arg(images), 0);
+    prefix.with_extension("rec")
+}
+
+/// Train a tiny model with the real `rectrain` on the CPU: ResNet-18 from `train` and
+/// `validation` (`.rec` files) into the artifact directory `out`, plus `args` (the image
+/// shape, epochs, batch size...; a flag given again overrides the defaults, rectrain's
+/// last flag wins). Panics with rectrain's output unless it succeeds.
+pub fn train_tiny(train: &Path, validation: &Path, out: &Path, args: &[&str]) -> Output {
+    run_expect(
+        tool("rectrain")
+            .arg("--train")
+            .arg(train)
+            .arg("--validation")
+            .arg(validation)
+            .arg("--out")
+            .arg(out)
+            .args(["--num-layers", "18", "--device", "cpu"])
+            .args(args),
+        0,
+    )
+}
+
+/// `recpredict -m MODEL --device cpu`, ready for more arguments.
+pub fn recpredict(model: &Path) -> Command {
+    let mut cmd = tool("recpredict");
+    cmd.arg("-m").arg(model).args(["--device", "cpu"]);
+    cmd
+}
+
+/// recpredict's output lines as strict types (`deny_unknown_fields`: a renamed or
+/// unexpected field fails the test that parses it).
+pub mod wire {
+    use serde::Deserialize;
+
+    /// A prediction line of a single-label model.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Prediction {
+        /// The input file.
+        pub path: Option<String>,
+        /// The record id (`--rec`).
+        pub id: Option<u64>,
+        /// Every class's probability.
+        pub prediction: Vec<f32>,
+        /// The top class.
+        pub class: usize,
+        /// Its name.
+        pub label: Option<String>,
+        /// Its probability.
+        pub probability: f32,
+        /// The most probable classes.
+        pub top_k: Vec<Ranked>,
+        /// The true class (`.lst`/`.rec` input).
+        pub true_class: Option<u64>,
+    }
+
+    /// One entry of `top_k`.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Ranked {
+        /// The class index.
+        pub class: usize,
+        /// Its name.
+        pub label: Option<String>,
+        /// Its probability.
+        pub probability: f32,
+    }
+
+    /// The single-label `--evaluate` summary.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Summary {
+        /// `"summary"`.
+        #[serde(rename = "type")]
+        pub kind: String,
+        /// Images evaluated.
+        pub images: u64,
+        /// Failed inputs.
+        pub errors: u64,
+        /// Top-1 accuracy.
+        pub accuracy: Option<f64>,
+        /// The k of `top_k_accuracy`.
+        pub top_k: usize,
+        /// Top-k accuracy.
+        pub top_k_accuracy: Option<f64>,
+        /// Per-class rows.
+        pub per_class: Vec<ClassStats>,
+        /// `[true][predicted]` counts.
+        pub confusion_matrix: Vec<Vec<u64>>,
+    }
+
+    /// One class of the single-label summary.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ClassStats {
+        /// The class index.
+        pub class: usize,
+        /// Its name.
+        pub label: Option<String>,
+        /// Precision.
+        pub precision: Option<f64>,
+        /// Recall.
+        pub recall: Option<f64>,
+        /// Images of this class.
+        pub support: u64,
+    }
+
+    /// Parse the output of a run without error lines: predictions, then the summary
+    /// line if there is one (it must be the last line).
+    pub fn parse(text: &str) -> (Vec<Prediction>, Option<Summary>) {
+        let mut preds = Vec::new();
+        let mut summary = None;
+        for line in text.lines() {
+            assert!(summary.is_none(), "a line after the summary: {line}");
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            if value.get("type").is_some() {
+                summary =
+                    Some(serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}: {line}")));
+            } else {
+                preds.push(serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}: {line}")));
+            }
+        }
+        (preds, summary)
+    }
+}
