@@ -13,7 +13,7 @@
 # children included: less sensitive to other processes on a busy machine).
 # Usage: scripts/bench_im2rec.sh [WORKDIR]
 #   env: REPEATS, SMALL, LARGE (image counts), SETS (default small,large),
-#        CARGO_TARGET_DIR (where the release build goes)
+#        CARGO_TARGET_DIR (where the release build goes), IM2REC_FEATURES (e.g. simd)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -22,7 +22,7 @@ im2rec_py=$("$py" -c 'import mxnet, os; print(os.path.join(os.path.dirname(mxnet
 work=${1:-${TMPDIR:-/tmp}/bench_im2rec}
 mkdir -p "$work"
 
-(cd "$top" && cargo build --release -q -p im2rec)
+(cd "$top" && cargo build --release -q -p im2rec ${IM2REC_FEATURES:+--features "$IM2REC_FEATURES"})
 ours="${CARGO_TARGET_DIR:-$top/target}/release/im2rec"
 
 export WORK="$work" OURS="$ours" IM2REC_PY="$im2rec_py" REPEATS="${REPEATS:-3}" \
