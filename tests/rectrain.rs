@@ -113,3 +113,156 @@ fn dark_vs_bright_reaches_90_percent() {
     assert!(out_dir.join("model.safetensors").is_file());
     assert!(out_dir.join("accuracy.svg").is_file());
 }
+
+/// Every file under `dir` (relative path → bytes), sorted.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The NaN guard end to end. A healthy first epoch writes the artifact; resuming it with
+/// an absurd optimizer setting (Adam with beta_1 = 1 divides by 1 − beta_1^t = 0, so the
+/// first update makes the weights infinite and the next step's loss NaN, whatever the
+/// rounding) must stop with exit code 2 and a message naming the step and the kept
+/// state, change no file of the last good epoch, and leave that state usable: recpredict
+/// loads the artifact, and resuming with sane settings continues from it.
+#[test]
+fn diverging_loss_stops_and_keeps_the_last_good_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("images");
+    make_images(&root, 8);
+    let prefix = tmp.path().join("toy");
+    run_expect(
+        tool("im2list")
+            .arg("--recursive")
+            .args(["--train-ratio", "0.75"])
+            .arg(&prefix)
+            .arg(&root),
+        0,
+    );
+    run_expect(tool("im2rec").arg(&prefix).arg(&root), 0);
+    let out_dir = tmp.path().join("model");
+    let rectrain = |extra: &[&str]| {
+        let mut cmd = tool("rectrain");
+        cmd.arg("--train")
+            .arg(tmp.path().join("toy_train.rec"))
+            .arg("--validation")
+            .arg(tmp.path().join("toy_val.rec"))
+            .arg("--out")
+            .arg(&out_dir)
+            .args(["--num-layers", "18", "--image-shape", "3,32,32"])
+            .args(["--mini-batch-size", "4", "--optimizer", "adam"])
+            .args(["--learning-rate", "0.001", "--device", "cpu", "--seed", "5"])
+            .args(extra);
+        cmd
+    };
+
+    // 12 training images, batches of 4: three steps per epoch.
+    run_expect(&mut rectrain(&["--epochs", "1"]), 0);
+    let good = snapshot(&out_dir);
+    let names: Vec<&str> = good.iter().map(|(n, _)| n.as_str()).collect();
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "metrics.jsonl",
+        "accuracy.svg",
+        "checkpoints/image-classification-0001.safetensors",
+        "checkpoints/last/state.json",
+        "checkpoints/last/optimizer.mpk",
+    ] {
+        assert!(names.contains(&f), "{f} missing: {names:?}");
+    }
+
+    let resume = ["--resume", out_dir.to_str().unwrap(), "--epochs", "3"];
+    let mut cmd = rectrain(&[&resume[..], &["--beta-1", "1"]].concat());
+    let out = run_expect(&mut cmd, 2);
+    let err = stderr_text(&out);
+    assert!(
+        err.contains(
+            "rectrain: warning: resuming with changed optimizer settings: beta_1 0.9 -> 1"
+        ),
+        "{err}"
+    );
+    let kept = out_dir.join("checkpoints").join("last");
+    let want = format!(
+        "rectrain: error: the training loss became NaN at epoch 1, step 1: training diverged \
+         (try a lower learning_rate); the last good state is kept in {}\n",
+        kept.display()
+    );
+    assert!(
+        err.ends_with(&want),
+        "expected {want:?} at the end of\n{err}"
+    );
+    assert_eq!(stdout_text(&out), "", "no epoch finished, so no JSON line");
+    // Not one byte of the last good epoch changed, and nothing was added.
+    let after = snapshot(&out_dir);
+    assert_eq!(
+        after.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+        good.iter().map(|(n, _)| n).collect::<Vec<_>>()
+    );
+    for ((name, a), (_, b)) in after.iter().zip(&good) {
+        assert!(a == b, "{name} changed");
+    }
+
+    // The artifact still loads and predicts finite probabilities.
+    let image = root.join("dark").join("dark_00.png");
+    let out = run_expect(
+        tool("recpredict")
+            .arg("-m")
+            .arg(&out_dir)
+            .args(["--device", "cpu"])
+            .arg(&image),
+        0,
+    );
+    let line: serde_json::Value = serde_json::from_str(stdout_text(&out).trim()).unwrap();
+    let probs: Vec<f64> = line["prediction"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{line}"))
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    assert_eq!(probs.len(), 2, "{line}");
+    assert!(probs.iter().all(|p| p.is_finite()), "{line}");
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4, "{line}");
+
+    // And the kept state resumes with sane settings (the state still says beta_1 0.9).
+    let out = run_expect(
+        &mut rectrain(
+            &resume[..2]
+                .iter()
+                .chain(&["--epochs", "2"])
+                .copied()
+                .collect::<Vec<_>>(),
+        ),
+        0,
+    );
+    let err = stderr_text(&out);
+    assert!(err.contains("Resuming from"), "{err}");
+    assert!(!err.contains("changed optimizer settings"), "{err}");
+    let lines: Vec<serde_json::Value> = stdout_text(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert_eq!(lines[0]["epoch"], 1);
+    assert!(
+        lines[0]["train_loss"].as_f64().unwrap().is_finite(),
+        "{}",
+        lines[0]
+    );
+    let metrics = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 2, "{metrics}");
+}

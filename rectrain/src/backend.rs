@@ -1,6 +1,7 @@
 //! Device selection and the backends behind it.
 //!
-//! `--device auto|cpu|cuda|cuda:N|cuda:0,1` parses to a [`DeviceSpec`]; [`resolve`]
+//! `--device auto|cpu|cuda|cuda:N|cuda:0,1` parses to a [`DeviceSpec`] (an index listed
+//! twice, `cuda:0,0`, means two data-parallel replicas on that GPU); [`resolve`]
 //! turns it into a [`ResolvedDevice`] after probing the GPU, and [`dispatch`] /
 //! [`dispatch_infer`] run generic code on the matching burn backend:
 //!
@@ -78,14 +79,12 @@ impl FromStr for DeviceSpec {
                     .strip_prefix("cuda:")
                     .or_else(|| other.strip_prefix("gpu:"))
                     .ok_or_else(bad)?;
-                let mut ids = Vec::new();
-                for part in list.split(',') {
-                    let id: usize = part.trim().parse().map_err(|_| bad())?;
-                    if ids.contains(&id) {
-                        return Err(bad());
-                    }
-                    ids.push(id);
-                }
+                // The same index twice is allowed: several replicas on one GPU
+                // ([`resolve`] says so), which exercises data-parallel training there.
+                let ids = list
+                    .split(',')
+                    .map(|part| part.trim().parse::<usize>().map_err(|_| bad()))
+                    .collect::<Result<Vec<_>, _>>()?;
                 Ok(DeviceSpec::Cuda(ids))
             }
         }
@@ -296,9 +295,32 @@ pub fn resolve(
             if let Some(&index) = ids.iter().find(|&&i| i >= count) {
                 return Err(BackendError::NoSuchDevice { index, count });
             }
+            if let Some(note) = duplicate_notice(ids) {
+                notice(&note);
+            }
             Ok(ResolvedDevice::Cuda(ids.clone()))
         }
     }
+}
+
+/// The notice for a device list that names a GPU more than once, if it does.
+fn duplicate_notice(ids: &[usize]) -> Option<String> {
+    let repeated: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|&(i, id)| ids[..i].contains(id) && !ids[i + 1..].contains(id))
+        .map(|(_, &id)| {
+            let n = ids.iter().filter(|&&x| x == id).count();
+            format!("cuda:{id} {n} times")
+        })
+        .collect();
+    (!repeated.is_empty()).then(|| {
+        format!(
+            "{} listed: each listing is a data-parallel replica on that GPU (they share it: \
+             this checks the multi-device path, it is not faster)",
+            repeated.join(", ")
+        )
+    })
 }
 
 /// Default directory of the CubeCL kernel caches (see the module docs).
@@ -445,9 +467,28 @@ mod tests {
         assert_eq!("cuda:1".parse(), Ok(DeviceSpec::Cuda(vec![1])));
         assert_eq!("cuda:0,1".parse(), Ok(DeviceSpec::Cuda(vec![0, 1])));
         assert_eq!(DeviceSpec::Cuda(vec![0, 1]).to_string(), "cuda:0,1");
-        for bad in ["", "cuda:", "cuda:x", "cuda:0,0", "tpu", "cuda:-1", "cuda0"] {
+        // The same GPU twice: two replicas on it (a notice at resolution).
+        assert_eq!("cuda:0,0".parse(), Ok(DeviceSpec::Cuda(vec![0, 0])));
+        assert_eq!(DeviceSpec::Cuda(vec![0, 0]).to_string(), "cuda:0,0");
+        for bad in ["", "cuda:", "cuda:x", "cuda:0,", "tpu", "cuda:-1", "cuda0"] {
             assert!(bad.parse::<DeviceSpec>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn repeated_gpus_get_a_notice() {
+        assert_eq!(duplicate_notice(&[0, 1]), None);
+        assert_eq!(duplicate_notice(&[0]), None);
+        let n = duplicate_notice(&[0, 0]).unwrap();
+        assert!(
+            n.starts_with("cuda:0 2 times listed: each listing is a data-parallel replica"),
+            "{n}"
+        );
+        let n = duplicate_notice(&[1, 0, 1, 0, 1]).unwrap();
+        assert!(
+            n.starts_with("cuda:0 2 times, cuda:1 3 times listed"),
+            "{n}"
+        );
     }
 
     #[test]

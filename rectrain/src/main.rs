@@ -44,6 +44,11 @@ Exit codes: 0 trained; 2 usage error, bad data or a diverging loss; 130
 interrupted by Ctrl-C (the current step finishes and the resumable state is
 saved: continue with --resume OUT).
 
+A NaN or infinite loss stops the run before anything is saved, so OUT keeps
+the last good epoch; --resume OUT continues from it. A resumed run may change
+the optimizer's numbers (e.g. a lower --learning-rate), the epoch count,
+checkpointing and early stopping, but not the model, data or optimizer kind.
+
 Examples:
   rectrain --train train.rec --validation val.rec --out model/ \\
       --num-layers 18 --image-shape 3,224,224 --epochs 10 --mini-batch-size 64
@@ -210,7 +215,9 @@ struct Opts {
     /// Seed of the initial weights, the shuffling and the augmentation.
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
-    /// auto, cpu, cuda, cuda:N or cuda:0,1.
+    /// auto, cpu, cuda, cuda:N, or several GPUs for data-parallel training: cuda:0,1
+    /// (each mini-batch is split across them; the same index twice, cuda:0,0, puts two
+    /// replicas on one GPU).
     #[arg(long, value_name = "DEVICE", default_value = "auto")]
     device: String,
     /// Continue an interrupted run from OUT/checkpoints/last (give OUT or that folder).

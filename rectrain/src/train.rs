@@ -15,6 +15,11 @@
 //!   numbered epoch + 1), every `checkpoint_frequency` epochs a checkpoint, the
 //!   resumable state in `checkpoints/last/`, `metrics.jsonl` and `accuracy.svg`;
 //! - early stopping with SageMaker's min-epochs / patience / relative tolerance;
+//! - several devices train data-parallel ([`DataParallel`], [`train_on`]);
+//! - a NaN or infinite training loss, validation loss or (before an interrupted save)
+//!   weights stop the run with [`TrainError::NonFinite`] before anything is written, so
+//!   the last good epoch's files stay as they were; resuming may lower the learning
+//!   rate (the optimizer's numbers may change on resume, with a warning).
 //! - an interrupt (Ctrl-C) finishes the current step, saves the resumable state with
 //!   the position inside the epoch, and returns [`TrainOutcome::Interrupted`]. Resuming
 //!   replays the same batches (the loader is deterministic for a seed and an epoch), so
@@ -24,15 +29,18 @@
 //! written.
 
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer, RmsPropConfig, SgdConfig};
+use burn::optim::{
+    AdamConfig, GradientsAccumulator, GradientsParams, Optimizer, RmsPropConfig, SgdConfig,
+};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
@@ -162,12 +170,14 @@ pub enum TrainError {
     /// Hyperparameter problem.
     #[error(transparent)]
     Hparams(#[from] hparams::HparamsError),
-    /// The loss became NaN or infinite.
+    /// The loss (or the weights) became NaN or infinite.
     #[error(
-        "the training loss became {loss} at epoch {epoch}, step {step}: training diverged \
+        "the {what} became {loss} at epoch {epoch}, step {step}: training diverged \
          (try a lower learning_rate); the last good state is kept in {kept}"
     )]
     NonFinite {
+        /// What: "training loss", "validation loss" or "weights".
+        what: &'static str,
         /// The value.
         loss: f64,
         /// Epoch.
@@ -264,6 +274,21 @@ const RESUMABLE_CHANGES: &[&str] = &[
     "early_stopping_patience",
     "early_stopping_tolerance",
     "num_training_samples",
+];
+
+/// Optimizer settings that may change when a run is resumed (e.g. a lower
+/// learning_rate after the loss diverged): plain numbers that leave the optimizer's
+/// saved state valid. A warning lists the changes.
+const TUNABLE_ON_RESUME: &[&str] = &[
+    "learning_rate",
+    "lr_scheduler_factor",
+    "lr_scheduler_step",
+    "momentum",
+    "weight_decay",
+    "beta_1",
+    "beta_2",
+    "eps",
+    "gamma",
 ];
 
 /// The state directory inside `dir` (accepts the artifact directory or `last` itself).
@@ -443,8 +468,20 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
             let differing: Vec<&str> = KNOWN_FOR_RESUME
                 .iter()
                 .copied()
-                .filter(|k| !RESUMABLE_CHANGES.contains(k))
+                .filter(|k| !RESUMABLE_CHANGES.contains(k) && !TUNABLE_ON_RESUME.contains(k))
                 .filter(|k| state.hyperparameters.get(*k) != now.get(*k))
+                .collect();
+            let tuned: Vec<String> = TUNABLE_ON_RESUME
+                .iter()
+                .filter(|k| state.hyperparameters.get(**k) != now.get(**k))
+                .map(|k| {
+                    let show = |v: Option<&String>| v.map_or("unset".to_string(), |v| v.clone());
+                    format!(
+                        "{k} {} -> {}",
+                        show(state.hyperparameters.get(*k)),
+                        show(now.get(*k))
+                    )
+                })
                 .collect();
             if !differing.is_empty() {
                 return Err(state_err(
@@ -453,6 +490,12 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
                         "it was written with different hyperparameters: {}",
                         differing.join(", ")
                     ),
+                ));
+            }
+            if !tuned.is_empty() {
+                warn(format!(
+                    "resuming with changed optimizer settings: {}",
+                    tuned.join(", ")
                 ));
             }
             if state.seed != cfg.seed {
@@ -533,12 +576,6 @@ pub fn train(
     interrupt: Arc<AtomicBool>,
 ) -> Result<TrainOutcome, TrainError> {
     let h = &prepared.cfg.hparams;
-    if !prepared.cfg.out.is_dir() {
-        std::fs::create_dir_all(&prepared.cfg.out).map_err(io_err(&prepared.cfg.out))?;
-    }
-    let ckpt = artifact::checkpoints_dir(&prepared.cfg.out);
-    std::fs::create_dir_all(&ckpt).map_err(io_err(&ckpt))?;
-
     let mut notices = Vec::new();
     let device = backend::resolve(&prepared.cfg.device, |n: &str| notices.push(n.to_string()))
         .map_err(|e| TrainError::Backend(e.to_string()))?;
@@ -551,6 +588,50 @@ pub fn train(
             hparams::precision_name(h.precision_dtype)
         )));
     }
+    let precision = h.precision_dtype;
+    let task = TrainTask {
+        prepared: &prepared,
+        data,
+        log,
+        interrupt,
+    };
+    backend::dispatch(&device, precision, task).map_err(|e| TrainError::Backend(e.to_string()))?
+}
+
+/// Run a prepared training on backend `B` and these devices, without resolving
+/// `cfg.device` (which [`train`] does before calling this through [`backend::dispatch`]).
+///
+/// One device trains as usual. Several devices train data-parallel (see
+/// [`DataParallel`]): the first holds the model, runs the optimizer, the validation and
+/// the checkpoints, and every device (the same one may be listed more than once, which
+/// makes several replicas on it) computes the gradients of one contiguous shard of each
+/// mini-batch. `mini_batch_size` must be at least the number of devices.
+pub fn train_on<B: AutodiffBackend>(
+    prepared: &Prepared,
+    devices: Vec<B::Device>,
+    data: &mut dyn Write,
+    log: &mut dyn Write,
+    interrupt: Arc<AtomicBool>,
+) -> Result<TrainOutcome, TrainError> {
+    let h = &prepared.cfg.hparams;
+    if devices.is_empty() {
+        return Err(TrainError::Backend("no device to train on".into()));
+    }
+    if devices.len() > h.mini_batch_size {
+        return Err(TrainError::Config(format!(
+            "mini_batch_size {} is smaller than the number of devices ({}): data-parallel \
+             training gives each device a part of every mini-batch, so use a mini_batch_size \
+             of at least {} or fewer devices",
+            h.mini_batch_size,
+            devices.len(),
+            devices.len()
+        )));
+    }
+    if !prepared.cfg.out.is_dir() {
+        std::fs::create_dir_all(&prepared.cfg.out).map_err(io_err(&prepared.cfg.out))?;
+    }
+    let ckpt = artifact::checkpoints_dir(&prepared.cfg.out);
+    std::fs::create_dir_all(&ckpt).map_err(io_err(&ckpt))?;
     if h.use_pretrained_model {
         info(log, "use_pretrained_model: 1");
     }
@@ -564,14 +645,13 @@ pub fn train(
     for line in parameter_lines(h) {
         info(log, &line);
     }
-    let precision = h.precision_dtype;
-    let task = TrainTask {
-        prepared: &prepared,
+    TrainTask {
+        prepared,
         data,
         log,
         interrupt,
-    };
-    backend::dispatch(&device, precision, task).map_err(|e| TrainError::Backend(e.to_string()))?
+    }
+    .run_on::<B>(devices)
 }
 
 /// Write one SageMaker-style log line; errors writing the log are ignored.
@@ -590,24 +670,47 @@ impl BackendTask for TrainTask<'_> {
     type Output = Result<TrainOutcome, TrainError>;
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        train_on::<B>(self.prepared, devices, self.data, self.log, self.interrupt)
+    }
+}
+
+impl TrainTask<'_> {
+    fn run_on<B: AutodiffBackend>(
+        self,
+        devices: Vec<B::Device>,
+    ) -> Result<TrainOutcome, TrainError> {
         let p = self.prepared;
         let h = &p.cfg.hparams;
         let Some(device) = devices.first().cloned() else {
             return Err(TrainError::Backend("no device to train on".into()));
         };
+        let resnet = ResNetConfig::new(h.num_layers, p.num_classes);
         if devices.len() > 1 {
+            let sizes = shard_sizes(h.mini_batch_size, devices.len());
             info(
                 self.log,
                 &format!(
-                    "warning: {} devices requested; splitting batches across devices is not \
-                     implemented yet, training on the first one ({:?})",
+                    "Data-parallel training on {} devices ({}): each mini-batch of {} is split \
+                     into shards of {} images; the gradients are averaged on the first device, \
+                     which runs the optimizer and the validation (BatchNorm running statistics \
+                     come from its shard)",
                     devices.len(),
-                    devices[0]
+                    devices
+                        .iter()
+                        .map(|d| format!("{d:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    h.mini_batch_size,
+                    sizes
+                        .iter()
+                        .map(usize::to_string)
+                        .collect::<Vec<_>>()
+                        .join("+"),
                 ),
             );
         }
         B::seed(&device, p.cfg.seed);
-        let mut model: ResNet<B> = ResNetConfig::new(h.num_layers, p.num_classes).init(&device);
+        let mut model: ResNet<B> = resnet.init(&device);
         if let (true, Some(path)) = (h.use_pretrained_model, &p.cfg.pretrained) {
             let policy = if p.cfg.keep_head {
                 HeadPolicy::Keep
@@ -625,9 +728,11 @@ impl BackendTask for TrainTask<'_> {
                 ),
             );
         }
+        let parallel = DataParallel::new(devices, |d| resnet.init(d));
         let mut run = Run {
             p,
             device: device.clone(),
+            parallel,
             data: self.data,
             log: self.log,
             interrupt: self.interrupt,
@@ -663,11 +768,181 @@ impl BackendTask for TrainTask<'_> {
     }
 }
 
+/// Sizes of the contiguous shards that split `n` images over `devices` replicas: as
+/// even as possible, larger ones first, none empty (fewer shards than devices when
+/// `n < devices`; none when `n` is 0).
+pub fn shard_sizes(n: usize, devices: usize) -> Vec<usize> {
+    let k = devices.min(n);
+    if k == 0 {
+        return Vec::new();
+    }
+    (0..k).map(|i| n / k + usize::from(i < n % k)).collect()
+}
+
+/// What [`DataParallel::step`] computed for one mini-batch.
+pub struct ParallelStep {
+    /// The gradient of the mini-batch's mean loss, on the first device, keyed by the
+    /// model's parameter ids (ready for [`Optimizer::step`]).
+    pub grads: GradientsParams,
+    /// The mini-batch's mean loss: the shard losses weighted by shard size.
+    pub loss: f64,
+    /// The model outputs of every image (row-major, in batch order).
+    pub outputs: Vec<f32>,
+}
+
+/// Data-parallel gradient computation over several devices, like PyTorch's
+/// `DataParallel`: the model lives on the first device; each step splits the
+/// mini-batch into contiguous shards (one per device, [`shard_sizes`]), copies the
+/// current weights to one replica per further device, runs forward and backward of each
+/// shard on its device, moves the gradients to the first device and sums them weighted by
+/// shard size, so that they equal the gradient of the whole mini-batch's mean loss for
+/// models without batch statistics. The caller then runs one optimizer step on the model.
+///
+/// BatchNorm in training mode normalises each shard by its own statistics (as in
+/// PyTorch's `DataParallel`), and the running statistics the model keeps are those of
+/// the first device's shard: the replicas' are overwritten by the model's at every step.
+///
+/// The work is issued device after device from the calling thread, and nothing is read
+/// back to the host until every shard's backward pass is queued, so asynchronous
+/// backends (CUDA) run the devices concurrently. The same device may appear more than
+/// once (several replicas on one device); with one device this is plain training.
+pub struct DataParallel<B: AutodiffBackend, M> {
+    devices: Vec<B::Device>,
+    /// One replica per device after the first, with its own buffers (BatchNorm running
+    /// statistics) so that copying weights into it never touches the model.
+    replicas: Vec<M>,
+}
+
+impl<B: AutodiffBackend, M: AutodiffModule<B>> DataParallel<B, M> {
+    /// Replicas for `devices[1..]`, made by `init` on each device (their weights are
+    /// replaced by the model's at every step). `devices` must not be empty.
+    pub fn new(devices: Vec<B::Device>, init: impl Fn(&B::Device) -> M) -> Self {
+        let replicas = devices.iter().skip(1).map(&init).collect();
+        DataParallel { devices, replicas }
+    }
+
+    /// The devices, the model's first.
+    pub fn devices(&self) -> &[B::Device] {
+        &self.devices
+    }
+
+    /// Gradient, mean loss and outputs of a mini-batch of `n` items for `model` (which
+    /// must live on the first device). `shard(replica, range, device)` runs the forward
+    /// pass of items `range` on `device` with `replica` and returns their mean loss (one
+    /// element) and their outputs (`[range.len(), k]`).
+    pub fn step<F>(&mut self, model: &M, n: usize, mut shard: F) -> ParallelStep
+    where
+        F: FnMut(&M, Range<usize>, &B::Device) -> (Tensor<B, 1>, Tensor<B, 2>),
+    {
+        let sizes = shard_sizes(n, self.devices.len());
+        let main = &self.devices[0];
+        let mut accumulator = GradientsAccumulator::<M>::new();
+        let mut pending = Vec::with_capacity(sizes.len());
+        let mut start = 0;
+        for (i, &size) in sizes.iter().enumerate() {
+            let range = start..start + size;
+            start += size;
+            let (loss, outputs, grads) = if i == 0 {
+                let (loss, outputs) = shard(model, range, main);
+                let scaled = if sizes.len() > 1 {
+                    loss.clone().mul_scalar(size as f64 / n as f64)
+                } else {
+                    loss.clone()
+                };
+                let grads = GradientsParams::from_grads::<B, M>(scaled.backward(), model);
+                (loss, outputs, grads)
+            } else {
+                let device = &self.devices[i];
+                let replica = self.replicas[i - 1]
+                    .clone()
+                    .load_record(model.clone().into_record())
+                    .map(&mut FreshLeaves);
+                let (loss, outputs) = shard(&replica, range, device);
+                let scaled = loss.clone().mul_scalar(size as f64 / n as f64);
+                let grads = GradientsParams::from_grads::<B, M>(scaled.backward(), &replica)
+                    .to_device::<B, M>(main, &replica);
+                self.replicas[i - 1] = replica;
+                (loss, outputs, grads)
+            };
+            if sizes.len() == 1 {
+                pending.push((size, loss, outputs.detach()));
+                return self.finish(n, pending, grads);
+            }
+            accumulator.accumulate::<B>(model, grads);
+            pending.push((size, loss, outputs.detach()));
+        }
+        self.finish(n, pending, accumulator.grads())
+    }
+
+    /// Read the losses and outputs back once all the work is queued.
+    fn finish(
+        &self,
+        n: usize,
+        pending: Vec<(usize, Tensor<B, 1>, Tensor<B, 2>)>,
+        grads: GradientsParams,
+    ) -> ParallelStep {
+        let single = pending.len() == 1;
+        let mut loss = 0.0;
+        let mut outputs = Vec::new();
+        for (size, l, out) in pending {
+            let l: f64 = l.into_scalar().elem();
+            loss += if single {
+                l
+            } else {
+                l * size as f64 / n as f64
+            };
+            outputs.extend(host_f32(out));
+        }
+        ParallelStep {
+            grads,
+            loss,
+            outputs,
+        }
+    }
+}
+
+/// Whether every float tensor of a module (parameters and buffers) is finite. One
+/// value is read back: the sum of `x × 0` over all elements, which is 0 exactly when
+/// no element is NaN or infinite.
+pub fn all_finite<B: Backend, M: Module<B>>(module: &M) -> bool {
+    struct Zeros<B: Backend>(Option<Tensor<B, 1>>);
+    impl<B: Backend> ModuleVisitor<B> for Zeros<B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let z = param.val().mul_scalar(0.0).sum();
+            self.0 = Some(match self.0.take() {
+                Some(acc) => acc + z,
+                None => z,
+            });
+        }
+    }
+    let mut v = Zeros::<B>(None);
+    module.visit(&mut v);
+    v.0.is_none_or(|t| t.into_scalar().elem::<f64>() == 0.0)
+}
+
+/// Gives every trainable parameter of a replica a fresh autodiff leaf (same values, same
+/// id), so that a replica on the model's own device never shares graph nodes with the
+/// model; buffers (no gradient) are left alone.
+struct FreshLeaves;
+
+impl<B: AutodiffBackend> ModuleMapper<B> for FreshLeaves {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let tensor = if tensor.is_require_grad() {
+            tensor.detach().require_grad()
+        } else {
+            tensor
+        };
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
 type StateRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
 
 struct Run<'a, B: AutodiffBackend> {
     p: &'a Prepared,
     device: B::Device,
+    parallel: DataParallel<B, ResNet<B>>,
     data: &'a mut dyn Write,
     log: &'a mut dyn Write,
     interrupt: Arc<AtomicBool>,
@@ -681,6 +956,19 @@ fn images_tensor<B: Backend>(batch: &Batch, shape: [usize; 3], device: &B::Devic
         TensorData::new(batch.images.clone(), [batch.n, c, h, w]),
         device,
     )
+}
+
+/// Images `shard` of a batch as a `[shard.len(), C, H, W]` tensor on `device`.
+fn shard_images<B: Backend>(
+    batch: &Batch,
+    shard: Range<usize>,
+    shape: [usize; 3],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let [c, h, w] = shape;
+    let len = c * h * w;
+    let pixels = batch.images[shard.start * len..shard.end * len].to_vec();
+    Tensor::from_data(TensorData::new(pixels, [shard.len(), c, h, w]), device)
 }
 
 fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -825,33 +1113,35 @@ impl<B: AutodiffBackend> Run<'_, B> {
                     continue;
                 }
                 let batch = batch.map_err(|e| TrainError::Data(format!("training set: {e}")))?;
-                let x = images_tensor::<B>(&batch, h.image_shape, &self.device);
-                let logits = model.forward(x);
-                let loss = batch_loss(
-                    logits.clone(),
-                    &batch.labels,
-                    p.num_classes,
-                    h.multi_label,
-                    p.pos_weights.as_deref(),
-                    &self.device,
-                );
-                let loss_value: f64 = loss.clone().into_scalar().elem();
+                let out = self.parallel.step(&model, batch.n, |m, shard, device| {
+                    let x = shard_images::<B>(&batch, shard.clone(), h.image_shape, device);
+                    let logits = m.forward(x);
+                    let loss = batch_loss(
+                        logits.clone(),
+                        &batch.labels[shard],
+                        p.num_classes,
+                        h.multi_label,
+                        p.pos_weights.as_deref(),
+                        device,
+                    );
+                    (loss, logits)
+                });
+                let loss_value = out.loss;
                 if !loss_value.is_finite() {
                     if let Some(b) = &bar {
                         b.finish_and_clear();
                     }
                     return Err(TrainError::NonFinite {
+                        what: "training loss",
                         loss: loss_value,
                         epoch,
                         step,
                         kept: self.kept_description(),
                     });
                 }
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(lr, model, grads);
-                let host = host_f32(logits.detach());
+                model = optim.step(lr, model, out.grads);
                 acc.add_batch(
-                    &host,
+                    &out.outputs,
                     p.num_classes,
                     &batch.labels,
                     loss_value,
@@ -869,6 +1159,17 @@ impl<B: AutodiffBackend> Run<'_, B> {
                 if self.interrupt.load(Ordering::SeqCst) && step < steps_in_epoch {
                     if let Some(b) = &bar {
                         b.finish_and_clear();
+                    }
+                    // The last update's loss is not known yet: never replace the last
+                    // good state with weights that are already broken.
+                    if !all_finite(&model.valid()) {
+                        return Err(TrainError::NonFinite {
+                            what: "weights",
+                            loss: f64::NAN,
+                            epoch,
+                            step,
+                            kept: self.kept_description(),
+                        });
                     }
                     let state = ResumeState {
                         format: STATE_FORMAT.into(),
@@ -902,6 +1203,16 @@ impl<B: AutodiffBackend> Run<'_, B> {
 
             let valid = model.valid();
             let vacc = self.validate(&valid, &val_cfg)?;
+            // Weights that give NaN/inf outputs are not saved as a checkpoint.
+            if !vacc.loss().is_finite() {
+                return Err(TrainError::NonFinite {
+                    what: "validation loss",
+                    loss: vacc.loss(),
+                    epoch,
+                    step: steps_in_epoch,
+                    kept: self.kept_description(),
+                });
+            }
 
             let m = EpochMetrics {
                 epoch,
@@ -1202,7 +1513,12 @@ impl<B: AutodiffBackend> Run<'_, B> {
     }
 
     fn device_name(&self) -> String {
-        format!("{:?}", self.device)
+        self.parallel
+            .devices()
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -1319,6 +1635,198 @@ mod tests {
             losses[5] < losses[0] * 0.5,
             "loss did not decrease enough: {losses:?}"
         );
+    }
+
+    #[test]
+    fn shards_are_contiguous_even_and_never_empty() {
+        assert_eq!(shard_sizes(8, 2), vec![4, 4]);
+        assert_eq!(shard_sizes(7, 3), vec![3, 2, 2]);
+        assert_eq!(shard_sizes(5, 1), vec![5]);
+        assert_eq!(shard_sizes(2, 4), vec![1, 1]);
+        assert_eq!(shard_sizes(0, 2), Vec::<usize>::new());
+        for n in 1..20 {
+            for k in 1..6 {
+                let s = shard_sizes(n, k);
+                assert_eq!(s.iter().sum::<usize>(), n);
+                assert_eq!(s.len(), k.min(n));
+                assert!(s.iter().all(|&x| x > 0));
+                assert!(s.iter().max().unwrap() - s.iter().min().unwrap() <= 1);
+            }
+        }
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn sharded_gradients_equal_the_full_batch_gradient() {
+        use burn::nn::{Linear, LinearConfig};
+        let device: burn::tensor::Device<CpuAd> = Default::default();
+        CpuAd::seed(&device, 3);
+        let (n, k, classes) = (7, 6, 3);
+        let mut model: Linear<CpuAd> = LinearConfig::new(k, classes).init(&device);
+        let xs: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) * 0.3)
+            .collect();
+        let labels: Vec<Vec<f32>> = (0..n).map(|i| vec![(i % classes) as f32]).collect();
+        let forward = |m: &Linear<CpuAd>, r: Range<usize>, d: &burn::tensor::Device<CpuAd>| {
+            let x = Tensor::<CpuAd, 2>::from_data(
+                TensorData::new(xs[r.start * k..r.end * k].to_vec(), [r.len(), k]),
+                d,
+            );
+            let logits = m.forward(x);
+            let loss = batch_loss(logits.clone(), &labels[r], classes, false, None, d);
+            (loss, logits)
+        };
+        let init = |d: &burn::tensor::Device<CpuAd>| LinearConfig::new(k, classes).init(d);
+        let mut single = DataParallel::new(vec![device], init);
+        // Two and three replicas of the CPU device: shards 4+3 and 3+2+2.
+        let mut split = [
+            DataParallel::new(vec![device; 2], init),
+            DataParallel::new(vec![device; 3], init),
+        ];
+        let mut optim = SgdConfig::new().init::<CpuAd, Linear<CpuAd>>();
+        let grad = |g: &GradientsParams, m: &Linear<CpuAd>| {
+            let w = g.get::<Cpu, 2>(m.weight.id).unwrap();
+            let b = g.get::<Cpu, 1>(m.bias.as_ref().unwrap().id).unwrap();
+            let mut v = host_f32(w);
+            v.extend(host_f32(b));
+            v
+        };
+        for step in 0..3 {
+            let full = single.step(&model, n, forward);
+            let want = grad(&full.grads, &model);
+            assert!(want.iter().any(|g| g.abs() > 1e-3), "{want:?}");
+            for dp in split.iter_mut() {
+                let part = dp.step(&model, n, forward);
+                let got = grad(&part.grads, &model);
+                let d = max_diff(&got, &want);
+                assert!(
+                    d < 1e-5,
+                    "step {step}, {} devices: gradient differs by {d}",
+                    dp.devices().len()
+                );
+                assert!(
+                    (part.loss - full.loss).abs() < 1e-5,
+                    "{} vs {}",
+                    part.loss,
+                    full.loss
+                );
+                assert!(max_diff(&part.outputs, &full.outputs) < 1e-5);
+                assert_eq!(part.outputs.len(), n * classes);
+            }
+            // The replicas must follow the updated weights at the next step.
+            model = optim.step(0.5, model, full.grads);
+        }
+    }
+
+    /// Replaces every weight of two or more dimensions with fixed He-uniform values from
+    /// a seeded LCG: tests run in parallel and share burn's global RNG, so a seeded
+    /// `init` alone does not give the same weights in two runs.
+    struct FixedInit(u64);
+
+    impl<B: Backend> ModuleMapper<B> for FixedInit {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, tensor, mapper) = param.consume();
+            if D < 2 {
+                return Param::from_mapped_value(id, tensor, mapper);
+            }
+            let dims = tensor.dims();
+            let n: usize = dims.iter().product();
+            // Conv [out, in, kh, kw]: fan-in in·kh·kw; Linear [in, out]: fan-in in.
+            let fan_in = if D == 4 { n / dims[0] } else { dims[0] };
+            let bound = (6.0 / fan_in as f64).sqrt();
+            let values: Vec<f32> = (0..n)
+                .map(|_| {
+                    self.0 = self
+                        .0
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let u = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
+                    ((2.0 * u - 1.0) * bound) as f32
+                })
+                .collect();
+            let fixed = Tensor::<B, D>::from_data(TensorData::new(values, dims), &tensor.device());
+            let fixed = if tensor.is_require_grad() {
+                fixed.require_grad()
+            } else {
+                fixed
+            };
+            Param::from_mapped_value(id, fixed, mapper)
+        }
+    }
+
+    /// Data-parallel training of a tiny ResNet-18 over two replicas of the CPU device.
+    fn data_parallel_losses(seed: u64) -> Vec<f64> {
+        let device: burn::tensor::Device<CpuAd> = Default::default();
+        let cfg = ResNetConfig::new(18, 2);
+        let mut model: ResNet<CpuAd> = cfg.init(&device).map(&mut FixedInit(seed));
+        let bias = Tensor::<CpuAd, 1>::zeros([2], &device);
+        model.fc.bias = Some(Param::from_tensor(bias));
+        let mut dp = DataParallel::new(vec![device; 2], |d| cfg.init(d));
+        let mut optim = AdamConfig::new().init::<CpuAd, ResNet<CpuAd>>();
+        // Eight 3×32×32 images, dark (label 0) and bright (label 1): shards of 4 + 4.
+        let (n, side) = (8, 32);
+        let len = 3 * side * side;
+        let mut pixels = Vec::with_capacity(n * len);
+        for i in 0..n {
+            let v = if i % 2 == 0 { -1.5f32 } else { 1.5 };
+            pixels.extend((0..len).map(|k| v + ((k + i) % 7) as f32 * 0.05));
+        }
+        let labels: Vec<Vec<f32>> = (0..n).map(|i| vec![(i % 2) as f32]).collect();
+        let batch = Batch {
+            images: pixels,
+            labels,
+            indices: (0..n).collect(),
+            n,
+            ids: (0..n as u64).collect(),
+            upscaled: Vec::new(),
+        };
+        let mut losses = Vec::new();
+        for _ in 0..8 {
+            let out = dp.step(&model, n, |m, r, d| {
+                let x = shard_images::<CpuAd>(&batch, r.clone(), [3, side, side], d);
+                let logits = m.forward(x);
+                let loss = batch_loss(logits.clone(), &batch.labels[r], 2, false, None, d);
+                (loss, logits)
+            });
+            losses.push(out.loss);
+            model = optim.step(0.001, model, out.grads);
+        }
+        assert!(all_finite(&model.valid()));
+        losses
+    }
+
+    #[test]
+    fn data_parallel_resnet_learns_and_is_deterministic() {
+        let a = data_parallel_losses(11);
+        assert!(a.iter().all(|l| l.is_finite()), "{a:?}");
+        assert!(a[7] < a[0] * 0.6, "loss did not decrease enough: {a:?}");
+        let b = data_parallel_losses(11);
+        assert_eq!(a, b, "same seed, different losses");
+    }
+
+    #[test]
+    fn non_finite_weights_are_detected() {
+        use burn::nn::{Linear, LinearConfig};
+        let device = Default::default();
+        let m: Linear<Cpu> = LinearConfig::new(3, 2).init(&device);
+        assert!(all_finite(&m));
+        let bad =
+            Tensor::<Cpu, 1>::from_data(TensorData::new(vec![0.0f32, f32::NAN], [2]), &device);
+        let mut m2 = m.clone();
+        m2.bias = Some(Param::from_tensor(bad));
+        assert!(!all_finite(&m2));
+        let inf =
+            Tensor::<Cpu, 1>::from_data(TensorData::new(vec![f32::INFINITY, 1.0], [2]), &device);
+        let mut m3 = m;
+        m3.bias = Some(Param::from_tensor(inf));
+        assert!(!all_finite(&m3));
     }
 
     #[test]

@@ -437,3 +437,117 @@ fn resume_refuses_different_hyperparameters() {
         stderr(&out)
     );
 }
+
+/// Data-parallel training through the library's real loop on two replicas of the CPU
+/// device (`--device cpu` names one device; on a GPU `--device cuda:0,0` is the same
+/// thing): it trains, logs the split, records both devices, is deterministic for a
+/// seed, and refuses a mini-batch smaller than the device count.
+#[test]
+fn data_parallel_training_on_two_cpu_replicas() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use burn::backend::{Autodiff, Flex};
+    use rectrain::backend::DeviceSpec;
+    use rectrain::hparams::{Hyperparameters, OptimizerKind};
+    use rectrain::train::{self, DataSource, TrainConfig, TrainError, TrainOutcome};
+
+    let d = data(12, 4, 16);
+    let run_once = |out: &Path, mini_batch_size: usize| {
+        let hparams = Hyperparameters {
+            num_layers: 18,
+            image_shape: [3, 16, 16],
+            mini_batch_size,
+            epochs: 2,
+            optimizer: OptimizerKind::Adam,
+            learning_rate: 0.001,
+            ..Hyperparameters::default()
+        };
+        let cfg = TrainConfig {
+            hparams,
+            train: DataSource::rec(d.train.clone()),
+            validation: DataSource::rec(d.val.clone()),
+            out: out.to_path_buf(),
+            class_names: None,
+            pretrained: None,
+            keep_head: false,
+            seed: 3,
+            device: DeviceSpec::Cpu,
+            resume: None,
+            progress: false,
+            workers: 1,
+            stop_after_steps: None,
+        };
+        let prepared = train::prepare(cfg, |w| panic!("unexpected warning: {w}")).unwrap();
+        let (mut data, mut log) = (Vec::new(), Vec::new());
+        let devices = vec![Default::default(); 2];
+        let outcome = train::train_on::<Autodiff<Flex>>(
+            &prepared,
+            devices,
+            &mut data,
+            &mut log,
+            Arc::new(AtomicBool::new(false)),
+        );
+        (
+            outcome,
+            String::from_utf8(data).unwrap(),
+            String::from_utf8(log).unwrap(),
+        )
+    };
+
+    let a = d.dir.path().join("a");
+    let (outcome, data_a, log) = run_once(&a, 6);
+    assert!(
+        matches!(outcome, Ok(TrainOutcome::Finished { epochs_run: 2, .. })),
+        "{outcome:?}\n{log}"
+    );
+    assert!(
+        log.contains("Data-parallel training on 2 devices")
+            && log.contains("split into shards of 3+3 images"),
+        "{log}"
+    );
+    let epochs: Vec<EpochMetrics> = data_a
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(epochs.len(), 2, "{data_a}");
+    assert!(epochs.iter().all(|m| m.train_loss.is_finite()), "{data_a}");
+    let config = ArtifactConfig::load(&a).unwrap();
+    let device = config.training["device"].as_str().unwrap().to_string();
+    assert_eq!(
+        device.matches(", ").count(),
+        1,
+        "two devices expected: {device}"
+    );
+    assert!(artifact::weights_path(&a).is_file());
+
+    // Same seed, same devices: the same losses and accuracies to the last bit.
+    let (_, data_b, _) = run_once(&d.dir.path().join("b"), 6);
+    let strip = |text: &str| -> Vec<(f64, f64, f64, f64)> {
+        text.lines()
+            .map(|l| serde_json::from_str::<EpochMetrics>(l).unwrap())
+            .map(|m| {
+                (
+                    m.train_loss,
+                    m.train_accuracy,
+                    m.validation_loss,
+                    m.validation_accuracy,
+                )
+            })
+            .collect()
+    };
+    assert_eq!(strip(&data_a), strip(&data_b));
+
+    // One image per step cannot be split over two devices.
+    let (outcome, _, _) = run_once(&d.dir.path().join("c"), 1);
+    match outcome {
+        Err(e @ TrainError::Config(_)) => {
+            assert!(
+                e.to_string()
+                    .contains("mini_batch_size 1 is smaller than the number of devices (2)"),
+                "{e}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
