@@ -11,7 +11,7 @@
 #   4. --pass-through (with and without --pack-label): payloads byte-identical to
 #      im2rec.py's, and in fact the whole .rec and .idx files are identical.
 # Prints PASS/FAIL lines; exits non-zero if any check fails.
-# Usage: scripts/compat_im2rec.sh [WORKDIR]   (default: a fresh temporary folder)
+# Usage: [IM2REC=path/to/im2rec] scripts/compat_im2rec.sh [WORKDIR]   (default: a fresh temporary folder)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -21,8 +21,13 @@ work=${1:-$(mktemp -d)}
 mkdir -p "$work"
 echo "work folder: $work" >&2
 
-(cd "$top" && cargo build --release -q -p im2rec)
-ours="$top/target/release/im2rec"
+# IM2REC: an im2rec binary to check (CI passes the one its tests built); default: a release build.
+if [ -n "${IM2REC:-}" ]; then
+  ours=$IM2REC
+else
+  (cd "$top" && cargo build --release -q -p im2rec)
+  ours="$top/target/release/im2rec"
+fi
 
 export WORK="$work" OURS="$ours" IM2REC_PY="$im2rec_py"
 "$py" - <<'EOF'
