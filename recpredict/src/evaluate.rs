@@ -309,8 +309,8 @@ impl MultiLabelEvaluator {
         }
         // A probability vector shorter than the class count (not produced by the
         // model) counts its missing classes as not predicted.
-        for c in probs.len().min(n)..n {
-            if labels[c] > 0.5 {
+        for (c, &y) in labels.iter().enumerate().skip(probs.len().min(n)) {
+            if y > 0.5 {
                 self.fn_[c] += 1;
                 self.wrong += 1;
                 all_right = false;

@@ -132,13 +132,11 @@ fn validate(cfg: &Config, art: &ArtifactConfig) -> Result<usize, Error> {
         }
         Some(k) => k,
     };
-    if cfg.evaluate {
-        if !cfg.input.has_labels() {
-            return Err(Error::Usage(
-                "--evaluate needs true labels: give the images as --lst FILE --root DIR or --rec FILE"
-                    .into(),
-            ));
-        }
+    if cfg.evaluate && !cfg.input.has_labels() {
+        return Err(Error::Usage(
+            "--evaluate needs true labels: give the images as --lst FILE --root DIR or --rec FILE"
+                .into(),
+        ));
     }
     Ok(top_k)
 }
