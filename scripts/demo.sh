@@ -9,6 +9,9 @@ if ! command -v jq >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq jq) >&2
 fi
-cargo build --release --bins
+# The workspace's dev profile optimises every dependency (burn's kernels, the image codecs) at
+# opt-level 3, so these binaries train at full speed, and they are the same build that
+# `cargo test --workspace` uses: burn is compiled once for both commands.
+cargo build --bins
 make -C scripts clean
-make -C scripts demo "$@"
+make -C scripts demo BIN=../target/debug "$@"

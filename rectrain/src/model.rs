@@ -12,7 +12,8 @@
 //! the bottleneck block (1×1, 3×3, 1×1, expansion 4) with the stride on the 3×3
 //! convolution ("ResNet v1.5", as torchvision). ResNet-200 is the bottleneck network
 //! with `[3, 24, 36, 3]` blocks. The classifier pools adaptively to 1×1, so any input
-//! size of at least 32×32 works (the network divides it by 32).
+//! size of at least 1×1 works (the strided layers shrink the feature maps by 32, but
+//! never below 1×1: 28×28 Fashion-MNIST images give 1×1 maps before the pooling).
 //!
 //! Initialisation follows torchvision: convolutions are Kaiming-normal with
 //! `mode="fan_out"` and the ReLU gain, BatchNorm weights are 1 and biases 0, and `fc`
