@@ -459,15 +459,7 @@ pub fn write_table(w: &mut dyn Write, s: &Summary) -> io::Result<()> {
         s.top_k,
         pct(s.top_k_accuracy)
     )?;
-    let names: Vec<String> = s
-        .per_class
-        .iter()
-        .map(|c| match &c.label {
-            Some(l) => format!("{} {}", c.class, l),
-            None => c.class.to_string(),
-        })
-        .collect();
-    let width = names.iter().map(String::len).max().unwrap_or(5).max(5);
+    let (names, width) = class_column(s.per_class.iter().map(|c| (c.class, c.label.as_deref())));
     writeln!(
         w,
         "{:<width$}  {:>9}  {:>9}  {:>7}",
@@ -522,15 +514,7 @@ pub fn write_multi_label_table(w: &mut dyn Write, s: &MultiLabelSummary) -> io::
         pct(s.exact_match_accuracy),
         pct(s.hamming_loss)
     )?;
-    let names: Vec<String> = s
-        .per_class
-        .iter()
-        .map(|c| match &c.label {
-            Some(l) => format!("{} {}", c.class, l),
-            None => c.class.to_string(),
-        })
-        .collect();
-    let width = names.iter().map(String::len).max().unwrap_or(5).max(5);
+    let (names, width) = class_column(s.per_class.iter().map(|c| (c.class, c.label.as_deref())));
     writeln!(
         w,
         "{:<width$}  {:>9}  {:>9}  {:>9}  {:>7}  {:>9}",
@@ -567,6 +551,21 @@ pub fn write_any_table(w: &mut dyn Write, s: &AnySummary) -> io::Result<()> {
         AnySummary::Single(s) => write_table(w, s),
         AnySummary::MultiLabel(s) => write_multi_label_table(w, s),
     }
+}
+
+/// The first column of the terminal tables: "index name" per class, and its width
+/// (at least that of the heading "class").
+fn class_column<'a>(
+    classes: impl Iterator<Item = (usize, Option<&'a str>)>,
+) -> (Vec<String>, usize) {
+    let names: Vec<String> = classes
+        .map(|(class, label)| match label {
+            Some(l) => format!("{class} {l}"),
+            None => class.to_string(),
+        })
+        .collect();
+    let width = names.iter().map(String::len).max().unwrap_or(5).max(5);
+    (names, width)
 }
 
 #[cfg(test)]
