@@ -27,9 +27,13 @@
 # torch + torchvision, randomly initialised torchvision ResNets written as rectrain
 # artifacts (the very networks of the PyTorch baseline). It runs recpredict with
 # --device cuda at float32 and bfloat16, batch 128, after a warm-up run (kernel
-# compilation), then PyTorch's inference on the same networks and batch in the same
-# run: on synthetic tensors (model only), and on the same JPEG files decoded with
-# Pillow and torchvision's transforms (end to end, single process).
+# compilation), then PyTorch's inference on the same networks, batch and precision in
+# the same run: torch_baseline.py's own infer() on synthetic tensors (model only; the
+# file is looked for in shared/bench, ../shared/bench and gpu-run/, or $TORCH_BASELINE),
+# and the same JPEG files decoded with Pillow and torchvision's transforms in a
+# DataLoader with one worker per CPU (end to end). It prints the ratios last.
+# BENCH_DEVICE=cpu BATCH=16 N=32 PRECISIONS=float32 runs the same comparison on the CPU
+# (a dry run of the GPU mode where there is no GPU, with a CPU build of torch).
 #
 # one: e.g. RECPREDICT=./recpredict scripts/bench_recpredict.sh one r50 model/ cuda \
 #        --batch-size 128 -- images/
@@ -38,7 +42,9 @@
 # RECPREDICT, WORK (scratch dir, default scripts/work/bench_recpredict; $OUT/bench when
 # $OUT is set in gpu mode), PY (python with Pillow; default python3 if it has PIL, else
 # the MXNet venv from scripts/mxnet_venv.sh), NO_BUILD=1, SKIP_R50=1, RUN_TIMEOUT
-# (seconds per run, default 900). Logs go to $WORK/logs.
+# (seconds per run, default 900); gpu mode: BENCH_DEVICE (default cuda), BATCH (128),
+# PRECISIONS ("float32 bfloat16"), TORCH_BASELINE, TORCH_TIMEOUT (600). Logs go to
+# $WORK/logs.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -260,56 +266,93 @@ if [[ $mode == cpu ]]; then
   bench E_jpeg_r18_224_1thread "$models/r18_224" cpu --batch-size 16 --workers 1 -- "$jpegs"
   echo "machine: $(nproc) CPUs,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" >>"$WORK/logs/extra.txt"
 else
-  export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
-  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >>"$WORK/logs/extra.txt" || true
+  DEV=${BENCH_DEVICE:-cuda}
+  BATCH=${BATCH:-128}
+  PRECISIONS=${PRECISIONS:-float32 bfloat16}
+  [[ $DEV == cuda* ]] && export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader >>"$WORK/logs/extra.txt" 2>/dev/null ||
+    echo "device: $DEV (no nvidia-smi)" >>"$WORK/logs/extra.txt"
   workers=$(nproc)
   # A short warm-up first: kernel compilation (NVRTC) and autotuning happen on the
   # first batches and would otherwise be counted.
-  bench G0_warmup_r18 "$models/r18_224" cuda --batch-size 128 -- "$jpegs/c0"
-  for prec in float32 bfloat16; do
+  bench G0_warmup_r18 "$models/r18_224" "$DEV" --batch-size "$BATCH" -- "$jpegs/c0"
+  for prec in $PRECISIONS; do
     for m in 18 50; do
       [[ -d "$models/r${m}_224" ]] || continue
-      bench "G_jpeg_r${m}_224_b128_$prec" "$models/r${m}_224" cuda --batch-size 128 \
+      bench "G_jpeg_r${m}_224_b${BATCH}_$prec" "$models/r${m}_224" "$DEV" --batch-size "$BATCH" \
         --workers "$workers" --precision-dtype "$prec" -- "$jpegs"
     done
   done
-  log "PyTorch inference on the same networks (synthetic tensors, then the same JPEGs)"
+  # The PyTorch side: torch_baseline.py's own infer() (synthetic tensors, model only),
+  # then the same JPEG files through Pillow + torchvision's transforms (end to end).
+  TORCH_BASELINE=${TORCH_BASELINE:-}
+  for c in "$repo/shared/bench/torch_baseline.py" "$repo/../shared/bench/torch_baseline.py" \
+    "$repo/gpu-run/torch_baseline.py"; do
+    [[ -z "$TORCH_BASELINE" && -f "$c" ]] && TORCH_BASELINE=$c
+  done
+  torch_tsv="$WORK/logs/torch.tsv"
+  : >"$torch_tsv"
+  log "PyTorch inference on the same networks (${TORCH_BASELINE:-no torch_baseline.py found}; then the same JPEGs)"
   torch_failed() { echo "torch baseline FAILED (see $WORK/logs/torch.log)" >>"$WORK/logs/extra.txt"; }
-  timeout 600 "$PY" - "$jpegs" "$workers" >>"$WORK/logs/extra.txt" 2>"$WORK/logs/torch.log" <<'EOF' || torch_failed
-import glob, sys, time, torch, torchvision
+  timeout "${TORCH_TIMEOUT:-600}" "$PY" - "$jpegs" "$workers" "$DEV" "$BATCH" "${TORCH_BASELINE:-missing}" \
+    "$PRECISIONS" "$torch_tsv" >>"$WORK/logs/extra.txt" 2>"$WORK/logs/torch.log" <<'EOF' || torch_failed
+import ast, contextlib, glob, io, re, sys, time
+import torch, torchvision
 from torchvision import transforms
 from PIL import Image
-torch.backends.cudnn.benchmark = True
-files = sorted(glob.glob(sys.argv[1] + "/*/*.jpg"))
+jpegs, workers, dev, batch = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+baseline, precisions, tsv = sys.argv[5], sys.argv[6].split(), sys.argv[7]
+if dev == "cpu":
+    torch.cuda.synchronize = lambda *a, **k: None  # torch_baseline.py syncs CUDA
+# torch_baseline.py's infer(), without the runs at its module level
+tree = ast.parse(open(baseline).read(), baseline)
+tree.body = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.Assign))]
+base = {}
+exec(compile(tree, baseline, "exec"), base)
+base["dev"] = dev
+files = sorted(glob.glob(jpegs + "/*/*.jpg"))
 tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
                          transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
 class Files(torch.utils.data.Dataset):
     def __len__(self): return len(files)
     def __getitem__(self, i): return tf(Image.open(files[i]).convert("RGB"))
-def synthetic(m, batch, amp, steps=30, warm=5):
-    x = torch.randn(batch, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)
-    for i in range(warm + steps):
-        if i == warm: torch.cuda.synchronize(); t = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp): m(x)
-    torch.cuda.synchronize()
-    return batch * steps / (time.perf_counter() - t)
-def end_to_end(m, batch, amp):
-    dl = torch.utils.data.DataLoader(Files(), batch_size=batch, num_workers=int(sys.argv[2]))
+def end_to_end(m, amp):
+    dl = torch.utils.data.DataLoader(Files(), batch_size=batch, num_workers=workers)
     t = time.perf_counter(); n = 0
     for x in dl:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            m(x.to("cuda", non_blocking=True).to(memory_format=torch.channels_last)).float().softmax(1).cpu()
+        with torch.autocast(dev.split(":")[0], dtype=torch.bfloat16, enabled=amp):
+            m(x.to(dev, non_blocking=True).to(memory_format=torch.channels_last)).float().softmax(1).cpu()
         n += x.shape[0]
     return n / (time.perf_counter() - t)
-print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name(0), flush=True)
+name = torch.cuda.get_device_name(0) if dev.startswith("cuda") else "cpu"
+print(torch.__version__, torchvision.__version__, name, flush=True)
+out = open(tsv, "w")
 with torch.inference_mode():
-    for name in ("resnet18", "resnet50"):
-        m = getattr(torchvision.models, name)(num_classes=4).to("cuda").eval().to(memory_format=torch.channels_last)
-        for amp in (False, True):
-            s = synthetic(m, 128, amp)
-            e = end_to_end(m, 128, amp)
-            print(f"torch {name} b128 {'bf16 autocast' if amp else 'float32'}: model only {s:.0f} img/s,"
-                  f" {len(files)} JPEGs end to end {e:.0f} img/s", flush=True)
+    for layers in (18, 50):
+        net = f"resnet{layers}"
+        for prec in precisions:
+            amp = prec == "bfloat16"  # recpredict's bfloat16 <-> autocast bf16; float32 <-> TF32 convs
+            buf = io.StringIO()
+            with contextlib.redirect_stdout(buf):
+                base["infer"](net, batch, amp)
+            print(buf.getvalue().strip(), flush=True)
+            model_only = float(re.search(r": (\d+) img/s", buf.getvalue()).group(1))
+            m = getattr(torchvision.models, net)(num_classes=4).to(dev).eval().to(memory_format=torch.channels_last)
+            e = end_to_end(m, amp)
+            print(f"torch {net} b{batch} {prec}: {len(files)} JPEGs end to end {e:.0f} img/s", flush=True)
+            out.write(f"{layers}\t{prec}\t{model_only:.1f}\t{e:.1f}\n"); out.flush()
 EOF
+  # Ratios, recpredict over PyTorch, from the same run.
+  printf '\n== recpredict / PyTorch (same device, network, batch %s, precision; this run) ==\n' \
+    "$BATCH" >>"$WORK/logs/extra.txt"
+  {
+    printf 'network\tprecision\trecpredict_img/s\ttorch_model_only_img/s\tratio\ttorch_end_to_end_img/s\tratio\n'
+    while IFS=$'\t' read -r layers prec model_only e2e; do
+      ours=$(awk -F'\t' -v n="G_jpeg_r${layers}_224_b${BATCH}_$prec" '$1 == n { print $3 }' "$results")
+      [[ -z "$ours" || $ours == - ]] && ours=0
+      awk -v l="$layers" -v p="$prec" -v o="$ours" -v mo="$model_only" -v e="$e2e" 'BEGIN {
+        printf "resnet%s\t%s\t%.1f\t%.0f\t%.3fx\t%.0f\t%.3fx\n", l, p, o, mo, o / mo, e, o / e }'
+    done <"$torch_tsv"
+  } | column -t -s $'\t' >>"$WORK/logs/extra.txt"
 fi
 table

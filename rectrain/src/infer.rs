@@ -15,7 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::backend::{dispatch_infer, BackendError, InferTask, Precision, ResolvedDevice};
-use crate::model::{ModelError, ResNet, ResNetConfig};
+use crate::model::{FoldedResNet, ModelError, ResNetConfig};
 use crate::weights::{load_safetensors, WeightsError};
 
 /// Default number of images per forward pass.
@@ -85,9 +85,10 @@ pub fn probabilities_from_logits(
         .collect()
 }
 
-/// Logits of `model` for `n` images of `shape` (`[N, classes]` row-major, f32).
+/// Logits of a network's `forward` (a [`crate::model::ResNet`] or its [`FoldedResNet`]) for `n`
+/// images of `shape` (`[N, classes]` row-major, f32).
 pub fn logits<B: Backend>(
-    model: &ResNet<B>,
+    forward: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 2>,
     images: &[f32],
     n: usize,
     shape: [usize; 3],
@@ -95,8 +96,7 @@ pub fn logits<B: Backend>(
 ) -> Vec<f32> {
     let [c, h, w] = shape;
     let x = Tensor::<B, 4>::from_data(TensorData::new(images.to_vec(), [n, c, h, w]), device);
-    model
-        .forward(x)
+    forward(x)
         .into_data()
         .convert::<f32>()
         .to_vec::<f32>()
@@ -108,13 +108,13 @@ trait Run: Send {
 }
 
 struct Loaded<B: Backend> {
-    model: ResNet<B>,
+    model: FoldedResNet<B>,
     device: B::Device,
 }
 
 impl<B: Backend> Run for Loaded<B> {
     fn logits(&self, images: &[f32], n: usize, shape: [usize; 3]) -> Vec<f32> {
-        logits(&self.model, images, n, shape, &self.device)
+        logits(|x| self.model.forward(x), images, n, shape, &self.device)
     }
 }
 
@@ -130,7 +130,7 @@ impl InferTask for LoadTask<'_> {
         // SageMaker's one-image-per-request scale.
         let device = devices.into_iter().next().unwrap_or_default();
         let model = self.cfg.try_init::<B>(&device)?;
-        let model = load_safetensors(model, self.weights, &device)?;
+        let model = load_safetensors(model, self.weights, &device)?.fold_batch_norm();
         Ok(Box::new(Loaded { model, device }))
     }
 }
@@ -288,8 +288,11 @@ mod tests {
         let images: Vec<f32> = (0..n * 3 * 32 * 32)
             .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
             .collect();
-        let expected =
-            probabilities_from_logits(&logits(&model, &images, n, shape, &device), 4, false);
+        let expected = probabilities_from_logits(
+            &logits(|x| model.forward(x), &images, n, shape, &device),
+            4,
+            false,
+        );
 
         let p = Predictor::load(&path, &cfg, false, &ResolvedDevice::Cpu, Precision::F32)
             .unwrap()
@@ -344,7 +347,7 @@ mod tests {
                     .collect();
                 let got = p.predict(&images, n, shape).unwrap();
                 let expected = probabilities_from_logits(
-                    &logits(&model, &images, n, shape, &device),
+                    &logits(|x| model.forward(x), &images, n, shape, &device),
                     3,
                     false,
                 );
