@@ -50,7 +50,7 @@ fn trained() -> &'static Trained {
         }
         // --pass-through: the records hold the original files, so predicting the
         // records and the image files must give identical numbers.
-        let rec = list_and_pack(&dir.path().join("all"), &images, &["--pass-through"]);
+        let rec = list_and_pack(&dir.path().join("all"), &images, &[], &["--pass-through"]);
         assert!(rec.is_file() && dir.path().join("all.idx").is_file());
         let model = dir.path().join("model");
         let classes = dir.path().join("all.classes");

@@ -66,7 +66,7 @@ fn trained() -> &'static Trained {
                 write_image(&images.join(name).join(format!("{i}.png")), c == 0, i);
             }
         }
-        let rec = list_and_pack(&dir.path().join("d"), &images, &[]);
+        let rec = list_and_pack(&dir.path().join("d"), &images, &[], &[]);
         let model = dir.path().join("model");
         train_tiny(
             &rec,

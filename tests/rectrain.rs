@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use pipeline_tests::{run_expect, stderr_text, stdout_text, tool};
+use pipeline_tests::{list_and_pack, run_expect, stderr_text, stdout_text, tool};
 
 /// `n` PNGs per class in `root/dark` and `root/bright`, 40×40 (larger than the
 /// network input, so the centre crop has something to cut).
@@ -30,17 +30,9 @@ fn dark_vs_bright_reaches_90_percent() {
     make_images(&root, 16);
     let prefix = tmp.path().join("toy");
 
-    run_expect(
-        tool("im2list")
-            .arg("--recursive")
-            .args(["--train-ratio", "0.75"])
-            .arg(&prefix)
-            .arg(&root),
-        0,
-    );
+    list_and_pack(&prefix, &root, &["--train-ratio", "0.75"], &[]);
     let classes = std::fs::read_to_string(tmp.path().join("toy.classes")).unwrap();
     assert_eq!(classes, "bright\ndark\n");
-    run_expect(tool("im2rec").arg(&prefix).arg(&root), 0);
     for f in [
         "toy_train.rec",
         "toy_train.idx",
@@ -145,15 +137,7 @@ fn diverging_loss_stops_and_keeps_the_last_good_state() {
     let root = tmp.path().join("images");
     make_images(&root, 8);
     let prefix = tmp.path().join("toy");
-    run_expect(
-        tool("im2list")
-            .arg("--recursive")
-            .args(["--train-ratio", "0.75"])
-            .arg(&prefix)
-            .arg(&root),
-        0,
-    );
-    run_expect(tool("im2rec").arg(&prefix).arg(&root), 0);
+    list_and_pack(&prefix, &root, &["--train-ratio", "0.75"], &[]);
     let out_dir = tmp.path().join("model");
     let rectrain = |extra: &[&str]| {
         let mut cmd = tool("rectrain");

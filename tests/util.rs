@@ -81,12 +81,22 @@ pub fn stderr_text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// `im2list --recursive PREFIX IMAGES`, then `im2rec [im2rec_args] PREFIX IMAGES`
-/// (every `PREFIX*.lst` becomes a `.rec` + `.idx`). Returns `PREFIX.rec`, the record
-/// file of the whole folder when the list was not split.
-pub fn list_and_pack(prefix: &Path, images: &Path, im2rec_args: &[&str]) -> PathBuf {
+/// `im2list --recursive [im2list_args] PREFIX IMAGES`, then `im2rec [im2rec_args] PREFIX
+/// IMAGES` (every `PREFIX*.lst` becomes a `.rec` + `.idx`). Returns `PREFIX.rec`, the
+/// record file of the whole folder when the list was not split (`--train-ratio` gives
+/// `PREFIX_train.rec` and `PREFIX_val.rec` instead).
+pub fn list_and_pack(
+    prefix: &Path,
+    images: &Path,
+    im2list_args: &[&str],
+    im2rec_args: &[&str],
+) -> PathBuf {
     run_expect(
-        tool("im2list").arg("--recursive").arg(prefix).arg(images),
+        tool("im2list")
+            .arg("--recursive")
+            .args(im2list_args)
+            .arg(prefix)
+            .arg(images),
         0,
     );
     run_expect(tool("im2rec").args(im2rec_args).arg(prefix).arg(images), 0);
