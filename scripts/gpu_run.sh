@@ -82,6 +82,15 @@ for r in "$@"; do
     t32dp)     tool t32dp "$(left 90)" rectrain $(fm $D 3,32,32) --epochs 2 --device cuda:0,0 --out /tmp/m32dp ;;
     t32default) tool t32default "$(left 300)" rectrain-default $(fm $D 3,32,32) --epochs 1 --device cuda --out /tmp/m32d ;;
     predict)   tool predict "$(left 60)" recpredict --model /tmp/m32 --device cuda --evaluate --timings --rec $D/fm_val.rec ;;
+    bench_predict) # recpredict against PyTorch inference (scripts/bench_recpredict.sh gpu), ratios last
+      start=$SECONDS
+      RECPREDICT="$BIN/recpredict" TORCH_BASELINE="$TORCH_BASELINE" PY=${PY:-python3} \
+        N=${BENCH_N:-1024} RUN_TIMEOUT=${BENCH_RUN_S:-150} TORCH_TIMEOUT=${BENCH_TORCH_S:-240} \
+        timeout -k 15 "$(left 480)" bash scripts/bench_recpredict.sh gpu >"$LOGDIR/bench_predict.log" 2>&1
+      rc=$?
+      row bench_predict "rc=$rc" "$((SECONDS - start))s, whole table in $LOGDIR/bench_predict.log"
+      while read -r line; do row bench_predict "" "$line"; done < \
+        <(sed -n '/== recpredict \/ PyTorch/,/^(img/p' "$LOGDIR/bench_predict.log" | grep '^resnet') ;;
     torch)
       start=$SECONDS
       timeout "$(left 110)" python3 "$TORCH_BASELINE" >"$LOGDIR/torch.log" 2>"$LOGDIR/torch.err"
