@@ -129,7 +129,7 @@ impl InferTask for LoadTask<'_> {
         // Inference uses one device; data-parallel prediction is not needed at
         // SageMaker's one-image-per-request scale.
         let device = devices.into_iter().next().unwrap_or_default();
-        let model = self.cfg.try_init::<B>(&device)?;
+        let model = self.cfg.try_init_zeroed::<B>(&device)?;
         let model = load_safetensors(model, self.weights, &device)?.fold_batch_norm();
         Ok(Box::new(Loaded { model, device }))
     }
