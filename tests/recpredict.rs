@@ -220,14 +220,7 @@ fn a_missing_or_incompatible_model_is_exit_2() {
     config["num_classes"] = 5.into();
     config["class_names"] = serde_json::Value::Null;
     fs::write(copy.join("config.json"), config.to_string()).unwrap();
-    let out = run_expect(
-        tool("recpredict")
-            .arg("-m")
-            .arg(&copy)
-            .args(["--device", "cpu"])
-            .arg(&img),
-        2,
-    );
+    let out = run_expect(pipeline_tests::recpredict(&copy).arg(&img), 2);
     assert_eq!(stdout_text(&out), "");
     assert!(
         stderr_text(&out).contains("cannot load the model weights"),

@@ -3,9 +3,9 @@
 //! must reach ≥ 0.9 validation accuracy within three epochs, stdout must be nothing
 //! but epoch JSON lines, and the class names must come from im2list's sidecar.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use pipeline_tests::{list_and_pack, run_expect, stderr_text, stdout_text, tool};
+use pipeline_tests::{list_and_pack, recpredict, run_expect, stderr_text, stdout_text, tool};
 
 /// `n` PNGs per class in `root/dark` and `root/bright`, 40×40 (larger than the
 /// network input, so the centre crop has something to cut).
@@ -23,14 +23,25 @@ fn make_images(root: &Path, n: usize) {
     }
 }
 
-#[test]
-fn dark_vs_bright_reaches_90_percent() {
+/// `n` images per class (see [`make_images`]) in `TMP/images`, listed by im2list with
+/// a 3:1 train/validation split and packed by im2rec as `TMP/toy_train.rec` and
+/// `TMP/toy_val.rec`. Returns the temporary folder and the image root.
+fn toy_records(n: usize) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("images");
-    make_images(&root, 16);
-    let prefix = tmp.path().join("toy");
+    make_images(&root, n);
+    list_and_pack(
+        &tmp.path().join("toy"),
+        &root,
+        &["--train-ratio", "0.75"],
+        &[],
+    );
+    (tmp, root)
+}
 
-    list_and_pack(&prefix, &root, &["--train-ratio", "0.75"], &[]);
+#[test]
+fn dark_vs_bright_reaches_90_percent() {
+    let (tmp, _root) = toy_records(16);
     let classes = std::fs::read_to_string(tmp.path().join("toy.classes")).unwrap();
     assert_eq!(classes, "bright\ndark\n");
     for f in [
@@ -133,11 +144,7 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// loads the artifact, and resuming with sane settings continues from it.
 #[test]
 fn diverging_loss_stops_and_keeps_the_last_good_state() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("images");
-    make_images(&root, 8);
-    let prefix = tmp.path().join("toy");
-    list_and_pack(&prefix, &root, &["--train-ratio", "0.75"], &[]);
+    let (tmp, root) = toy_records(8);
     let out_dir = tmp.path().join("model");
     let rectrain = |extra: &[&str]| {
         let mut cmd = tool("rectrain");
@@ -203,14 +210,7 @@ fn diverging_loss_stops_and_keeps_the_last_good_state() {
 
     // The artifact still loads and predicts finite probabilities.
     let image = root.join("dark").join("dark_00.png");
-    let out = run_expect(
-        tool("recpredict")
-            .arg("-m")
-            .arg(&out_dir)
-            .args(["--device", "cpu"])
-            .arg(&image),
-        0,
-    );
+    let out = run_expect(recpredict(&out_dir).arg(&image), 0);
     let line: serde_json::Value = serde_json::from_str(stdout_text(&out).trim()).unwrap();
     let probs: Vec<f64> = line["prediction"]
         .as_array()
