@@ -5,6 +5,8 @@
 
 // Model and weights (torchvision layout and names), device selection, inference.
 pub mod backend;
+pub mod contiguous;
+pub mod cpu_conv;
 pub mod infer;
 pub mod model;
 pub mod weights;

@@ -31,6 +31,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+use crate::cpu_conv::conv2d;
+
 /// The depths this implementation builds (SageMaker's `num_layers` values that
 /// support transfer learning). The CIFAR depths 20/32/44/56/110 are not supported.
 pub const SUPPORTED_DEPTHS: [usize; 6] = [18, 34, 50, 101, 152, 200];
@@ -278,13 +280,13 @@ impl<B: Backend> Block<B> {
     /// `[N, in, H, W]` → `[N, out, H/stride, W/stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let identity = match &self.downsample {
-            Some(d) => norm(&d.bn, d.conv.forward(x.clone())),
+            Some(d) => norm(&d.bn, conv2d(&d.conv, x.clone())),
             None => x.clone(),
         };
-        let mut out = relu(norm(&self.bn1, self.conv1.forward(x)));
-        out = norm(&self.bn2, self.conv2.forward(out));
+        let mut out = relu(norm(&self.bn1, conv2d(&self.conv1, x)));
+        out = norm(&self.bn2, conv2d(&self.conv2, out));
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            out = norm(bn3, conv3.forward(relu(out)));
+            out = norm(bn3, conv2d(conv3, relu(out)));
         }
         relu(out + identity)
     }
@@ -320,7 +322,7 @@ impl<B: Backend> ResNet<B> {
 
     /// Everything but `fc`: `[N, 3, H, W]` → pooled `[N, 512 × expansion]` features.
     pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = relu(norm(&self.bn1, self.conv1.forward(x)));
+        let mut x = relu(norm(&self.bn1, conv2d(&self.conv1, x)));
         x = self.maxpool.forward(x);
         for block in self
             .layer1
