@@ -33,7 +33,7 @@ pub fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
 
 /// burn-flex: float32 views with positive strides and a contiguous innermost run are
 /// copied here; everything else by `FlexTensor::to_contiguous`.
-pub(crate) fn flex_contiguous(t: FlexTensor) -> FlexTensor {
+fn flex_contiguous(t: FlexTensor) -> FlexTensor {
     if t.dtype() != burn::tensor::DType::F32 || t.layout().is_contiguous() {
         return t.to_contiguous();
     }

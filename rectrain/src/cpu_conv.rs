@@ -6,8 +6,8 @@
 //! CPU training step at 28×28 ran there while the other core waited. [`conv2d`] is the
 //! same convolution with its own backward step: the input gradient is computed for
 //! slices of the batch in parallel (each image's gradient is independent of the
-//! others, so the result is the same), beside the weight gradient, which comes out
-//! contiguous. Any other backend, or a convolution with bias or groups, takes burn's
+//! others, so the result is the same), beside the weight gradient (a strided view,
+//! which the training loop's `contiguous_grads` copies). Any other backend, or a convolution with bias or groups, takes burn's
 //! own `Conv2d::forward`.
 
 use std::any::Any;
@@ -25,8 +25,6 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_autodiff::NodeId;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
-
-use crate::contiguous::flex_contiguous;
 
 /// The training backend on the CPU.
 type Train = Autodiff<Flex>;
@@ -112,12 +110,12 @@ impl Backward<Flex, 2> for ParallelConv2d {
             },
             || {
                 node_weight.is_some().then(|| {
-                    flex_contiguous(Flex::conv2d_weight_backward(
+                    Flex::conv2d_weight_backward(
                         x.clone(),
                         weight.clone(),
                         grad.clone(),
                         options.clone(),
-                    ))
+                    )
                 })
             },
         );

@@ -161,12 +161,14 @@ impl ResNetConfig {
             layer2,
             layer3,
             layer4,
-            fc: match fill {
-                Fill::Torchvision => LinearConfig::new(512 * kind.expansion(), self.num_classes),
-                Fill::Zeros => LinearConfig::new(512 * kind.expansion(), self.num_classes)
-                    .with_initializer(Initializer::Zeros),
-            }
-            .init(device),
+            fc: {
+                let fc = LinearConfig::new(512 * kind.expansion(), self.num_classes);
+                match fill {
+                    Fill::Torchvision => fc,
+                    Fill::Zeros => fc.with_initializer(Initializer::Zeros),
+                }
+                .init(device)
+            },
         })
     }
 }
@@ -324,16 +326,19 @@ impl<B: Backend> ResNet<B> {
     pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = relu(norm(&self.bn1, conv2d(&self.conv1, x)));
         x = self.maxpool.forward(x);
-        for block in self
-            .layer1
+        for block in self.blocks() {
+            x = block.forward(x);
+        }
+        global_average_pool(x)
+    }
+
+    /// The residual blocks of the four stages, in order.
+    fn blocks(&self) -> impl Iterator<Item = &Block<B>> {
+        self.layer1
             .iter()
             .chain(&self.layer2)
             .chain(&self.layer3)
             .chain(&self.layer4)
-        {
-            x = block.forward(x);
-        }
-        global_average_pool(x)
     }
 
     /// The same network for inference, with every BatchNorm folded into the
@@ -343,11 +348,7 @@ impl<B: Backend> ResNet<B> {
     /// broadcast operations per layer (about half of a CPU forward pass at 224²).
     pub fn fold_batch_norm(&self) -> FoldedResNet<B> {
         let blocks = self
-            .layer1
-            .iter()
-            .chain(&self.layer2)
-            .chain(&self.layer3)
-            .chain(&self.layer4)
+            .blocks()
             .map(|b| {
                 let mut convs = vec![fold(&b.conv1, &b.bn1), fold(&b.conv2, &b.bn2)];
                 if let (Some(conv3), Some(bn3)) = (&b.conv3, &b.bn3) {
@@ -373,13 +374,7 @@ impl<B: Backend> ResNet<B> {
     pub fn parameter_count(&self) -> usize {
         let bn = |b: &BatchNorm<B>| 2 * b.gamma.dims()[0];
         let mut running = bn(&self.bn1);
-        for block in self
-            .layer1
-            .iter()
-            .chain(&self.layer2)
-            .chain(&self.layer3)
-            .chain(&self.layer4)
-        {
+        for block in self.blocks() {
             running += bn(&block.bn1) + bn(&block.bn2);
             running += block.bn3.as_ref().map_or(0, bn);
             running += block.downsample.as_ref().map_or(0, |d| bn(&d.bn));
