@@ -69,16 +69,33 @@ pub fn warn(tool: &str, msg: impl std::fmt::Display) {
     message(tool, format_args!("warning: {msg}"));
 }
 
+/// An error and its causes as one line, `a: b: c`. A cause whose text the message so
+/// far already holds (an error type that prints its own source) is not repeated.
+pub fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Run a tool's body and turn its result into the process exit code.
 ///
 /// An error whose chain holds a broken pipe ends quietly with 0; any other error is
-/// printed once with its whole context chain (`<tool>: error: a: b: c`) and gives 2.
+/// printed once with its whole context chain (`<tool>: error: a: b: c`, see
+/// [`error_text`]) and gives 2.
 pub fn run(tool: &str, body: impl FnOnce() -> anyhow::Result<Outcome>) -> ExitCode {
     match body() {
         Ok(outcome) => ExitCode::from(outcome.code()),
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            message(tool, format_args!("error: {err:#}"));
+            message(tool, format_args!("error: {}", error_text(err.as_ref())));
             ExitCode::from(FATAL)
         }
     }
@@ -95,6 +112,26 @@ mod tests {
         assert!(is_broken_pipe(&err));
         let other = anyhow::Error::from(io::Error::from(io::ErrorKind::NotFound));
         assert!(!is_broken_pipe(&other));
+    }
+
+    #[test]
+    fn error_text_names_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read x.json: {source}")]
+        struct PrintsItsSource {
+            source: io::Error,
+        }
+        let io = || io::Error::new(io::ErrorKind::NotFound, "No such file or directory");
+        let err = anyhow::Error::from(PrintsItsSource { source: io() }).context("hyperparameters");
+        assert_eq!(
+            error_text(err.as_ref()),
+            "hyperparameters: cannot read x.json: No such file or directory"
+        );
+        let err = anyhow::Error::from(io()).context("cannot read y.rec");
+        assert_eq!(
+            error_text(err.as_ref()),
+            "cannot read y.rec: No such file or directory"
+        );
     }
 
     #[test]

@@ -344,6 +344,13 @@ fn parse_image_shape(value: &str) -> Result<[usize; 3], HparamsError> {
     if shape.contains(&0) {
         return Err(invalid("image_shape", value, "dimensions must be positive"));
     }
+    if shape[1] > 65535 || shape[2] > 65535 {
+        return Err(invalid(
+            "image_shape",
+            value,
+            "height and width must be at most 65535",
+        ));
+    }
     if shape[0] != 3 {
         return Err(invalid(
             "image_shape",

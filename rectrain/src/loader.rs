@@ -66,12 +66,22 @@ impl fmt::Display for Location {
     }
 }
 
+/// `path: error`, or just the error when its text names `path` already.
+fn prefixed(path: &Path, error: &RecordIoError) -> String {
+    let (path, text) = (path.display().to_string(), error.to_string());
+    if text.contains(&path) {
+        text
+    } else {
+        format!("{path}: {text}")
+    }
+}
+
 /// Everything that can go wrong reading a dataset or making batches.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoaderError {
     /// The `.rec` or `.idx` could not be opened, or its framing is corrupt.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", prefixed(path, source))]
     Rec {
         /// The `.rec` file.
         path: PathBuf,
@@ -213,7 +223,10 @@ impl RecDataset {
             };
             let (payload, _) = reader.read_at(offset).map_err(rec_err)?;
             let record = unpack_image_record(&payload).map_err(record_err)?;
-            multi_label |= record.header.flag > 0;
+            // A label vector of width 1 (`flag == 1`, what Python's `recordio.pack`
+            // writes for a one-element list) is a single label, as ImageRecordIter
+            // reads it with label_width 1.
+            multi_label |= record.labels.len() > 1;
             ids.push(record.header.id);
             labels.push(record.labels);
         }
@@ -262,7 +275,14 @@ impl RecDataset {
                 source,
             })?;
             let path = root.join(&entry.path);
-            if let Err(source) = std::fs::metadata(&path) {
+            let checked = std::fs::metadata(&path).and_then(|m| {
+                if m.is_dir() {
+                    Err(io::Error::other("is a directory"))
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(source) = checked {
                 return Err(LoaderError::ImageFile {
                     id: entry.index,
                     path,
@@ -298,13 +318,14 @@ impl RecDataset {
     }
 
     /// Each record's labels: one value (a class index) for single-label records
-    /// (`flag == 0`), the stored vector for multi-label ones (`flag > 0`).
+    /// (`flag` 0, or 1 with a one-element vector), the stored vector for multi-label
+    /// ones.
     pub fn labels(&self) -> &[Vec<f32>] {
         &self.labels
     }
 
-    /// True when any record carries a label vector (`flag > 0`, or a `.lst` row
-    /// with several labels).
+    /// True when any record carries several labels (a `.rec` label vector, or a
+    /// `.lst` row with several label columns).
     pub fn is_multi_label(&self) -> bool {
         self.multi_label
     }
@@ -948,6 +969,27 @@ mod tests {
             err.contains("label 2 is not a class index in 0..2"),
             "{err}"
         );
+    }
+
+    /// Python's `recordio.pack(IRHeader(0, [2.0], id, 0), img)` stores a one-element
+    /// label vector (`flag == 1`): still one class index, as ImageRecordIter reads it.
+    #[test]
+    fn one_element_label_vectors_are_single_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = dir.path().join("f1.rec");
+        let mut w = RecordWriter::new(File::create(&rec).unwrap());
+        for i in 0..6u64 {
+            let payload = pack_image_record(i, &[(i % 3) as f32], true, &image_for(i));
+            assert_eq!(u32::from_le_bytes(payload[..4].try_into().unwrap()), 1);
+            w.write_record(&payload).unwrap();
+        }
+        w.into_inner().unwrap().flush().unwrap();
+        let ds = RecDataset::open(&rec, None).unwrap();
+        assert!(!ds.is_multi_label());
+        assert_eq!(ds.labels()[5], vec![2.0]);
+        assert_eq!((ds.label_width(), ds.num_classes_inferred()), (1, 3));
+        assert!(ds.validate_labels(3).is_ok());
+        assert!(ds.validate_labels(5).is_ok());
     }
 
     #[test]

@@ -69,7 +69,8 @@ Examples:
     about = "Train a ResNet image classifier from RecordIO with SageMaker's hyperparameters",
     long_about = LONG_ABOUT,
     after_long_help = AFTER_LONG_HELP,
-    args_override_self = true
+    args_override_self = true,
+    allow_negative_numbers = true
 )]
 struct Opts {
     /// Training images: a .rec file (its .idx is used when it sits beside it).
@@ -328,7 +329,7 @@ fn run(opts: Opts) -> anyhow::Result<Outcome> {
     raw.extend(opts.hyperparameter_flags());
     if opts.pretrained.is_some() {
         match raw.get("use_pretrained_model").map(|v| v.trim()) {
-            Some("0") | Some("false") | Some("False") => {
+            Some(v) if v == "0" || v.eq_ignore_ascii_case("false") => {
                 bail!("--pretrained was given but use_pretrained_model is 0: drop one of them")
             }
             _ => {
@@ -361,19 +362,19 @@ fn run(opts: Opts) -> anyhow::Result<Outcome> {
         (None, None) => bail!("give the validation data with --validation or --validation-lst"),
     };
 
-    let class_names = match &opts.classes {
-        Some(path) => Some(read_classes(path)?),
-        None => match classes_candidates(train_src.path())
-            .into_iter()
-            .find(|p| p.is_file())
-        {
-            Some(path) => {
+    let classes_file = match &opts.classes {
+        Some(path) => Some(path.clone()),
+        None => {
+            let found = classes_candidates(train_src.path())
+                .into_iter()
+                .find(|p| p.is_file());
+            if let Some(path) = &found {
                 cli::message(TOOL, format_args!("class names from {}", path.display()));
-                Some(read_classes(&path)?)
             }
-            None => None,
-        },
+            found
+        }
     };
+    let class_names = classes_file.as_deref().map(read_classes).transpose()?;
 
     let device: DeviceSpec = opts
         .device
@@ -386,6 +387,7 @@ fn run(opts: Opts) -> anyhow::Result<Outcome> {
         validation: val_src,
         out: opts.out.clone(),
         class_names,
+        classes_file,
         pretrained: opts.pretrained.clone(),
         keep_head: opts.keep_head,
         seed: opts.seed,

@@ -8,7 +8,7 @@
 //! probability > 0.5) matches the label.
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -270,6 +270,79 @@ pub fn epoch_log_lines(m: &EpochMetrics, top_k: Option<usize>) -> Vec<String> {
     lines
 }
 
+/// MXNet's `Speedometer` callback as SageMaker's training log shows it: every
+/// `frequent` batches, `Epoch[e] Batch [b]\tSpeed: 191.406 samples/sec\taccuracy=0.976190`
+/// (the speed over the last `frequent` batches; the accuracy over the batches since the
+/// previous line, MXNet's `auto_reset`, so the first line of an epoch covers batches
+/// 0..=b). Feed every batch to [`window`](Self::window) before calling
+/// [`after_batch`](Self::after_batch).
+#[derive(Debug, Clone)]
+pub struct Speedometer {
+    batch_size: usize,
+    frequent: usize,
+    tic: Option<Instant>,
+    /// The batches since the last line.
+    pub window: Accumulator,
+}
+
+impl Speedometer {
+    /// SageMaker's frequency: one line every 20 batches.
+    pub const FREQUENT: usize = 20;
+
+    /// A speedometer for mini-batches of `batch_size` images, a line every `frequent`.
+    pub fn new(batch_size: usize, frequent: usize) -> Self {
+        Self {
+            batch_size,
+            frequent: frequent.max(1),
+            tic: None,
+            window: Accumulator::default(),
+        }
+    }
+
+    /// Forget the previous epoch (its clock and its window).
+    pub fn start_epoch(&mut self) {
+        self.tic = None;
+        self.window = Accumulator::default();
+    }
+
+    /// The line due after 0-based batch `nbatch` of `epoch`, if one is (at `now`).
+    pub fn after_batch(
+        &mut self,
+        epoch: usize,
+        nbatch: usize,
+        top_k: Option<usize>,
+        now: Instant,
+    ) -> Option<String> {
+        // The first batch seen starts the clock, as MXNet's first call does.
+        let Some(tic) = self.tic.replace(now) else {
+            return None;
+        };
+        if nbatch % self.frequent != 0 {
+            self.tic = Some(tic);
+            return None;
+        }
+        let seconds = now.duration_since(tic).as_secs_f64();
+        let speed = if seconds > 0.0 {
+            (self.frequent * self.batch_size) as f64 / seconds
+        } else {
+            0.0
+        };
+        let mut line = format!(
+            "Epoch[{epoch}] Batch [{nbatch}]\tSpeed: {speed:.3} samples/sec\taccuracy={:.6}",
+            self.window.accuracy()
+        );
+        if let Some(k) = top_k {
+            let _ = write!(
+                line,
+                "\ttop_k_accuracy_{k}={:.6}",
+                self.window.top_k_accuracy()
+            );
+        }
+        self.window = Accumulator::default();
+        Some(line)
+    }
+}
+
 /// One JSON line (no trailing newline) for an epoch.
 pub fn json_line(m: &EpochMetrics) -> String {
     // Serialising plain numbers and options cannot fail; NaN becomes null.
@@ -288,6 +361,43 @@ pub fn jsonl(history: &[EpochMetrics]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lines at batches 20 and 40 only; the first covers batches 0..=20 (21 batches,
+    /// as in SageMaker's log where 656 of 672 images gave 0.976190), the speed is
+    /// 20 batches over the time since the previous line.
+    #[test]
+    fn speedometer_lines_like_sagemakers() {
+        use std::time::Duration;
+        let mut s = Speedometer::new(32, Speedometer::FREQUENT);
+        let t0 = Instant::now();
+        let mut lines = Vec::new();
+        for b in 0..45 {
+            // Logits of 2 classes for 32 images, all labelled 0; one wrong in batch 3.
+            let logits: Vec<f32> = (0..32)
+                .flat_map(|i| {
+                    if b == 3 && i == 0 {
+                        [0.0, 1.0]
+                    } else {
+                        [1.0, 0.0]
+                    }
+                })
+                .collect();
+            s.window
+                .add_batch(&logits, 2, &vec![vec![0.0]; 32], 0.5, false, Some(1));
+            let now = t0 + Duration::from_millis(160 * b as u64);
+            lines.extend(s.after_batch(7, b, Some(1), now));
+        }
+        assert_eq!(
+            lines,
+            [
+                "Epoch[7] Batch [20]\tSpeed: 200.000 samples/sec\taccuracy=0.998512\ttop_k_accuracy_1=0.998512",
+                "Epoch[7] Batch [40]\tSpeed: 200.000 samples/sec\taccuracy=1.000000\ttop_k_accuracy_1=1.000000",
+            ]
+        );
+        s.start_epoch();
+        assert_eq!(s.after_batch(8, 0, None, t0), None);
+        assert_eq!(s.window.samples, 0);
+    }
 
     #[test]
     fn accuracy_and_top_k() {

@@ -50,6 +50,12 @@ pub enum ModelError {
     /// `num_classes` is zero.
     #[error("num_classes must be at least 1")]
     NoClasses,
+    /// The classifier would have more weights than one tensor can hold.
+    #[error(
+        "num_classes {0} is too large: the classifier would hold {0}×{1} weights, \
+         more than one tensor can (2^31 − 1)"
+    )]
+    TooManyClasses(usize, usize),
 }
 
 /// Which residual block a depth uses.
@@ -88,6 +94,10 @@ impl ResNetConfig {
         }
         if self.num_classes == 0 {
             return Err(ModelError::NoClasses);
+        }
+        let width = if self.num_layers < 50 { 512 } else { 2048 };
+        if self.num_classes.saturating_mul(width) > i32::MAX as usize {
+            return Err(ModelError::TooManyClasses(self.num_classes, width));
         }
         Ok(())
     }

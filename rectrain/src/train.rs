@@ -36,7 +36,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
-use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{
     AdamConfig, GradientsAccumulator, GradientsParams, Optimizer, RmsPropConfig, SgdConfig,
@@ -44,6 +43,7 @@ use burn::optim::{
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
+use im2list::cli::error_text;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::{self, ArtifactConfig};
@@ -102,7 +102,16 @@ impl DataSource {
             DataSource::Rec { rec, idx } => RecDataset::open(rec, idx.as_deref()),
             DataSource::Lst { lst, root } => RecDataset::from_lst(lst, root),
         };
-        ds.map_err(|e| TrainError::Data(format!("{}: {e}", self.path().display())))
+        ds.map_err(|e| {
+            // Loader errors name their file; name it here when one does not.
+            let text = error_text(&e);
+            let path = self.path().display().to_string();
+            TrainError::Data(if text.contains(&path) {
+                text
+            } else {
+                format!("{path}: {text}")
+            })
+        })
     }
 }
 
@@ -119,6 +128,8 @@ pub struct TrainConfig {
     pub out: PathBuf,
     /// Class names by index, when known.
     pub class_names: Option<Vec<String>>,
+    /// The file the class names were read from (for messages).
+    pub classes_file: Option<PathBuf>,
     /// Pretrained weights (.pth or .safetensors), used when `use_pretrained_model`.
     pub pretrained: Option<PathBuf>,
     /// Keep the pretrained classifier instead of re-initialising it.
@@ -334,7 +345,7 @@ pub struct Prepared {
 /// Check every label against the class count (the loader's error names the record).
 fn check_labels(name: &str, ds: &RecDataset, num_classes: usize) -> Result<(), TrainError> {
     ds.validate_labels(num_classes)
-        .map_err(|e| TrainError::Data(format!("{name}: {e}")))
+        .map_err(|e| TrainError::Data(format!("{name}: {}", error_text(&e))))
 }
 
 /// Open the data and check everything before training; `warn` receives warnings.
@@ -343,9 +354,15 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
     let validation = cfg.validation.open()?;
     let h = &mut cfg.hparams;
 
-    for (name, ds) in [("training set", &train), ("validation set", &validation)] {
+    for (name, ds, source) in [
+        ("training set", &train, &cfg.train),
+        ("validation set", &validation, &cfg.validation),
+    ] {
         if ds.is_empty() {
-            return Err(TrainError::Data(format!("the {name} has no images")));
+            return Err(TrainError::Data(format!(
+                "the {name} ({}) has no images",
+                source.path().display()
+            )));
         }
     }
     if train.len() < h.mini_batch_size {
@@ -406,11 +423,40 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
     }
     h.num_training_samples = Some(train.len());
 
-    if let Some(names) = &cfg.class_names {
-        if names.len() != num_classes {
+    if let Some(names) = &mut cfg.class_names {
+        let file = match &cfg.classes_file {
+            Some(path) => format!("{}: ", path.display()),
+            None => String::new(),
+        };
+        if names.len() > num_classes {
             return Err(TrainError::Config(format!(
-                "{} class names for {num_classes} classes",
+                "{file}{} class names, but num_classes is {num_classes}",
                 names.len()
+            )));
+        }
+        if names.len() < num_classes {
+            // SageMaker takes a num_classes above the classes present; the classes
+            // without a name are named by their index.
+            warn(format!(
+                "{file}{} class names for {num_classes} classes: classes {}..{} are named by their index",
+                names.len(),
+                names.len(),
+                num_classes - 1
+            ));
+            names.extend((names.len()..num_classes).map(|i| i.to_string()));
+        }
+    }
+    if let Some(path) = &cfg.pretrained {
+        if let Err(e) = std::fs::metadata(path).and_then(|m| {
+            if m.is_dir() {
+                Err(std::io::Error::other("is a directory, not a weights file"))
+            } else {
+                Ok(())
+            }
+        }) {
+            return Err(TrainError::Config(format!(
+                "pretrained weights {}: {e}",
+                path.display()
             )));
         }
     }
@@ -431,6 +477,18 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
     ResNetConfig::new(h.num_layers, num_classes)
         .validate()
         .map_err(|e| TrainError::Config(e.to_string()))?;
+    let [c, ih, iw] = h.image_shape;
+    let stem_values = [64, ih.div_ceil(2), iw.div_ceil(2)]
+        .iter()
+        .fold(h.mini_batch_size, |n, &d| n.saturating_mul(d));
+    if stem_values > i32::MAX as usize {
+        return Err(TrainError::Config(format!(
+            "image_shape {c},{ih},{iw} with mini_batch_size {}: the first convolution's output \
+             would hold {stem_values} values, more than one tensor can (2^31 − 1); use smaller \
+             images or batches",
+            h.mini_batch_size
+        )));
+    }
 
     let pos_weights = (h.multi_label && h.use_weighted_loss).then(|| {
         let mut pos = vec![0usize; num_classes];
@@ -521,6 +579,51 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
 }
 
 const KNOWN_FOR_RESUME: &[&str] = hparams::KNOWN_NAMES;
+
+/// SageMaker's defaults file (`default-input.json`), as its training log prints it.
+pub const SAGEMAKER_DEFAULT_INPUT: &[(&str, &str)] = &[
+    ("beta_1", "0.9"),
+    ("gamma", "0.9"),
+    ("beta_2", "0.999"),
+    ("optimizer", "sgd"),
+    ("use_pretrained_model", "0"),
+    ("eps", "1e-08"),
+    ("epochs", "30"),
+    ("lr_scheduler_factor", "0.1"),
+    ("num_layers", "152"),
+    ("image_shape", "3,224,224"),
+    ("precision_dtype", "float32"),
+    ("mini_batch_size", "32"),
+    ("weight_decay", "0.0001"),
+    ("learning_rate", "0.1"),
+    ("momentum", "0"),
+];
+
+/// `{u'key': u'value', ...}`: a dict of strings as Python 2 prints it, the form of
+/// SageMaker's configuration log lines.
+fn python2_dict<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let quote = |s: &str| format!("u'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
+    let items: Vec<String> = pairs
+        .into_iter()
+        .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
+        .collect();
+    format!("{{{}}}", items.join(", "))
+}
+
+/// SageMaker's configuration lines (without the log prefix): the defaults, then the
+/// final configuration, which holds every resolved hyperparameter, `num_classes` and
+/// `num_training_samples` included (tools scrape `num_training_samples` from it).
+pub fn configuration_lines(h: &Hyperparameters) -> Vec<String> {
+    let defaults = python2_dict(SAGEMAKER_DEFAULT_INPUT.iter().copied());
+    let raw = h.to_raw();
+    let last = python2_dict(raw.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    vec![
+        format!(
+            "Reading default configuration from rectrain's built-in default-input.json: {defaults}"
+        ),
+        format!("Final configuration: {last}"),
+    ]
+}
 
 /// SageMaker's `---- Parameters ----` block (without the log prefix).
 pub fn parameter_lines(h: &Hyperparameters) -> Vec<String> {
@@ -633,6 +736,9 @@ pub fn train_on<B: AutodiffBackend>(
     }
     let ckpt = artifact::checkpoints_dir(&prepared.cfg.out);
     std::fs::create_dir_all(&ckpt).map_err(io_err(&ckpt))?;
+    for line in configuration_lines(h) {
+        info(log, &line);
+    }
     if h.use_pretrained_model {
         info(log, "use_pretrained_model: 1");
     }
@@ -734,21 +840,21 @@ impl TrainTask<'_> {
             p,
             device: device.clone(),
             parallel,
-            data: self.data,
+            data: Some(self.data),
             log: self.log,
             interrupt: self.interrupt,
             steps_done: 0,
+            upscale: Default::default(),
         };
         match h.optimizer {
             OptimizerKind::Sgd | OptimizerKind::Nag => {
-                let mut c = SgdConfig::new().with_momentum(Some(MomentumConfig {
+                // Weight decay is added to the gradients (`prepare_grads`), for the
+                // parameters MXNet decays.
+                let c = SgdConfig::new().with_momentum(Some(MomentumConfig {
                     momentum: h.momentum,
                     dampening: 0.0,
                     nesterov: h.optimizer == OptimizerKind::Nag,
                 }));
-                if h.weight_decay > 0.0 {
-                    c = c.with_weight_decay(Some(WeightDecayConfig::new(h.weight_decay as f32)));
-                }
                 run.epochs(model, c.init::<B, ResNet<B>>())
             }
             OptimizerKind::Adam => {
@@ -921,26 +1027,56 @@ pub fn all_finite<B: Backend, M: Module<B>>(module: &M) -> bool {
     v.0.is_none_or(|t| t.into_scalar().elem::<f64>() == 0.0)
 }
 
-/// The gradients with a contiguous layout: a copy only of those a backend left strided
-/// (burn-flex's convolution weight gradients are transposed views), so that the
-/// optimizer's element-wise updates (weight decay, momentum, Adam's moments) run on
-/// contiguous kernels instead of strided index walks (a fifth of a CPU training step
-/// at 28×28). The copy itself is [`contiguous`]'s parallel one.
-fn contiguous_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+/// The gradients as the optimizer takes them:
+/// - with a contiguous layout: a copy only of those a backend left strided (burn-flex's
+///   convolution weight gradients are transposed views), so that the optimizer's
+///   element-wise updates run on contiguous kernels instead of strided index walks (a
+///   fifth of a CPU training step at 28×28); the copy itself is [`contiguous`]'s
+///   parallel one;
+/// - plus `weight_decay × parameter` (L2 decay, coupled as MXNet's `wd` and burn's
+///   `WeightDecay`) for the parameters MXNet decays: those named `weight` or `gamma`.
+///   MXNet's optimizer gives every other parameter (fc bias, BatchNorm beta) a decay
+///   multiplier of 0 (`Optimizer.set_wd_mult`, which Module's `fit`, SageMaker's
+///   trainer, uses).
+fn prepare_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     model: &M,
     mut grads: GradientsParams,
+    weight_decay: f64,
 ) -> GradientsParams {
-    struct Contiguous<'a>(&'a mut GradientsParams);
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Contiguous<'_> {
+    struct Prepare<'a> {
+        grads: &'a mut GradientsParams,
+        weight_decay: f64,
+        /// The field names entered so far; the last one names the parameter.
+        path: Vec<String>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Prepare<'_> {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            if let Some(g) = self.0.remove::<B::InnerBackend, D>(param.id) {
-                self.0
-                    .register::<B::InnerBackend, D>(param.id, contiguous(g));
+            if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                let mut g = contiguous(g);
+                if self.weight_decay > 0.0 && decays(self.path.last().map(String::as_str)) {
+                    g = param.val().inner().mul_scalar(self.weight_decay).add(g);
+                }
+                self.grads.register::<B::InnerBackend, D>(param.id, g);
             }
         }
     }
-    model.visit(&mut Contiguous(&mut grads));
+    model.visit(&mut Prepare {
+        grads: &mut grads,
+        weight_decay,
+        path: Vec::new(),
+    });
     grads
+}
+
+/// Whether MXNet's optimizer applies weight decay to a parameter of this field name.
+fn decays(name: Option<&str>) -> bool {
+    matches!(name, Some("weight" | "gamma"))
 }
 
 /// Gives every trainable parameter of a replica a fresh autodiff leaf (same values, same
@@ -966,10 +1102,13 @@ struct Run<'a, B: AutodiffBackend> {
     p: &'a Prepared,
     device: B::Device,
     parallel: DataParallel<B, ResNet<B>>,
-    data: &'a mut dyn Write,
+    /// stdout for the metrics; `None` once its reader has gone (training goes on).
+    data: Option<&'a mut dyn Write>,
     log: &'a mut dyn Write,
     interrupt: Arc<AtomicBool>,
     steps_done: usize,
+    /// The "small images are upscaled" notice, shown once per run.
+    upscale: loader::UpscaleNotice,
 }
 
 /// Images of a batch as a `[n, C, H, W]` tensor.
@@ -1038,6 +1177,27 @@ fn batch_loss<B: Backend>(
 }
 
 impl<B: AutodiffBackend> Run<'_, B> {
+    /// One epoch's JSON line on stdout. When stdout's reader has gone (`rectrain … |
+    /// head -1`), training goes on without it: the model is the output that matters,
+    /// and the same lines are in `OUT/metrics.jsonl`.
+    fn emit_metrics(&mut self, line: &str) -> Result<(), TrainError> {
+        let Some(data) = self.data.as_mut() else {
+            return Ok(());
+        };
+        match writeln!(data, "{line}").and_then(|()| data.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.data = None;
+                info(
+                    self.log,
+                    "stdout was closed: training goes on, the metrics are in metrics.jsonl",
+                );
+                Ok(())
+            }
+            Err(e) => Err(TrainError::Output(e)),
+        }
+    }
+
     fn loader_config(&self, training: bool) -> LoaderConfig {
         let h = &self.p.cfg.hparams;
         LoaderConfig {
@@ -1081,6 +1241,11 @@ impl<B: AutodiffBackend> Run<'_, B> {
         );
         let mut history: Vec<EpochMetrics> = Vec::new();
         let mut best_checkpoint: Option<String> = None;
+        // SageMaker's weight_decay is an sgd/nag hyperparameter.
+        let weight_decay = match h.optimizer {
+            OptimizerKind::Sgd | OptimizerKind::Nag => h.weight_decay,
+            OptimizerKind::Adam | OptimizerKind::RmsProp => 0.0,
+        };
         if let Some((dir, state)) = &p.resume {
             model = model
                 .load_file(dir.join("model"), &recorder, &self.device)
@@ -1118,6 +1283,8 @@ impl<B: AutodiffBackend> Run<'_, B> {
         let val_cfg = self.loader_config(false);
         let mut stopped_early = false;
         let mut epochs_run = start_epoch;
+        let mut speedometer =
+            metrics::Speedometer::new(h.mini_batch_size, metrics::Speedometer::FREQUENT);
 
         for epoch in start_epoch..h.epochs {
             let lr = h.learning_rate_at(epoch);
@@ -1128,6 +1295,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
             };
             let steps_in_epoch = p.train.len().div_ceil(h.mini_batch_size);
             let bar = self.progress_bar(epoch, steps_in_epoch, skip);
+            speedometer.start_epoch();
             let t0 = Instant::now();
             let mut step = 0;
             for batch in loader::epoch_batches(p.train.clone(), &train_cfg, epoch) {
@@ -1135,7 +1303,11 @@ impl<B: AutodiffBackend> Run<'_, B> {
                     step += 1;
                     continue;
                 }
-                let batch = batch.map_err(|e| TrainError::Data(format!("training set: {e}")))?;
+                let batch = batch
+                    .map_err(|e| TrainError::Data(format!("training set: {}", error_text(&e))))?;
+                if let Some(notice) = self.upscale.check(&batch, h.image_shape) {
+                    info(self.log, &notice);
+                }
                 let out = self.parallel.step(&model, batch.n, |m, shard, device| {
                     let x = shard_images::<B>(&batch, shard.clone(), h.image_shape, device);
                     let logits = m.forward(x);
@@ -1162,16 +1334,24 @@ impl<B: AutodiffBackend> Run<'_, B> {
                         kept: self.kept_description(),
                     });
                 }
-                let grads = contiguous_grads(&model, out.grads);
+                let grads = prepare_grads(&model, out.grads, weight_decay);
                 model = optim.step(lr, model, grads);
-                acc.add_batch(
-                    &out.outputs,
-                    p.num_classes,
-                    &batch.labels,
-                    loss_value,
-                    h.multi_label,
-                    h.top_k,
-                );
+                for a in [&mut acc, &mut speedometer.window] {
+                    a.add_batch(
+                        &out.outputs,
+                        p.num_classes,
+                        &batch.labels,
+                        loss_value,
+                        h.multi_label,
+                        h.top_k,
+                    );
+                }
+                if let Some(line) = speedometer.after_batch(epoch, step, h.top_k, Instant::now()) {
+                    match &bar {
+                        Some(b) => b.suspend(|| info(self.log, &line)),
+                        None => info(self.log, &line),
+                    }
+                }
                 step += 1;
                 self.steps_done += 1;
                 if let Some(b) = &bar {
@@ -1257,8 +1437,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
             for line in metrics::epoch_log_lines(&m, h.top_k) {
                 info(self.log, &line);
             }
-            writeln!(self.data, "{}", metrics::json_line(&m)).map_err(TrainError::Output)?;
-            self.data.flush().map_err(TrainError::Output)?;
+            self.emit_metrics(&metrics::json_line(&m))?;
 
             let periodic = h.checkpoint_frequency.is_some_and(|f| (epoch + 1) % f == 0);
             if best.update(epoch, m.validation_accuracy) {
@@ -1394,7 +1573,11 @@ impl<B: AutodiffBackend> Run<'_, B> {
         let model = model.fold_batch_norm();
         let mut acc = Accumulator::default();
         for batch in loader::epoch_batches(p.validation.clone(), cfg, 0) {
-            let batch = batch.map_err(|e| TrainError::Data(format!("validation set: {e}")))?;
+            let batch = batch
+                .map_err(|e| TrainError::Data(format!("validation set: {}", error_text(&e))))?;
+            if let Some(notice) = self.upscale.check(&batch, h.image_shape) {
+                info(self.log, &notice);
+            }
             let x = images_tensor::<B::InnerBackend>(&batch, h.image_shape, &self.device);
             let logits = model.forward(x);
             let loss = batch_loss(
@@ -1585,8 +1768,98 @@ mod tests {
         assert!(lines.contains(&"top_k: 3".to_string()));
     }
 
+    /// The configuration lines are Python 2 dict reprs of strings; the final one holds
+    /// the resolved values, num_training_samples included (notebooks scrape it).
+    #[test]
+    fn configuration_lines_like_sagemakers() {
+        let h = Hyperparameters {
+            num_layers: 18,
+            num_classes: Some(2),
+            num_training_samples: Some(64),
+            ..Hyperparameters::default()
+        };
+        let lines = configuration_lines(&h);
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].starts_with(
+                "Reading default configuration from rectrain's built-in default-input.json: \
+                 {u'beta_1': u'0.9', u'gamma': u'0.9', u'beta_2': u'0.999', u'optimizer': u'sgd', "
+            ),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].ends_with("u'momentum': u'0'}"), "{}", lines[0]);
+        let last = &lines[1];
+        assert!(last.starts_with("Final configuration: {u'"), "{last}");
+        for item in [
+            "u'num_training_samples': u'64'",
+            "u'num_classes': u'2'",
+            "u'num_layers': u'18'",
+            "u'image_shape': u'3,224,224'",
+            "u'early_stopping': u'False'",
+        ] {
+            assert!(last.contains(item), "{item} not in {last}");
+        }
+        assert_eq!(python2_dict([("a'b", "c\\d")]), "{u'a\\'b': u'c\\\\d'}");
+    }
+
     type Cpu = burn::backend::Flex;
     type CpuAd = burn::backend::Autodiff<burn::backend::Flex>;
+
+    /// Weight decay is added to the gradients of weights and BatchNorm gammas only, as
+    /// MXNet's optimizer does; biases and betas keep their gradients.
+    #[test]
+    fn weight_decay_only_on_weights_and_gammas() {
+        let device = Default::default();
+        let model: ResNet<CpuAd> = ResNetConfig::new(18, 3).init(&device);
+        let x =
+            Tensor::<CpuAd, 4>::random([2, 3, 8, 8], burn::tensor::Distribution::Default, &device);
+        let grads_of = |wd: f64| {
+            let loss = model.forward(x.clone()).powi_scalar(2).sum();
+            prepare_grads(
+                &model,
+                GradientsParams::from_grads(loss.backward(), &model),
+                wd,
+            )
+        };
+        let (plain, decayed) = (grads_of(0.0), grads_of(0.5));
+        let grad = |g: &GradientsParams, id| -> Vec<f32> {
+            g.get::<Cpu, 1>(id).unwrap().into_data().to_vec().unwrap()
+        };
+        let grad2 = |g: &GradientsParams, id| -> Vec<f32> {
+            g.get::<Cpu, 2>(id).unwrap().into_data().to_vec().unwrap()
+        };
+        let values = |t: Tensor<CpuAd, 1>| -> Vec<f32> { t.into_data().to_vec().unwrap() };
+        // Not decayed: fc bias, BatchNorm beta.
+        let fc_bias = model.fc.bias.as_ref().unwrap();
+        assert_eq!(grad(&plain, fc_bias.id), grad(&decayed, fc_bias.id));
+        assert_eq!(
+            grad(&plain, model.bn1.beta.id),
+            grad(&decayed, model.bn1.beta.id)
+        );
+        assert!(!grad(&plain, model.bn1.beta.id).is_empty());
+        // Decayed: BatchNorm gamma and fc weight, by exactly 0.5 × the parameter.
+        let (g0, g1) = (
+            grad(&plain, model.bn1.gamma.id),
+            grad(&decayed, model.bn1.gamma.id),
+        );
+        let gamma = values(model.bn1.gamma.val());
+        for i in 0..g0.len() {
+            assert_eq!(g1[i], gamma[i] * 0.5 + g0[i]);
+        }
+        let (w0, w1) = (
+            grad2(&plain, model.fc.weight.id),
+            grad2(&decayed, model.fc.weight.id),
+        );
+        let w: Vec<f32> = model.fc.weight.val().into_data().to_vec().unwrap();
+        assert!(w0
+            .iter()
+            .zip(&w1)
+            .zip(&w)
+            .all(|((a, b), p)| *b == p * 0.5 + a));
+        assert!(decays(Some("weight")) && decays(Some("gamma")));
+        assert!(!decays(Some("bias")) && !decays(Some("beta")) && !decays(None));
+    }
 
     #[test]
     fn cross_entropy_and_bce_values() {

@@ -469,6 +469,7 @@ fn data_parallel_training_on_two_cpu_replicas() {
             validation: DataSource::rec(d.val.clone()),
             out: out.to_path_buf(),
             class_names: None,
+            classes_file: None,
             pretrained: None,
             keep_head: false,
             seed: 3,

@@ -39,7 +39,12 @@ impl MmapReader {
             source,
         };
         let file = File::open(rec).map_err(open_err)?;
-        let len = file.metadata().map_err(open_err)?.len();
+        let meta = file.metadata().map_err(open_err)?;
+        if meta.is_dir() {
+            // Mapping a directory fails with an unhelpful "No such device".
+            return Err(open_err(std::io::Error::other("is a directory")));
+        }
+        let len = meta.len();
         let data = if len == 0 {
             // Mapping zero bytes fails on some platforms.
             Storage::Owned(Vec::new())
