@@ -526,3 +526,226 @@ fn multi_label_model_evaluates_from_records_and_lists() {
     assert!(err.contains("but the model has 3 classes"), "{err}");
     assert!(err.contains("multi-hot labels must be in [0, 1]"), "{err}");
 }
+
+/// A file name that is not UTF-8, given on stdin between two ordinary ones: all three
+/// are predicted, in order (stdin is read as bytes).
+#[cfg(unix)]
+#[test]
+fn paths_on_stdin_need_not_be_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let t = trained();
+    let tmp = tempfile::tempdir().unwrap();
+    let odd = tmp.path().join(std::ffi::OsStr::from_bytes(b"a\xff.png"));
+    fs::copy(t.images.join("light/2.png"), &odd).unwrap();
+    let mut input = Vec::new();
+    for p in [
+        t.images.join("dark/0.png"),
+        odd,
+        t.images.join("dark/1.png"),
+    ] {
+        input.extend_from_slice(p.as_os_str().as_bytes());
+        input.push(b'\n');
+    }
+    let mut cmd = recpredict();
+    cmd.arg("-");
+    let out = run_with_stdin(&mut cmd, &input);
+    check_code(&cmd, &out, 0);
+    let got: Vec<serde_json::Value> = stdout_text(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got
+        .iter()
+        .all(|l| l["prediction"].as_array().unwrap().len() == 2));
+    assert!(got[1]["path_bytes"].is_array(), "{}", got[1]);
+    assert_eq!(stderr_text(&out), "");
+}
+
+/// Records of a `.rec` and what recpredict prints for them, as JSON values.
+fn predict_rec(rec: &Path, code: i32) -> (Vec<serde_json::Value>, String) {
+    let out = run_expect(recpredict().arg("--rec").arg(rec), code);
+    let lines = stdout_text(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (lines, stderr_text(&out))
+}
+
+/// A damaged record costs only itself: with the `.idx`, a record whose magic is
+/// overwritten is one error line and the others are predicted; without it, a `.rec`
+/// cut short gives every whole record before the cut and one error line naming where
+/// the reading stopped. Both exit 1.
+#[test]
+fn damaged_records_are_error_lines_and_the_rest_is_predicted() {
+    let t = trained();
+    let tmp = tempfile::tempdir().unwrap();
+    let rec = list_and_pack(&tmp.path().join("d"), &t.images, &[], &[]);
+    let (all, err) = predict_rec(&rec, 0);
+    assert_eq!((all.len(), err.as_str()), (12, ""));
+    let offsets: Vec<u64> = fs::read_to_string(rec.with_extension("idx"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split('\t').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let mut bytes = fs::read(&rec).unwrap();
+
+    // Record 5's magic overwritten; the .idx beside it still lists it.
+    let bad = tmp.path().join("bad.rec");
+    let mut damaged = bytes.clone();
+    let at = offsets[5] as usize;
+    damaged[at..at + 4].copy_from_slice(b"XXXX");
+    fs::write(&bad, &damaged).unwrap();
+    fs::copy(rec.with_extension("idx"), bad.with_extension("idx")).unwrap();
+    let (got, err) = predict_rec(&bad, 1);
+    assert_eq!(got.len(), 12);
+    for (i, (l, a)) in got.iter().zip(&all).enumerate() {
+        if i == 5 {
+            assert!(
+                l["error"].is_string() && l.get("prediction").is_none(),
+                "{l}"
+            );
+            assert_eq!(l["offset"], offsets[5]);
+        } else {
+            assert_eq!(l, a);
+        }
+    }
+    assert!(
+        err.contains(&format!("byte offset {}", offsets[5])),
+        "{err}"
+    );
+    assert!(err.contains("1 of 12 inputs failed"), "{err}");
+
+    // Cut in the middle of record 8, no .idx: records 0..8 and one error line.
+    bytes.truncate(offsets[8] as usize + 20);
+    let cut = tmp.path().join("cut.rec");
+    fs::write(&cut, &bytes).unwrap();
+    let (got, err) = predict_rec(&cut, 1);
+    assert_eq!(got.len(), 9, "{got:?}");
+    assert_eq!(&got[..8], &all[..8]);
+    assert_eq!(got[8]["offset"], offsets[8]);
+    let msg = got[8]["error"].as_str().unwrap();
+    assert!(
+        msg.contains("the rest of the file (20 bytes from here)"),
+        "{msg}"
+    );
+    assert!(err.contains("1 of 9 inputs failed"), "{err}");
+}
+
+/// Paths that arrive slowly on stdin are predicted as they come: the first line is
+/// out while recpredict is still waiting for the second path.
+#[test]
+fn paths_on_stdin_stream() {
+    use std::io::Write as _;
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let t = trained();
+    let mut child = recpredict()
+        .args(["--line-buffered", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{}", t.images.join("dark/3.png").display()).unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    // Generous: the model loads first. Without streaming this never comes while
+    // stdin stays open.
+    let first = rx.recv_timeout(Duration::from_secs(120));
+    writeln!(stdin, "{}", t.images.join("light/3.png").display()).unwrap();
+    drop(stdin);
+    let first = first.expect("the first prediction came before stdin was closed");
+    assert!(
+        first.contains("dark/3.png") && first.contains("\"prediction\""),
+        "{first}"
+    );
+    let second = rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    assert!(second.contains("light/3.png"), "{second}");
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
+}
+
+/// With --evaluate, an image whose label does not fit the model is predicted but
+/// counts as failed, once: the count on stderr is of inputs.
+#[test]
+fn evaluate_counts_each_failed_input_once() {
+    let t = trained();
+    let tmp = tempfile::tempdir().unwrap();
+    let lst = tmp.path().join("l.lst");
+    fs::write(
+        &lst,
+        "0\t0.000000\tdark/0.png\n1\t7.000000\tlight/0.png\n2\t1.000000\tlight/1.png\n3\t0.000000\tmissing.png\n",
+    )
+    .unwrap();
+    let out = run_expect(
+        recpredict()
+            .arg("--lst")
+            .arg(&lst)
+            .arg("--root")
+            .arg(&t.images)
+            .arg("--evaluate"),
+        1,
+    );
+    let err = stderr_text(&out);
+    assert!(err.contains("2 of 4 inputs failed"), "{err}");
+    assert_eq!(err.matches("light/0.png").count(), 1, "{err}");
+}
+
+/// A model directory whose preprocessing cannot work, and a batch too large for one
+/// tensor, are usage errors before anything is predicted.
+#[test]
+fn unusable_preprocessing_or_batch_is_exit_2() {
+    let t = trained();
+    let img = t.images.join("dark/0.png");
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("model");
+    fs::create_dir_all(&copy).unwrap();
+    fs::copy(
+        t.model.join("model.safetensors"),
+        copy.join("model.safetensors"),
+    )
+    .unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(t.model.join("config.json")).unwrap()).unwrap();
+    for (field, value, says) in [
+        (
+            "normalization",
+            serde_json::json!({"mean": [0.5, 0.5, 0.5], "std": [0.0, 1.0, 1.0]}),
+            "std must be positive",
+        ),
+        ("image_shape", serde_json::json!([1, 28, 28]), "3 channels"),
+        ("resize", serde_json::json!(0), "resize must be positive"),
+    ] {
+        let mut c = config.clone();
+        c[field] = value;
+        fs::write(copy.join("config.json"), c.to_string()).unwrap();
+        let out = run_expect(pipeline_tests::recpredict(&copy).arg(&img), 2);
+        assert_eq!(stdout_text(&out), "");
+        assert!(
+            stderr_text(&out).contains(says),
+            "{field}: {}",
+            stderr_text(&out)
+        );
+    }
+    let out = run_expect(
+        recpredict()
+            .args(["--batch-size", "18446744073709551615"])
+            .arg(&img),
+        2,
+    );
+    assert!(
+        stderr_text(&out).contains("more than one tensor can"),
+        "{}",
+        stderr_text(&out)
+    );
+}

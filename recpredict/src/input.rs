@@ -223,19 +223,25 @@ pub fn open(spec: &InputSpec, stdin: Box<dyn BufRead + Send>) -> Result<Inputs, 
             })
         }
         InputSpec::Rec { rec, idx } => {
-            let (reader, offsets) = open_rec(rec, idx.as_deref())?;
-            let items = offsets.into_iter().map(|offset| Item {
-                key: ItemKey::Record { id: None, offset },
-                out_name: None,
-                labels: None,
-                source: ItemSource::Record(offset),
-                listing_error: None,
-            });
+            let (reader, items) = open_rec(rec, idx.as_deref())?;
             Ok(Inputs {
-                items: Box::new(items),
+                items: Box::new(items.into_iter()),
                 rec: Some(Arc::new(reader)),
             })
         }
+    }
+}
+
+/// A path from the bytes of a line (any bytes on Unix; elsewhere, lossy UTF-8).
+fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStringExt;
+        PathBuf::from(std::ffi::OsString::from_vec(bytes))
+    }
+    #[cfg(not(unix))]
+    {
+        PathBuf::from(String::from_utf8_lossy(&bytes).into_owned())
     }
 }
 
@@ -244,27 +250,58 @@ pub fn default_idx(rec: &Path) -> PathBuf {
     rec.with_extension("idx")
 }
 
-/// Open a `.rec` and list its record offsets in file order: from the `.idx` (checked
-/// by the reader: every offset must be a record head) or, without one, by scanning.
-fn open_rec(rec: &Path, idx: Option<&Path>) -> Result<(MmapReader, Vec<u64>), InputError> {
+/// Open a `.rec` and list its records in file order: from the `.idx` or, without one,
+/// by scanning. A damaged record does not stop the others: an `.idx` offset that is
+/// not a whole record fails when it is read (an error line for that record), and a
+/// scan that meets a damaged record keeps the records before it and ends with one
+/// failed item naming where it stopped (a `.rec` cannot be resynchronised reliably).
+fn open_rec(rec: &Path, idx: Option<&Path>) -> Result<(MmapReader, Vec<Item>), InputError> {
     let err = |source| InputError::Rec {
         path: rec.to_path_buf(),
         source,
     };
+    let reader = MmapReader::open(rec).map_err(err)?;
+    let record = |offset| Item {
+        key: ItemKey::Record { id: None, offset },
+        out_name: None,
+        labels: None,
+        source: ItemSource::Record(offset),
+        listing_error: None,
+    };
     match idx {
         Some(idx) => {
-            let reader = MmapReader::open_indexed(rec, idx).map_err(err)?;
-            let mut offsets: Vec<u64> = reader.index().iter().map(|e| e.offset).collect();
+            let file = fs::File::open(idx).map_err(|source| {
+                err(recordio::RecordIoError::Open {
+                    path: idx.to_path_buf(),
+                    source,
+                })
+            })?;
+            let entries = recordio::read_index(io::BufReader::new(file)).map_err(|source| {
+                InputError::Rec {
+                    path: idx.to_path_buf(),
+                    source,
+                }
+            })?;
+            let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
             // The C++ reader ignores the keys and reads the records in file order;
             // so do we (an index listing a record twice still yields it once).
             offsets.sort_unstable();
             offsets.dedup();
-            Ok((reader, offsets))
+            Ok((reader, offsets.into_iter().map(record).collect()))
         }
         None => {
-            let reader = MmapReader::open(rec).map_err(err)?;
-            let offsets = reader.scan_offsets().map_err(err)?;
-            Ok((reader, offsets))
+            let (offsets, stop) = reader.scan_offsets_until_error();
+            let mut items: Vec<Item> = offsets.into_iter().map(record).collect();
+            if let Some((offset, e)) = stop {
+                let rest = reader.file_len() - offset;
+                items.push(Item {
+                    listing_error: Some(format!(
+                        "{e}; the rest of the file ({rest} bytes from here) cannot be read"
+                    )),
+                    ..record(offset)
+                });
+            }
+            Ok((reader, items))
         }
     }
 }
@@ -407,18 +444,21 @@ impl Iterator for PathItems {
                         self.current = Current::None;
                         continue;
                     };
-                    let mut line = String::new();
-                    match stdin.read_line(&mut line) {
+                    // Bytes, not text: a file name need not be UTF-8.
+                    let mut line = Vec::new();
+                    match stdin.read_until(b'\n', &mut line) {
                         Ok(0) => {
                             self.stdin = None;
                             self.current = Current::None;
                         }
                         Ok(_) => {
-                            let path = line.trim_end_matches(['\n', '\r']);
-                            if path.is_empty() {
+                            while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                                line.pop();
+                            }
+                            if line.is_empty() {
                                 continue;
                             }
-                            return Some(Self::named(PathBuf::from(path)));
+                            return Some(Self::named(path_from_bytes(line)));
                         }
                         Err(e) => {
                             self.stdin = None;

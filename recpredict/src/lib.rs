@@ -121,6 +121,20 @@ fn validate(cfg: &Config, art: &ArtifactConfig) -> Result<usize, Error> {
     if cfg.batch_size == 0 {
         return Err(Error::Usage("--batch-size must be at least 1".into()));
     }
+    // One batch of decoded images is one tensor: keep it within what a tensor can
+    // index (2^31 − 1 values), which also bounds the memory of the batch buffers.
+    let per_batch = art
+        .image_shape
+        .iter()
+        .fold(cfg.batch_size, |n, &d| n.saturating_mul(d));
+    if per_batch > i32::MAX as usize {
+        let [c, h, w] = art.image_shape;
+        return Err(Error::Usage(format!(
+            "--batch-size {} at the model's image_shape {c},{h},{w} makes batches of \
+             {per_batch} values, more than one tensor can (2^31 − 1); use a smaller --batch-size",
+            cfg.batch_size
+        )));
+    }
     let top_k = match cfg.top_k {
         None => DEFAULT_TOP_K.min(art.num_classes),
         Some(0) => return Err(Error::Usage("--top-k must be at least 1".into())),

@@ -152,6 +152,9 @@ struct Opts {
     timings: bool,
 }
 
+/// The most decoding threads `--workers` takes.
+const MAX_WORKERS: usize = 1024;
+
 impl Opts {
     fn into_config(self) -> anyhow::Result<Config> {
         let input = if let Some(lst) = self.lst {
@@ -190,6 +193,9 @@ impl Opts {
             .map_err(|e| anyhow::anyhow!("--precision-dtype {}: {e}", self.precision_dtype))?;
         let workers = match self.workers {
             Some(0) => anyhow::bail!("--workers must be at least 1"),
+            Some(n) if n > MAX_WORKERS => {
+                anyhow::bail!("--workers {n} is more than {MAX_WORKERS} decoding threads")
+            }
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };

@@ -235,6 +235,26 @@ fn decode_batch(
     }
 }
 
+/// How long a partly filled batch waits for its next item before it is predicted.
+const BATCH_WAIT: Duration = Duration::from_millis(50);
+
+/// Up to `n` items: blocks for the first, then takes more until the batch is full or
+/// none comes for `wait`. Empty when the items have ended.
+fn next_chunk(items: &mpsc::Receiver<Item>, n: usize, wait: Duration) -> Vec<Item> {
+    let mut chunk = Vec::new();
+    let Ok(first) = items.recv() else {
+        return chunk;
+    };
+    chunk.push(first);
+    while chunk.len() < n {
+        match items.recv_timeout(wait) {
+            Ok(item) => chunk.push(item),
+            Err(_) => break,
+        }
+    }
+    chunk
+}
+
 /// Run the model over every input and write the output to `out` (stdout) and the
 /// per-image error messages to `diag` (stderr).
 pub fn run(
@@ -254,7 +274,7 @@ pub fn run(
         .thread_name(|i| format!("recpredict-decode-{i}"))
         .build()
         .map_err(|source| PipelineError::Threads { workers, source })?;
-    let Inputs { mut items, rec } = inputs;
+    let Inputs { items, rec } = inputs;
     let mut writer = LineWriter::new(settings, out, diag);
     let mut timings = Timings::default();
 
@@ -262,8 +282,20 @@ pub fn run(
         let (tx, rx) = mpsc::sync_channel::<DecodedBatch>(settings.prefetch_batches.max(1));
         let rec = rec.as_deref();
         let pool = &pool;
+        // Items are listed on their own thread (reading stdin may block), and a batch
+        // goes out when it is full or when no new item came for BATCH_WAIT: paths that
+        // arrive slowly on stdin are predicted as they come instead of waiting for a
+        // full batch (results do not depend on how images are batched).
+        let (item_tx, item_rx) = mpsc::sync_channel::<Item>(batch_size.saturating_mul(2));
+        s.spawn(move || {
+            for item in items {
+                if item_tx.send(item).is_err() {
+                    break;
+                }
+            }
+        });
         s.spawn(move || loop {
-            let chunk: Vec<Item> = items.by_ref().take(batch_size).collect();
+            let chunk = next_chunk(&item_rx, batch_size, BATCH_WAIT);
             if chunk.is_empty() {
                 break;
             }
@@ -357,7 +389,7 @@ impl<'s, 'w> LineWriter<'s, 'w> {
 
     fn report(&mut self, key: &ItemKey, msg: &str) {
         // stderr errors are ignored: there is nowhere left to report them.
-        let _ = writeln!(self.diag, "{TOOL}: {key}: {msg}");
+        let _ = writeln!(self.diag, "{TOOL}: {key}: {}", msg.trim_end());
     }
 
     fn write_batch(
@@ -382,6 +414,8 @@ impl<'s, 'w> LineWriter<'s, 'w> {
     }
 
     fn write_failure(&mut self, key: &ItemKey, msg: &str) -> Result<(), PipelineError> {
+        // Decoders' messages may end in a newline: one line each, on stderr and in JSON.
+        let msg = msg.trim_end();
         self.failed += 1;
         self.report(key, msg);
         if let Some(e) = self.evaluator.as_mut() {
@@ -428,13 +462,16 @@ impl<'s, 'w> LineWriter<'s, 'w> {
                 write_out_file(dir, &name, probs)?;
             }
         }
-        self.predicted += 1;
+        // Each input counts once: an image whose label cannot be evaluated was
+        // predicted (its line is out) but counts as failed.
         if let Some(e) = self.evaluator.as_mut() {
             if let Err(msg) = e.add(labels, probs) {
                 self.failed += 1;
                 self.report(key, &msg);
+                return Ok(());
             }
         }
+        self.predicted += 1;
         Ok(())
     }
 

@@ -129,6 +129,13 @@ impl ArtifactConfig {
                 self.image_shape
             ));
         }
+        if self.image_shape[0] != 3 {
+            return Err(format!(
+                "image_shape {:?}: the network takes 3 channels",
+                self.image_shape
+            ));
+        }
+        self.preprocess().validate().map_err(|e| e.to_string())?;
         Ok(())
     }
 

@@ -661,8 +661,7 @@ impl<B: Backend> Importer<'_, B> {
         self.used.insert(full);
         if t.shape != shape {
             let hint = if key.starts_with("fc.") {
-                " (the file's head has another class count: re-initialise it instead of keeping it)"
-                    .to_string()
+                " (the file's classifier has another class count)".to_string()
             } else {
                 " (was the file saved for another num_layers?)".to_string()
             };

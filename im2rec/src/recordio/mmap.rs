@@ -174,6 +174,25 @@ impl MmapReader {
         Ok(offsets)
     }
 
+    /// [`scan_offsets`](Self::scan_offsets) that keeps what it found before a damaged
+    /// record: the offsets of the whole records before it, and where the scan stopped
+    /// and why (`None` when the whole file was read).
+    pub fn scan_offsets_until_error(&self) -> (Vec<u64>, Option<(u64, RecordIoError)>) {
+        let data = self.as_bytes();
+        let mut offsets = Vec::new();
+        let mut at = 0;
+        while at < data.len() as u64 {
+            match check_record_at(data, at) {
+                Ok(next) => {
+                    offsets.push(at);
+                    at = next;
+                }
+                Err(e) => return (offsets, Some((at, e))),
+            }
+        }
+        (offsets, None)
+    }
+
     /// Every record from the start of the file, in order, as `(offset, payload)`. Stops
     /// after the first error.
     pub fn iter(&self) -> Records<'_> {
