@@ -7,12 +7,11 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::OnceLock;
 
 use pipeline_tests::{
-    check_code, list_and_pack, run_expect, run_with_stdin, stderr_text, stdout_text, tool,
-    train_tiny,
+    check_code, list_and_pack, run_expect, run_with_stdin, spawn_piped, stderr_text, stdout_text,
+    tool, train_tiny,
 };
 use serde::Deserialize;
 
@@ -177,14 +176,12 @@ fn a_broken_image_in_a_list_is_one_error_line_and_exit_1() {
 #[test]
 fn recpredict_into_head_exits_quietly() {
     let t = trained();
-    let mut child = recpredict()
-        .args(["--batch-size", "1"])
-        .arg(&t.images)
-        .arg(&t.images)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(
+        recpredict()
+            .args(["--batch-size", "1"])
+            .arg(&t.images)
+            .arg(&t.images),
+    );
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)
@@ -640,13 +637,7 @@ fn paths_on_stdin_stream() {
     use std::sync::mpsc;
     use std::time::Duration;
     let t = trained();
-    let mut child = recpredict()
-        .args(["--line-buffered", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(recpredict().args(["--line-buffered", "-"]));
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "{}", t.images.join("dark/3.png").display()).unwrap();
     let stdout = child.stdout.take().unwrap();

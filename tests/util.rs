@@ -32,14 +32,18 @@ pub fn tool(name: &str) -> Command {
     cmd
 }
 
-/// Run `cmd` with `stdin` as its standard input and return its output.
-pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
+/// Start `cmd` with piped stdin, stdout and stderr.
+pub fn spawn_piped(cmd: &mut Command) -> std::process::Child {
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn");
+        .expect("spawn")
+}
+
+/// Run `cmd` with `stdin` as its standard input and return its output.
+pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = spawn_piped(cmd);
     let mut input = child.stdin.take().expect("stdin");
     let data = stdin.to_vec();
     let writer = std::thread::spawn(move || {
