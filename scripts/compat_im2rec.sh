@@ -9,7 +9,11 @@
 #      list's labels in order;
 #   3. our --inspect reads MXNet's .rec (ids, labels, sizes, formats);
 #   4. --pass-through (with and without --pack-label): payloads byte-identical to
-#      im2rec.py's, and in fact the whole .rec and .idx files are identical.
+#      im2rec.py's, and in fact the whole .rec and .idx files are identical;
+#   5. WebP/BMP/TIFF/PPM (also misnamed), arithmetic-coded, EOI-less, CMYK and
+#      RGB-colourspace JPEGs, EXIF-rotated and grey+tRNS PNGs: packed, with
+#      im2rec.py's decoded shapes; list-mode options, option prefixes and a CR-only
+#      list are accepted, with output identical to im2rec.py's.
 # Prints PASS/FAIL lines; exits non-zero if any check fails.
 # Usage: [IM2REC=path/to/im2rec] scripts/compat_im2rec.sh [WORKDIR]   (default: a fresh temporary folder)
 set -euo pipefail
@@ -29,9 +33,9 @@ else
   ours="$top/target/release/im2rec"
 fi
 
-export WORK="$work" OURS="$ours" IM2REC_PY="$im2rec_py"
+export WORK="$work" OURS="$ours" IM2REC_PY="$im2rec_py" TOP="$top"
 "$py" - <<'EOF'
-import json, os, subprocess, sys, shutil
+import io, json, os, subprocess, sys, shutil
 import numpy as np
 import cv2
 from PIL import Image
@@ -82,18 +86,19 @@ def run(cmd, **kw):
         sys.exit(1)
     return r
 
-def pack(kind, name, lst_text, *flags):
+def pack(kind, name, lst_text, *flags, img_root=None):
     d = os.path.join(work, kind, name)
     os.makedirs(d, exist_ok=True)
     for f in os.listdir(d):
         os.remove(os.path.join(d, f))
-    with open(os.path.join(d, name + ".lst"), "w") as f:
-        f.write(lst_text)
+    # Bytes are written as they are (a list with CR line ends, say).
+    with open(os.path.join(d, name + ".lst"), "wb") as f:
+        f.write(lst_text if isinstance(lst_text, bytes) else lst_text.encode())
     prefix = os.path.join(d, name)
     if kind == "mx":
-        run([sys.executable, im2rec_py, *flags, "--num-thread", "2", prefix, root])
+        run([sys.executable, im2rec_py, *flags, "--num-thread", "2", prefix, img_root or root])
     else:
-        run([ours, *flags, "--no-progress", prefix, root])
+        run([ours, *flags, "--no-progress", prefix, img_root or root])
     return prefix + ".rec", prefix + ".idx"
 
 # im2rec.py makes the list (sorted, labels by folder, shuffled with seed 100).
@@ -178,6 +183,60 @@ for flags, lst in [(["--pass-through"], lst_text),
     check(same and files_ok, f"{' '.join(flags)}: payloads byte-identical to im2rec.py's and to the source files")
     check(open(a_rec, "rb").read() == open(b_rec, "rb").read() and open(a_idx).read() == open(b_idx).read(),
           f"{' '.join(flags)}: whole .rec and .idx files identical to im2rec.py's")
+
+# --- 5. files and command lines im2rec.py takes beyond the common cases ---------
+# WebP, BMP, TIFF and PPM (OpenCV decodes them; also under a .jpg name), an
+# arithmetic-coded JPEG (with EXIF orientation 6), a JPEG missing only its final EOI
+# marker (with --resize, which decodes big JPEGs at reduced scale), CMYK and
+# RGB-colourspace JPEGs with --color 0, a PNG with EXIF orientation 6 in an eXIf
+# chunk, and a grey PNG with a tRNS colour under --color -1.
+extra = os.path.join(work, "extra")
+if os.path.exists(extra):
+    shutil.rmtree(extra)
+os.makedirs(extra)
+pic = Image.fromarray(photo(130, 90))
+pic.save(os.path.join(extra, "w.webp"), quality=90)
+pic.save(os.path.join(extra, "webp_as.jpg"), format="WEBP", lossless=True)
+pic.save(os.path.join(extra, "b.bmp"))
+pic.save(os.path.join(extra, "bmp_as.jpg"), format="BMP")
+pic.save(os.path.join(extra, "t.tiff"))
+pic.save(os.path.join(extra, "p.ppm"))
+shutil.copy(os.path.join(os.environ["TOP"], "im2rec/tests/fixtures/arith_exif6.jpg"), extra)
+shutil.copy(os.path.join(os.environ["TOP"], "im2rec/tests/fixtures/rgb_colorspace.jpg"), extra)
+big = io.BytesIO()
+Image.fromarray(photo(1200, 900)).save(big, format="JPEG", quality=90)
+assert big.getvalue()[-2:] == b"\xff\xd9"
+open(os.path.join(extra, "noeoi.jpg"), "wb").write(big.getvalue()[:-2])
+Image.fromarray(photo(240, 180)).convert("CMYK").save(os.path.join(extra, "cmyk.jpg"), quality=90)
+exif = Image.Exif(); exif[0x0112] = 6
+pic.save(os.path.join(extra, "exif6.png"), exif=exif.tobytes())
+Image.fromarray(photo(50, 40)).convert("L").save(os.path.join(extra, "graytrns.png"), transparency=0)
+names = sorted(os.listdir(extra))
+extra_lst = "".join(f"{i}\t{i % 3}\t{n}\n" for i, n in enumerate(names))
+for flags in ([], ["--resize", "64"], ["--color", "0"], ["--color", "-1", "--encoding", ".png"]):
+    a = mx.recordio.MXIndexedRecordIO(*reversed(pack("mx", "x", extra_lst, *flags, img_root=extra)), "r")
+    b = mx.recordio.MXIndexedRecordIO(*reversed(pack("ours", "x", extra_lst, *flags, img_root=extra)), "r")
+    bad = []
+    for k in a.keys:
+        s1 = mx.recordio.unpack_img(a.read_idx(k))[1].shape
+        s2 = mx.recordio.unpack_img(b.read_idx(k))[1].shape if k in b.keys else None
+        if s1 != s2:
+            bad.append((names[k], s1, s2))
+    for n, s1, s2 in bad:
+        print(f"  {n}: mxnet {s1} ours {s2}")
+    check(list(a.keys) == list(b.keys) and len(a.keys) == len(names) and not bad,
+          f"{' '.join(flags) or 'defaults'}: WebP/BMP/TIFF/PPM, arithmetic, no-EOI, CMYK, RGB JPEGs and EXIF/tRNS PNGs packed with im2rec.py's shapes ({len(names)} files)")
+
+# im2rec.py's list-mode options are accepted (and ignored) when packing, option
+# prefixes work, and the list is read like read_list: lone CR line ends, `1_0` labels.
+cr_lst = "".join(f"{r[0]}\t{int(float(r[1]))}_0\t{r[-1]}\r" for r in rows).encode()
+flags = ["--pass", "--recursive", "--no-shuffle", "--chunks", "2", "--train-ratio", "0.8",
+         "--num-thread", "-1", "--quality", "0"]
+a_rec, a_idx = pack("mx", "cr", cr_lst, *flags)
+b_rec, b_idx = pack("ours", "cr", cr_lst, *flags)
+check(open(a_rec, "rb").read() == open(b_rec, "rb").read() and open(a_idx).read() == open(b_idx).read()
+      and len(mx.recordio.MXIndexedRecordIO(b_idx, b_rec, "r").keys) == len(rows),
+      "list-mode options, --pass prefix, CR-only list with 1_0 labels: .rec and .idx identical to im2rec.py's")
 
 print(f"{failures} check(s) failed" if failures else "all checks passed")
 sys.exit(1 if failures else 0)

@@ -1,11 +1,15 @@
 //! The `.lst` row format shared by every tool: `index<TAB>label…<TAB>path\n`.
 //!
 //! Writing follows im2rec.py 1.9.1 byte for byte (`%d` index, `%f` labels, path last).
-//! Reading follows im2rec.py's `read_list`: strip the line, split on TAB only, strip
-//! each field, the first field is an integer index, the last the path, everything in
-//! between a float label. Integer labels (`1`), Python-3 style (`1.0`) and `%f` style
-//! (`1.000000`) all parse. Unlike im2rec.py, a malformed row is not skipped silently:
-//! the reader returns an error naming the line, and the caller decides.
+//! Reading follows im2rec.py's `read_list`: lines end at `\n`, `\r\n` or a lone `\r`
+//! (Python's universal newlines), strip the line, split on TAB only, strip each field
+//! (Python's `str.strip`, which also removes the ASCII separators `\x1c`-`\x1f`), the
+//! first field is an integer index, the last the path, everything in between a float
+//! label. Integer labels (`1`), Python-3 style (`1.0`), `%f` style (`1.000000`) and
+//! Python's digit separators (`1_0`) all parse. Unlike im2rec.py, a malformed row
+//! (including one that is not UTF-8, where Python stops with `UnicodeDecodeError`) is
+//! not skipped silently or fatal: the reader returns an error naming the line, and the
+//! caller decides.
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead};
@@ -51,6 +55,14 @@ pub enum LstError {
         /// The offending text.
         text: String,
     },
+    /// The line is not valid UTF-8.
+    #[error("line {line}: not valid UTF-8 (first bad byte at offset {offset} in the line)")]
+    NotUtf8 {
+        /// 1-based line number.
+        line: usize,
+        /// Offset of the first invalid byte within the line.
+        offset: usize,
+    },
 }
 
 impl LstEntry {
@@ -66,7 +78,7 @@ impl LstEntry {
     /// Parse one row (`line_no` is 1-based and only used in errors). The line may
     /// still carry its `\n` / `\r\n`.
     pub fn parse(line: &str, line_no: usize) -> Result<Self, LstError> {
-        let fields: Vec<&str> = line.trim().split('\t').map(str::trim).collect();
+        let fields: Vec<&str> = py_strip(line).split('\t').map(py_strip).collect();
         if fields.len() < 3 {
             return Err(LstError::TooFewFields {
                 line: line_no,
@@ -134,28 +146,114 @@ fn parse_index(text: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Python's `float()` for a label column (`1`, `1.0`, `1.000000`, `1e-3`, `inf`, `nan`).
+/// Python's `float()` for a label column (`1`, `1.0`, `1.000000`, `1e-3`, `inf`, `nan`,
+/// `1_0`: an underscore is allowed between two digits, as in Python 3.6+).
 fn parse_float(text: &str) -> Option<f64> {
     if text.is_empty() {
         return None;
     }
-    text.parse::<f64>().ok()
+    if !text.contains('_') {
+        return text.parse::<f64>().ok();
+    }
+    let bytes = text.as_bytes();
+    let digit_at = |i: Option<usize>| i.and_then(|i| bytes.get(i)).is_some_and(u8::is_ascii_digit);
+    let separators_ok = bytes
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'_')
+        .all(|(i, _)| digit_at(i.checked_sub(1)) && digit_at(Some(i + 1)));
+    if !separators_ok {
+        return None;
+    }
+    text.replace('_', "").parse::<f64>().ok()
 }
 
-/// Iterate the rows of a `.lst` read from any `BufRead` (a file or stdin). Blank
-/// lines are skipped; every other row yields an entry or an error naming its line.
-/// I/O errors end the iteration with an `io::Error`.
+/// Python's `str.strip()` without arguments: Unicode white space plus the ASCII
+/// information separators `\x1c`-`\x1f`, which Python counts as white space.
+fn py_strip(text: &str) -> &str {
+    text.trim_matches(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
+}
+
+/// Iterate the rows of a `.lst` read from any `BufRead` (a file or stdin), splitting
+/// lines like Python's text-mode `readline` (`\n`, `\r\n` or a lone `\r`). Blank
+/// lines are skipped; every other row yields an entry or an error naming its line
+/// (a line that is not UTF-8 is such an error). I/O errors end the iteration with an
+/// `io::Error`.
 pub fn read_entries<R: BufRead>(
     reader: R,
 ) -> impl Iterator<Item = io::Result<Result<LstEntry, LstError>>> {
-    reader
-        .lines()
-        .enumerate()
-        .filter_map(|(i, line)| match line {
-            Err(e) => Some(Err(e)),
-            Ok(l) if l.trim().is_empty() => None,
-            Ok(l) => Some(Ok(LstEntry::parse(&l, i + 1))),
-        })
+    let mut lines = PyLines {
+        reader,
+        skip_lf: false,
+        failed: false,
+    };
+    let mut line_no = 0usize;
+    std::iter::from_fn(move || loop {
+        let line = match lines.next_line() {
+            Ok(Some(line)) => line,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        line_no += 1;
+        match String::from_utf8(line) {
+            Ok(l) if py_strip(&l).is_empty() => continue,
+            Ok(l) => return Some(Ok(LstEntry::parse(&l, line_no))),
+            Err(e) => {
+                return Some(Ok(Err(LstError::NotUtf8 {
+                    line: line_no,
+                    offset: e.utf8_error().valid_up_to(),
+                })))
+            }
+        }
+    })
+}
+
+/// Lines of a byte stream split like Python's universal newlines, terminators removed.
+struct PyLines<R> {
+    reader: R,
+    /// The previous line ended with `\r`: a `\n` right after it belongs to it.
+    skip_lf: bool,
+    /// An I/O error was returned: the iteration is over.
+    failed: bool,
+}
+
+impl<R: BufRead> PyLines<R> {
+    fn next_line(&mut self) -> io::Result<Option<Vec<u8>>> {
+        if self.failed {
+            return Ok(None);
+        }
+        let mut line = Vec::new();
+        loop {
+            let buf = match self.reader.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+            };
+            if buf.is_empty() {
+                return Ok((!line.is_empty()).then_some(line));
+            }
+            if std::mem::take(&mut self.skip_lf) && buf[0] == b'\n' {
+                self.reader.consume(1);
+                continue;
+            }
+            match buf.iter().position(|&b| b == b'\n' || b == b'\r') {
+                Some(i) => {
+                    line.extend_from_slice(&buf[..i]);
+                    self.skip_lf = buf[i] == b'\r';
+                    self.reader.consume(i + 1);
+                    return Ok(Some(line));
+                }
+                None => {
+                    let n = buf.len();
+                    line.extend_from_slice(buf);
+                    self.reader.consume(n);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -230,6 +328,95 @@ mod tests {
         assert_eq!(
             LstEntry::parse("1\t2\t ", 5),
             Err(LstError::TooFewFields { line: 5, found: 2 })
+        );
+    }
+
+    #[test]
+    fn labels_parse_like_python_float() {
+        for (text, want) in [
+            ("1_0", 10.0),
+            ("1_0.2_5", 10.25),
+            ("1e1_0", 1e10),
+            ("+1.5", 1.5),
+            (".5", 0.5),
+            ("5.", 5.0),
+            ("-iNF", f64::NEG_INFINITY),
+            ("Infinity", f64::INFINITY),
+        ] {
+            assert_eq!(parse_float(text), Some(want), "{text:?}");
+        }
+        assert!(parse_float("nan").unwrap().is_nan());
+        for bad in [
+            "_1", "1_", "1__0", "1_.0", "1._0", "1e_1", "0x10", "1,5", "", "_",
+        ] {
+            assert_eq!(parse_float(bad), None, "{bad:?}");
+        }
+        let row = LstEntry::parse("3\t1_0\t2_5.5\tp.jpg", 1).unwrap();
+        assert_eq!(row.labels, vec![10.0, 25.5]);
+    }
+
+    #[test]
+    fn fields_are_stripped_like_python() {
+        // Python's str.strip() also removes \x1c-\x1f; Rust's trim() does not.
+        let row = LstEntry::parse("0\x1f\t1\x1c\ta.jpg\x1e", 4).unwrap();
+        assert_eq!(row, LstEntry::new(0, 1.0, "a.jpg"));
+        let row = LstEntry::parse("\u{a0}2\u{2003}\t1\ta b.jpg\u{3000}\u{2028}", 4).unwrap();
+        assert_eq!(row, LstEntry::new(2, 1.0, "a b.jpg"));
+    }
+
+    fn rows(bytes: &[u8]) -> Vec<Result<LstEntry, LstError>> {
+        read_entries(bytes).map(|r| r.unwrap()).collect()
+    }
+
+    #[test]
+    fn lines_end_at_lf_crlf_or_a_lone_cr() {
+        let want = vec![
+            Ok(LstEntry::new(0, 0.0, "a.jpg")),
+            Ok(LstEntry::new(1, 1.0, "b.png")),
+            Ok(LstEntry::new(2, 2.0, "c.jpg")),
+        ];
+        for text in [
+            &b"0\t0\ta.jpg\r1\t1\tb.png\r2\t2\tc.jpg\r"[..],
+            b"0\t0\ta.jpg\r\n1\t1\tb.png\r\n2\t2\tc.jpg",
+            b"0\t0\ta.jpg\r1\t1\tb.png\n2\t2\tc.jpg\r\n",
+        ] {
+            assert_eq!(rows(text), want, "{:?}", String::from_utf8_lossy(text));
+        }
+        // CR CR is two line breaks (the second line is blank but still counted).
+        assert_eq!(
+            rows(b"0\t0\ta.jpg\r\rx\r"),
+            vec![
+                Ok(LstEntry::new(0, 0.0, "a.jpg")),
+                Err(LstError::TooFewFields { line: 3, found: 1 })
+            ]
+        );
+        // A CR LF pair split across two reads of the underlying buffer.
+        let reader = io::BufReader::with_capacity(12, &b"0\t0\ta.jpg\t\r\n1\t1\tb.png\r\nz\n"[..]);
+        let got: Vec<_> = read_entries(reader).map(|r| r.unwrap()).collect();
+        assert_eq!(
+            got,
+            vec![
+                Ok(LstEntry::new(0, 0.0, "a.jpg")),
+                Ok(LstEntry::new(1, 1.0, "b.png")),
+                Err(LstError::TooFewFields { line: 3, found: 1 })
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_a_row_error_naming_it() {
+        let text = b"0\t1\ta.jpg\n1\t1\tcaf\xe9.jpg\n2\t1\tb.jpg\n";
+        assert_eq!(
+            rows(text),
+            vec![
+                Ok(LstEntry::new(0, 1.0, "a.jpg")),
+                Err(LstError::NotUtf8 { line: 2, offset: 7 }),
+                Ok(LstEntry::new(2, 1.0, "b.jpg")),
+            ]
+        );
+        assert_eq!(
+            LstError::NotUtf8 { line: 2, offset: 7 }.to_string(),
+            "line 2: not valid UTF-8 (first bad byte at offset 7 in the line)"
         );
     }
 

@@ -5,9 +5,11 @@
 //! times faster than `jpeg-decoder`'s, and it decodes straight at 1/2, 1/4 or 1/8
 //! with the scaled IDCT. libjpeg's fatal errors are caught inside the C function
 //! (`setjmp`/`longjmp` never leave it), so a bad file is an [`Outcome`], never an
-//! abort. The caller falls back to the pure-Rust decoder for anything this path does
-//! not take cleanly: CMYK/YCCK, 12-bit or arithmetic-coded files, and any file on
-//! which libjpeg warns (truncated or corrupt data, which it would pad silently).
+//! abort. The caller falls back to the pure-Rust decoders for anything this path does
+//! not take cleanly: CMYK/YCCK or 12-bit files, and any file on which libjpeg warns
+//! (truncated or corrupt data, which it would pad silently). Arithmetic-coded files
+//! are decoded here (mozjpeg-sys's `arith_dec` feature): the pure-Rust decoders do
+//! not read them.
 
 use std::ffi::{c_char, c_int, c_uchar, c_uint, CStr};
 
@@ -15,6 +17,16 @@ use std::ffi::{c_char, c_int, c_uchar, c_uint, CStr};
 use mozjpeg_sys as _;
 
 extern "C" {
+    fn im2rec_jpeg_read_header(
+        data: *const c_uchar,
+        len: usize,
+        width: *mut c_uint,
+        height: *mut c_uint,
+        gray: *mut c_int,
+        msg: *mut c_char,
+        msg_len: usize,
+    ) -> c_int;
+
     fn im2rec_jpeg_decode_scaled(
         data: *const c_uchar,
         len: usize,
@@ -41,6 +53,60 @@ pub enum Outcome {
     Unsupported,
     /// The output size or channel count was not the one asked for.
     Geometry,
+}
+
+/// What [`read_header`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Image width.
+    pub width: u32,
+    /// Image height.
+    pub height: u32,
+    /// Stored as one grey component.
+    pub gray: bool,
+}
+
+/// Read the headers of `bytes` (up to the first scan) with libjpeg: size and
+/// colour space. Only the files [`decode_scaled`] may take are accepted (grey,
+/// YCbCr, RGB; a warning is a failure).
+pub fn read_header(bytes: &[u8]) -> Result<Header, Outcome> {
+    let (mut width, mut height, mut gray): (c_uint, c_uint, c_int) = (0, 0, 0);
+    let mut msg = [0u8; 200];
+    // SAFETY: the pointers are valid for the whole call (`msg` for `msg.len()`
+    // bytes, NUL included); the C function never unwinds or longjmps out of itself.
+    let code = unsafe {
+        im2rec_jpeg_read_header(
+            bytes.as_ptr(),
+            bytes.len(),
+            &mut width,
+            &mut height,
+            &mut gray,
+            msg.as_mut_ptr().cast::<c_char>(),
+            msg.len(),
+        )
+    };
+    match code {
+        0 => Ok(Header {
+            width,
+            height,
+            gray: gray != 0,
+        }),
+        code => Err(outcome(code, &msg)),
+    }
+}
+
+fn outcome(code: c_int, msg: &[u8]) -> Outcome {
+    let message = || {
+        CStr::from_bytes_until_nul(msg)
+            .map(|text| text.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    match code {
+        1 => Outcome::Error(message()),
+        2 => Outcome::Warning(message()),
+        3 => Outcome::Unsupported,
+        _ => Outcome::Geometry,
+    }
 }
 
 /// Decode `bytes` at 1/`scale` (1, 2, 4 or 8) into `width`×`height` pixels, grey
@@ -78,17 +144,9 @@ pub fn decode_scaled(
             msg.len(),
         )
     };
-    let message = || {
-        CStr::from_bytes_until_nul(&msg)
-            .map(|text| text.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
     match code {
         0 => Ok(out),
-        1 => Err(Outcome::Error(message())),
-        2 => Err(Outcome::Warning(message())),
-        3 => Err(Outcome::Unsupported),
-        _ => Err(Outcome::Geometry),
+        code => Err(outcome(code, &msg)),
     }
 }
 

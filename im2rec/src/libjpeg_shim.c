@@ -56,6 +56,49 @@ static void shim_emit_message(j_common_ptr cinfo, int msg_level) {
 static void shim_output_message(j_common_ptr cinfo) { (void)cinfo; }
 
 /*
+ * Read the headers of `data`: image size and whether it is stored as one grey
+ * component. SHIM_UNSUPPORTED for colour spaces other than grey, YCbCr and RGB.
+ */
+int im2rec_jpeg_read_header(const unsigned char *data, size_t len, unsigned *width,
+                            unsigned *height, int *gray, char *msg, size_t msg_len) {
+  struct jpeg_decompress_struct cinfo;
+  struct shim_error err;
+  int status;
+
+  memset(&cinfo, 0, sizeof(cinfo));
+  memset(&err, 0, sizeof(err));
+  if (msg != NULL && msg_len > 0) msg[0] = '\0';
+  err.msg = msg;
+  err.msg_len = msg_len;
+  cinfo.err = jpeg_std_error(&err.pub);
+  err.pub.error_exit = shim_error_exit;
+  err.pub.emit_message = shim_emit_message;
+  err.pub.output_message = shim_output_message;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    return SHIM_ERROR;
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, data, (unsigned long)len);
+  jpeg_read_header(&cinfo, TRUE);
+  switch (cinfo.jpeg_color_space) {
+    case JCS_GRAYSCALE:
+    case JCS_YCbCr:
+    case JCS_RGB:
+      break;
+    default:
+      jpeg_destroy_decompress(&cinfo);
+      return SHIM_UNSUPPORTED;
+  }
+  *width = cinfo.image_width;
+  *height = cinfo.image_height;
+  *gray = cinfo.jpeg_color_space == JCS_GRAYSCALE;
+  status = err.pub.num_warnings > 0 ? SHIM_WARNING : SHIM_OK;
+  jpeg_destroy_decompress(&cinfo);
+  return status;
+}
+
+/*
  * Decode `data` at 1/`scale` (1, 2, 4 or 8) as grey (`gray` != 0) or RGB into `out`,
  * which must hold exactly want_w * want_h * channels bytes, rows packed. On failure
  * a NUL-terminated message is written to `msg` (at most msg_len bytes).

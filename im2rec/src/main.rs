@@ -37,15 +37,27 @@ optional --center-crop and --resize, or the file's own bytes with
 --pass-through. Records are in list order whatever --num-thread is; the
 .idx holds `index<TAB>offset` lines.
 
+Images: JPEG (arithmetic-coded, CMYK and RGB-colourspace included), PNG,
+WebP, BMP, TIFF and PPM/PGM/PBM, recognised by content whatever the name;
+GIF is refused, as by im2rec.py. EXIF orientation is applied to JPEGs and
+PNGs with --color 1 and 0, as OpenCV does. im2rec.py's list-mode options
+(--recursive, --no-shuffle, --exts, --chunks, --train-ratio, --test-ratio)
+are accepted and ignored, with a note; unambiguous prefixes of long options
+work (--res 256), as with argparse.
+
 Differences from im2rec.py: images that cannot be read or decoded are
 skipped with one line on stderr each and a final count (im2rec.py crashes
-with one thread); malformed list rows are reported with their line number;
---num-thread defaults to the number of CPUs and uses threads, not
-processes; outputs are written to .tmp files and renamed when complete; a
-PREFIX that matches no list is an error; nothing is printed on stdout.
-Pixels are close to, not identical with, OpenCV's: resizing is anti-aliased
-and big JPEGs are decoded at 1/2-1/8 scale when --resize allows it; sizes,
-crop offsets, labels and ids are exactly im2rec.py's.";
+with one thread); a truncated JPEG is skipped, where OpenCV pads it with
+grey and im2rec.py packs it (a JPEG missing only its final EOI marker is
+packed); records of 2^29 bytes or more (too large for RecordIO) and resizes
+beyond 2^28 pixels are skipped; malformed list rows, and rows that are not
+UTF-8, are reported with their line number; --num-thread defaults to the
+number of CPUs and uses threads, not processes; outputs are written to .tmp
+files and renamed when complete; a PREFIX that matches no list is an error;
+nothing is printed on stdout. Pixels are close to, not identical with,
+OpenCV's: resizing is anti-aliased and big JPEGs are decoded at 1/2-1/8
+scale when --resize allows it; sizes, crop offsets, labels and ids are
+exactly im2rec.py's.";
 
 const AFTER_LONG_HELP: &str = "\
 Exit codes: 0 success; 1 finished but some images or rows were skipped (each
@@ -66,6 +78,7 @@ Examples:
     about = "Pack the images of MXNet .lst files into RecordIO .rec + .idx (a drop-in for im2rec.py)",
     long_about = LONG_ABOUT,
     after_long_help = AFTER_LONG_HELP,
+    infer_long_args = true,
 )]
 struct Opts {
     /// List prefix (`-`: read one list from stdin, write to --output)
@@ -93,10 +106,15 @@ struct Opts {
 
     /// JPEG quality 1-100; for --encoding .png the zlib level
     ///
-    /// For PNG, values above 9 are clamped to 9 (OpenCV clamps
-    /// IMWRITE_PNG_COMPRESSION the same way), so the default 95 means 9.
-    #[arg(long, value_name = "Q", default_value_t = 95)]
-    quality: u32,
+    /// Clamped like OpenCV clamps it: for JPEG into 1-100 (with a warning), for
+    /// PNG into 0-9, so the default 95 means 9 (a warning only below 0).
+    #[arg(
+        long,
+        value_name = "Q",
+        default_value_t = 95,
+        allow_negative_numbers = true
+    )]
+    quality: i64,
 
     /// Codec for the re-encoded images
     #[arg(long, value_name = "EXT", default_value = ".jpg", value_parser = [".jpg", ".png"])]
@@ -118,8 +136,12 @@ struct Opts {
     pack_label: bool,
 
     /// Worker threads [default: number of CPUs]
-    #[arg(long, value_name = "N")]
-    num_thread: Option<usize>,
+    ///
+    /// 1 or less (0, -1) means one thread, as im2rec.py takes its
+    /// single-process path for them; at most 1024. The output is the same for
+    /// any value.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    num_thread: Option<i64>,
 
     /// Resampling filter: 0 nearest, 1 bilinear, 2 cubic, 3 area, 4 Lanczos, 9 auto
     ///
@@ -145,6 +167,55 @@ struct Opts {
     /// Not supported here: make lists with `im2list`
     #[arg(long, hide = true)]
     list: bool,
+
+    /// Ignored when packing (im2rec.py list mode; see im2list)
+    #[arg(long, help_heading = LIST_HEADING)]
+    recursive: bool,
+
+    /// Ignored when packing (im2rec.py list mode; see im2list)
+    #[arg(long, help_heading = LIST_HEADING)]
+    no_shuffle: bool,
+
+    /// Ignored when packing (im2rec.py list mode; see im2list)
+    ///
+    /// Takes one or more values, like im2rec.py's: put PREFIX and ROOT first, or
+    /// end the values with `--`.
+    #[arg(long, num_args = 1.., value_name = "EXT", help_heading = LIST_HEADING)]
+    exts: Option<Vec<String>>,
+
+    /// Ignored when packing (im2rec.py list mode; see im2list)
+    #[arg(long, value_name = "N", allow_negative_numbers = true, help_heading = LIST_HEADING)]
+    chunks: Option<i64>,
+
+    /// Ignored when packing (im2rec.py list mode; see im2list)
+    #[arg(long, value_name = "RATIO", allow_negative_numbers = true, help_heading = LIST_HEADING)]
+    train_ratio: Option<f64>,
+
+    /// Ignored when packing (im2rec.py list mode; see im2list)
+    #[arg(long, value_name = "RATIO", allow_negative_numbers = true, help_heading = LIST_HEADING)]
+    test_ratio: Option<f64>,
+}
+
+/// The most worker threads `--num-thread` starts.
+const MAX_THREADS: i64 = 1024;
+
+const LIST_HEADING: &str = "im2rec.py's list-mode options (accepted and ignored when packing)";
+
+impl Opts {
+    /// The list-mode options given, as written on the command line.
+    fn list_mode_options(&self) -> Vec<&'static str> {
+        [
+            (self.recursive, "--recursive"),
+            (self.no_shuffle, "--no-shuffle"),
+            (self.exts.is_some(), "--exts"),
+            (self.chunks.is_some(), "--chunks"),
+            (self.train_ratio.is_some(), "--train-ratio"),
+            (self.test_ratio.is_some(), "--test-ratio"),
+        ]
+        .into_iter()
+        .filter_map(|(given, name)| given.then_some(name))
+        .collect()
+    }
 }
 
 fn main() -> ExitCode {
@@ -155,6 +226,17 @@ fn main() -> ExitCode {
         }
         if let Some(rec) = &opts.inspect {
             return run_inspect(rec);
+        }
+        let ignored = opts.list_mode_options();
+        if !ignored.is_empty() {
+            cli::message(
+                TOOL,
+                format_args!(
+                    "note: {}: list-making options (im2rec.py --list; here: im2list), \
+                     ignored when packing",
+                    ignored.join(", ")
+                ),
+            );
         }
         run_pack(opts)
     })
@@ -173,23 +255,34 @@ fn run_inspect(rec: &Path) -> anyhow::Result<Outcome> {
     Ok(Outcome::from_failures(failures as usize))
 }
 
+/// The quality actually used for `encoding`, clamped as OpenCV clamps
+/// `IMWRITE_JPEG_QUALITY` (a JPEG quality of 0 or less behaves as 1) and
+/// `IMWRITE_PNG_COMPRESSION` (0-9), with a warning when the value is out of range
+/// (PNG values above 9, such as the default 95, are normal and not warned about).
+fn effective_quality(encoding: Encoding, quality: i64) -> (u8, Option<String>) {
+    let (lo, hi, name) = match encoding {
+        Encoding::Jpg => (1, 100, "JPEG quality is 1-100"),
+        Encoding::Png => (0, 9, "PNG compression is 0-9"),
+    };
+    let q = quality.clamp(lo, hi);
+    let warn = (quality < lo || (encoding == Encoding::Jpg && quality > hi))
+        .then(|| format!("--quality {quality} is out of range ({name}): using {q}"));
+    (q as u8, warn)
+}
+
 fn config_from(opts: &Opts, root: PathBuf) -> anyhow::Result<PackConfig> {
     let encoding = match opts.encoding.as_str() {
         ".png" => Encoding::Png,
         _ => Encoding::Jpg,
     };
-    let quality = match encoding {
-        Encoding::Jpg if !(1..=100).contains(&opts.quality) => {
-            bail!(
-                "--quality {} is out of range: JPEG quality is 1-100",
-                opts.quality
-            )
+    let (quality, warning) = effective_quality(encoding, opts.quality);
+    if let Some(w) = warning {
+        if !opts.pass_through {
+            cli::warn(TOOL, w);
         }
-        Encoding::Jpg => opts.quality as u8,
-        Encoding::Png => opts.quality.min(9) as u8,
-    };
+    }
     let threads = match opts.num_thread {
-        Some(n) => n.max(1),
+        Some(n) => usize::try_from(n.clamp(1, MAX_THREADS)).expect("1..=1024 fits"),
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     Ok(PackConfig {
@@ -223,7 +316,7 @@ fn run_pack(opts: Opts) -> anyhow::Result<Outcome> {
         let Some(rec) = &opts.output else {
             bail!("PREFIX `-` reads the list from stdin: name the output with -o OUT.rec");
         };
-        let idx = rec.with_extension("idx");
+        let idx = output_index(rec)?;
         let stats = pack_one(
             "<stdin>",
             BufReader::with_capacity(1 << 16, io::stdin()),
@@ -245,6 +338,9 @@ fn run_pack(opts: Opts) -> anyhow::Result<Outcome> {
             .with_context(|| format!("looking for lists with prefix {}", prefix.display()))?;
         if jobs.is_empty() {
             bail!("no .lst file found with prefix {}", prefix.display());
+        }
+        for job in &jobs {
+            pack::check_outputs(&job.rec, &job.idx)?;
         }
         for job in &jobs {
             let file = File::open(&job.list).with_context(|| format!("{}", job.list.display()))?;
@@ -269,6 +365,21 @@ fn run_pack(opts: Opts) -> anyhow::Result<Outcome> {
     })
 }
 
+/// The `.idx` that goes beside `-o OUT.rec` (`OUT.idx`), after checking that the name
+/// can work: a file name (not a folder, not ending in `/`) that does not itself end
+/// in `.idx`.
+fn output_index(rec: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let shown = rec.display();
+    if rec.as_os_str().as_bytes().ends_with(b"/") || rec.file_name().is_none() || rec.is_dir() {
+        bail!("-o {shown}: a folder name; -o takes the output file name (OUT.rec)");
+    }
+    if rec.extension().is_some_and(|e| e == "idx") {
+        bail!("-o {shown}: name the .rec; the index is written beside it as .idx");
+    }
+    Ok(rec.with_extension("idx"))
+}
+
 /// Number of non-blank rows, for the progress bar.
 fn count_rows(list: &Path) -> anyhow::Result<u64> {
     let file = File::open(list).with_context(|| format!("{}", list.display()))?;
@@ -289,6 +400,7 @@ fn pack_one<R: BufRead + Send>(
     config: &PackConfig,
     show_progress: bool,
 ) -> anyhow::Result<PackStats> {
+    pack::check_outputs(rec, idx)?;
     let bar = show_progress.then(|| {
         let bar = match total {
             Some(n) => indicatif::ProgressBar::new(n).with_style(
@@ -404,7 +516,77 @@ mod tests {
         assert!(Opts::try_parse_from(["im2rec", "--encoding", ".gif", "p", "r"]).is_err());
         assert!(Opts::try_parse_from(["im2rec", "p"]).is_err());
         assert!(Opts::try_parse_from(["im2rec", "--inspect", "x.rec"]).is_ok());
-        let o = Opts::try_parse_from(["im2rec", "--quality", "0", "p", "r"]).unwrap();
-        assert!(config_from(&o, PathBuf::new()).is_err());
+    }
+
+    #[test]
+    fn accepts_what_im2rec_py_accepts() {
+        // List-mode options are accepted (and ignored) in pack mode, as argparse does.
+        let o = Opts::try_parse_from([
+            "im2rec",
+            "--recursive",
+            "--no-shuffle",
+            "--chunks",
+            "2",
+            "--train-ratio",
+            "0.8",
+            "--test-ratio",
+            "-0.1",
+            "p",
+            "r",
+            "--exts",
+            ".jpg",
+            ".png",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.exts.as_deref(),
+            Some(&[".jpg".to_string(), ".png".into()][..])
+        );
+        assert_eq!(
+            o.list_mode_options(),
+            [
+                "--recursive",
+                "--no-shuffle",
+                "--exts",
+                "--chunks",
+                "--train-ratio",
+                "--test-ratio"
+            ]
+        );
+        assert!(Opts::try_parse_from(["im2rec", "p", "r"])
+            .unwrap()
+            .list_mode_options()
+            .is_empty());
+        assert!(Opts::try_parse_from(["im2rec", "--chunks", "x", "p", "r"]).is_err());
+        // Unambiguous prefixes of long options, like argparse.
+        let o = Opts::try_parse_from(["im2rec", "--res", "32", "--pass", "--col", "0", "p", "r"])
+            .unwrap();
+        assert_eq!((o.resize, o.pass_through, o.color), (32, true, 0));
+        assert!(Opts::try_parse_from(["im2rec", "--re", "3", "p", "r"]).is_err()); // resize? recursive?
+                                                                                   // Negative numbers parse; the thread count is at least 1, as in im2rec.py.
+        let o = Opts::try_parse_from(["im2rec", "--num-thread", "-1", "--quality", "-1", "p", "r"])
+            .unwrap();
+        let c = config_from(&o, PathBuf::new()).unwrap();
+        assert_eq!((c.threads, c.quality), (1, 1));
+        let o = Opts::try_parse_from(["im2rec", "--num-thread", "99999999", "p", "r"]).unwrap();
+        assert_eq!(config_from(&o, PathBuf::new()).unwrap().threads, 1024);
+    }
+
+    #[test]
+    fn quality_is_clamped_like_opencv() {
+        let warned = |e, q| effective_quality(e, q).1.is_some();
+        assert_eq!(effective_quality(Encoding::Jpg, 0).0, 1);
+        assert_eq!(effective_quality(Encoding::Jpg, -5).0, 1);
+        assert_eq!(effective_quality(Encoding::Jpg, 101).0, 100);
+        assert_eq!(effective_quality(Encoding::Jpg, 95), (95, None));
+        assert!(warned(Encoding::Jpg, 0) && warned(Encoding::Jpg, 101));
+        assert_eq!(
+            effective_quality(Encoding::Jpg, 0).1.unwrap(),
+            "--quality 0 is out of range (JPEG quality is 1-100): using 1"
+        );
+        assert_eq!(effective_quality(Encoding::Png, 95), (9, None));
+        assert_eq!(effective_quality(Encoding::Png, 3), (3, None));
+        assert_eq!(effective_quality(Encoding::Png, -1).0, 0);
+        assert!(warned(Encoding::Png, -1));
     }
 }

@@ -11,7 +11,8 @@
 //!   and the labels follow as float32 (im2rec.py's behaviour). `.idx` lines are
 //!   `index<TAB>offset`.
 //! - An item that fails (missing or unreadable file, not an image, corrupt, truncated,
-//!   too large, bad `.lst` row) is reported through the caller's callback, counted and
+//!   too large to decode or resize, a record of 2^29 bytes or more, bad `.lst` row) is
+//!   reported through the caller's callback, counted and
 //!   skipped: no record, no `.idx` line. With `strict`, the first failure stops the run.
 //! - Output goes to `<rec>.tmp` / `<idx>.tmp`, renamed when complete. After a fatal
 //!   error the temporary files are flushed and kept: they hold every record packed so
@@ -30,7 +31,9 @@ use std::sync::{Condvar, Mutex};
 use im2list::lst::{read_entries, LstEntry, LstError};
 
 use crate::imageops::{self, ColorMode, Encoding, ImageOpError, Interpolation};
-use crate::recordio::{pack_image_record, IndexWriter, RecordIoError, RecordWriter};
+use crate::recordio::{
+    pack_image_record, IndexWriter, RecordIoError, RecordWriter, MAX_RECORD_LEN,
+};
 
 /// How to turn each image into a record (im2rec.py's pack options).
 #[derive(Debug, Clone)]
@@ -90,6 +93,9 @@ pub enum ItemError {
     /// The image could not be decoded or encoded.
     #[error(transparent)]
     Image(#[from] ImageOpError),
+    /// The record would be too large for RecordIO (2^29 bytes or more).
+    #[error(transparent)]
+    Record(#[from] RecordIoError),
 }
 
 fn io_reason(e: &io::Error) -> String {
@@ -160,13 +166,31 @@ pub enum PackError {
 
 /// Build the record payload for one list entry: read the file, transform and
 /// re-encode it (or keep its bytes with `pass_through`), and prepend the IRHeader.
+/// A record that RecordIO cannot hold (2^29 bytes or more) is an
+/// [`ItemError::Record`]: for `pass_through` the file's size is checked before it is
+/// read.
 pub fn encode_item(entry: &LstEntry, config: &PackConfig) -> Result<Vec<u8>, ItemError> {
     let path = config.root.join(&entry.path);
+    let header_len = record_payload(entry, config.pack_label, b"").len();
+    let too_large = |image_len: u64| {
+        let length = usize::try_from(image_len)
+            .unwrap_or(usize::MAX)
+            .saturating_add(header_len);
+        (length > MAX_RECORD_LEN).then_some(ItemError::Record(RecordIoError::TooLarge { length }))
+    };
+    if config.pass_through {
+        let len = fs::metadata(&path).map_err(ItemError::Read)?.len();
+        if let Some(e) = too_large(len) {
+            return Err(e);
+        }
+    }
     let bytes = fs::read(&path).map_err(ItemError::Read)?;
     let image = if config.pass_through {
         bytes
     } else {
         let decoded = imageops::decode_scaled(&bytes, config.color, config.resize)?;
+        let (w, h) = imageops::prepared_size(&decoded, config.center_crop, config.resize);
+        imageops::check_output_size(w, h, config.encoding)?;
         let img = imageops::prepare(
             &decoded,
             config.center_crop,
@@ -175,6 +199,9 @@ pub fn encode_item(entry: &LstEntry, config: &PackConfig) -> Result<Vec<u8>, Ite
         );
         imageops::encode(&img, config.encoding, config.quality)?
     };
+    if let Some(e) = too_large(image.len() as u64) {
+        return Err(e);
+    }
     Ok(record_payload(entry, config.pack_label, &image))
 }
 
@@ -243,6 +270,7 @@ pub fn pack_list<R: BufRead + Send>(
     report: &mut dyn FnMut(&Skipped),
     progress: &mut dyn FnMut(PackStats),
 ) -> Result<PackStats, PackError> {
+    check_outputs(rec, idx)?;
     let rec_tmp = tmp_name(rec);
     let idx_tmp = tmp_name(idx);
     let create = |p: &Path| {
@@ -314,14 +342,40 @@ pub fn pack_list<R: BufRead + Send>(
             source,
         })?;
     }
-    // The index first: a finished-looking .rec always has its .idx.
-    for (tmp, fin) in [(&idx_tmp, idx), (&rec_tmp, rec)] {
+    // The index first: a finished-looking .rec always has its .idx. If the .rec
+    // cannot be renamed, the index goes back to its temporary name, so that no
+    // final name appears without the other.
+    let renamed = |tmp: &Path, fin: &Path| {
         fs::rename(tmp, fin).map_err(|source| PackError::Output {
             path: fin.to_path_buf(),
             source,
-        })?;
+        })
+    };
+    renamed(&idx_tmp, idx)?;
+    if let Err(e) = renamed(&rec_tmp, rec) {
+        let _ = fs::rename(idx, &idx_tmp);
+        return Err(e);
     }
     Ok(stats)
+}
+
+/// Refuse output names that cannot work, before anything is written: the `.rec` and
+/// the `.idx` must be two different paths, and neither may be an existing folder.
+/// [`pack_list`] checks this first; callers may check earlier.
+pub fn check_outputs(rec: &Path, idx: &Path) -> Result<(), PackError> {
+    let refuse = |path: &Path, why: &str| PackError::Output {
+        path: path.to_path_buf(),
+        source: io::Error::other(why.to_string()),
+    };
+    if rec == idx {
+        return Err(refuse(rec, "the .rec and the .idx would be the same file"));
+    }
+    for path in [rec, idx] {
+        if path.is_dir() {
+            return Err(refuse(path, "is a folder (an output file was expected)"));
+        }
+    }
+    Ok(())
 }
 
 /// One `.lst` found by [`find_lists`] and the outputs it packs into.
@@ -596,6 +650,108 @@ mod tests {
             outputs.push(bytes);
         }
         assert_eq!(outputs[0], outputs[1]);
+    }
+
+    #[test]
+    fn a_record_too_large_for_recordio_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.bin"), b"abc").unwrap();
+        // A sparse file: 2^29 bytes on paper, nothing on disk, never read.
+        let huge = File::create(dir.path().join("huge.bin")).unwrap();
+        huge.set_len(1 << 29).unwrap();
+        // Exactly the largest payload that fits: header (24) + image = 2^29 - 1.
+        let edge = File::create(dir.path().join("edge.bin")).unwrap();
+        edge.set_len((1 << 29) - 1 - 24).unwrap();
+        let list = [
+            LstEntry::new(0, 0.0, "a.bin"),
+            LstEntry::new(1, 0.0, "huge.bin"),
+            LstEntry::new(2, 0.0, "a.bin"),
+        ]
+        .map(|e| e.to_line())
+        .concat();
+        let rec = dir.path().join("h.rec");
+        let idx = dir.path().join("h.idx");
+        let config = PackConfig {
+            root: dir.path().to_path_buf(),
+            pass_through: true,
+            threads: 2,
+            ..PackConfig::default()
+        };
+        let mut skipped = Vec::new();
+        let stats = pack_list(
+            list.as_bytes(),
+            &rec,
+            &idx,
+            &config,
+            &mut |s| skipped.push(s.to_string()),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(
+            stats,
+            PackStats {
+                packed: 2,
+                skipped: 1
+            }
+        );
+        assert_eq!(
+            skipped,
+            [format!(
+                "{}: record of 536870936 bytes is too large: RecordIO records must be smaller \
+                 than 2^29 = 536870912 bytes",
+                dir.path().join("huge.bin").display()
+            )]
+        );
+        assert_eq!(fs::read_to_string(&idx).unwrap(), "0\t0\n2\t36\n");
+        let edge = LstEntry::new(3, 0.0, "edge.bin");
+        let err = encode_item(&LstEntry::new(3, 0.0, "huge.bin"), &config).unwrap_err();
+        assert!(matches!(
+            err,
+            ItemError::Record(RecordIoError::TooLarge { .. })
+        ));
+        // With --pack-label the header grows by 4 bytes per label.
+        let config_multi = PackConfig {
+            pack_label: true,
+            ..config.clone()
+        };
+        let two = LstEntry {
+            labels: vec![1.0, 2.0],
+            ..edge.clone()
+        };
+        assert!(matches!(
+            encode_item(&two, &config_multi).unwrap_err(),
+            ItemError::Record(RecordIoError::TooLarge {
+                length: 536_870_919
+            })
+        ));
+    }
+
+    #[test]
+    fn output_names_are_checked_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir(d.join("x.rec")).unwrap();
+        let config = PackConfig {
+            root: d.to_path_buf(),
+            pass_through: true,
+            ..PackConfig::default()
+        };
+        for (rec, idx) in [
+            (d.join("x.rec"), d.join("x.idx")),
+            (d.join("y.rec"), d.join("x.rec")),
+            (d.join("same"), d.join("same")),
+        ] {
+            let err =
+                pack_list(&b""[..], &rec, &idx, &config, &mut |_| {}, &mut |_| {}).unwrap_err();
+            assert!(matches!(err, PackError::Output { .. }), "{err}");
+        }
+        // Nothing was created: no temporary files, no final names.
+        let mut names: Vec<_> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["x.rec"]);
     }
 
     #[test]
