@@ -314,10 +314,8 @@ impl Speedometer {
         now: Instant,
     ) -> Option<String> {
         // The first batch seen starts the clock, as MXNet's first call does.
-        let Some(tic) = self.tic.replace(now) else {
-            return None;
-        };
-        if nbatch % self.frequent != 0 {
+        let tic = self.tic.replace(now)?;
+        if !nbatch.is_multiple_of(self.frequent) {
             self.tic = Some(tic);
             return None;
         }
