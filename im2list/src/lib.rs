@@ -7,6 +7,7 @@
 //! lists with im2rec.py's arithmetic, and [`list`] ties it together and writes files.
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod cli;
 pub mod list;
 pub mod lst;

@@ -164,8 +164,8 @@ struct Opts {
     #[arg(long)]
     no_progress: bool,
 
-    /// Not supported here: make lists with `im2list`
-    #[arg(long, hide = true)]
+    /// im2rec.py's list mode: the arguments go to `im2list` (same options, same lists)
+    #[arg(long)]
     list: bool,
 
     /// Ignored when packing (im2rec.py list mode; see im2list)
@@ -199,7 +199,50 @@ struct Opts {
 /// The most worker threads `--num-thread` starts.
 const MAX_THREADS: i64 = 1024;
 
-const LIST_HEADING: &str = "im2rec.py's list-mode options (accepted and ignored when packing)";
+const LIST_HEADING: &str = "im2rec.py's list-mode options (with --list; ignored when packing)";
+
+/// Packing options that take a value, and those that do not.
+const PACK_VALUE_OPTIONS: &[&str] = &[
+    "--resize",
+    "--quality",
+    "--num-thread",
+    "--color",
+    "--encoding",
+    "--inter-method",
+    "--output",
+];
+const PACK_FLAGS: &[&str] = &[
+    "--center-crop",
+    "--pack-label",
+    "--pass-through",
+    "--no-progress",
+];
+
+/// im2rec.py's list mode takes (and ignores) its packing options: the arguments for
+/// im2list without `--list` and those options, and the options dropped.
+fn list_mode_args(args: &[std::ffi::OsString]) -> (Vec<std::ffi::OsString>, Vec<String>) {
+    let (mut kept, mut dropped) = (Vec::new(), Vec::new());
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let text = arg.to_string_lossy();
+        let name = text.split('=').next().unwrap_or_default();
+        if text == "--list" {
+            continue;
+        } else if PACK_FLAGS.contains(&name) {
+            dropped.push(text.into_owned());
+        } else if PACK_VALUE_OPTIONS.contains(&name) || text == "-o" {
+            dropped.push(text.clone().into_owned());
+            if !text.contains('=') {
+                if let Some(value) = it.next() {
+                    dropped.push(value.to_string_lossy().into_owned());
+                }
+            }
+        } else {
+            kept.push(arg.clone());
+        }
+    }
+    (kept, dropped)
+}
 
 impl Opts {
     /// The list-mode options given, as written on the command line.
@@ -219,10 +262,26 @@ impl Opts {
 }
 
 fn main() -> ExitCode {
+    // `im2rec --list ...` is im2rec.py's list mode: im2list's command line, the same
+    // options (--recursive, --exts, --chunks, --train-ratio, ...) and the same lists.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.iter().skip(1).any(|a| a == "--list") {
+        let (list_args, dropped) = list_mode_args(&args[1..]);
+        if !dropped.is_empty() {
+            cli::message(
+                TOOL,
+                format_args!(
+                    "note: {}: packing options, ignored with --list (as by im2rec.py)",
+                    dropped.join(" ")
+                ),
+            );
+        }
+        return im2list::app::main_from(std::iter::once("im2list".into()).chain(list_args));
+    }
     cli::run(TOOL, || {
         let opts = Opts::parse();
         if opts.list {
-            bail!("--list is not part of im2rec: make lists with `im2list PREFIX ROOT`");
+            bail!("for im2rec.py's list mode, give --list in full (or run `im2list PREFIX ROOT`)");
         }
         if let Some(rec) = &opts.inspect {
             return run_inspect(rec);

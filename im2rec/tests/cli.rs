@@ -31,9 +31,62 @@ fn usage_errors_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(out.stdout.is_empty());
     }
-    let out = im2rec(&["--list", "p", "."], d);
+}
+
+/// `im2rec --list` is im2rec.py's list mode (im2list's lists), packing options ignored.
+#[test]
+fn list_mode_makes_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for f in [
+        "imgs/a/0.jpg",
+        "imgs/a/1.jpg",
+        "imgs/b/2.png",
+        "imgs/b/3.jpg",
+    ] {
+        std::fs::create_dir_all(d.join(f).parent().unwrap()).unwrap();
+        std::fs::write(d.join(f), b"").unwrap();
+    }
+    let out = im2rec(
+        &[
+            "--list",
+            "--recursive",
+            "--no-shuffle",
+            "--train-ratio",
+            "0.5",
+            "--resize",
+            "32",
+            "--pass-through",
+            "p",
+            "imgs",
+        ],
+        d,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let read = |name: &str| std::fs::read_to_string(d.join(name)).unwrap();
+    assert_eq!(
+        read("p_train.lst"),
+        "0\t0.000000\ta/0.jpg\n1\t0.000000\ta/1.jpg\n"
+    );
+    assert_eq!(
+        read("p_val.lst"),
+        "2\t1.000000\tb/2.png\n3\t1.000000\tb/3.jpg\n"
+    );
+    assert!(
+        stderr(&out).contains("--resize 32 --pass-through: packing options, ignored with --list"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!d.join("p_train.rec").exists());
+    // An empty folder: im2list's own error.
+    std::fs::create_dir_all(d.join("none")).unwrap();
+    let out = im2rec(&["--list", "q", "none"], d);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("im2list"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("im2list: error: no images"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
