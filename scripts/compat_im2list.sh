@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Golden comparison of `im2list` against the real `im2rec.py --list` (MXNet 1.9.1).
+# Golden comparison of `im2list` (and `im2rec --list`) against the real `im2rec.py --list`
+# (MXNet 1.9.1).
 #
 # Builds several image trees (flat and recursive, about 1000 files each, plus the
 # 23-image tree of im2list/tests/golden), runs both tools on each case from separate
@@ -22,10 +23,11 @@ site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 im2rec_py=$site/mxnet/tools/im2rec.py
 [[ -f $im2rec_py ]] || { echo "im2rec.py not found at $im2rec_py" >&2; exit 2; }
 
-(cd "$repo" && cargo build -q -p im2list)
+(cd "$repo" && cargo build -q -p im2list -p im2rec)
 target=$(cd "$repo" && cargo metadata --format-version 1 --no-deps |
   "$py" -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 im2list=$target/debug/im2list
+im2rec=$target/debug/im2rec
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -112,7 +114,7 @@ run_case() {
   (cd "$py_dir/lists" && "$py" "$im2rec_py" "$@" "$prefix" "../../../../trees/$tree" \
     >../stdout.txt 2>../stderr.txt) || why="im2rec.py failed: $(tail -1 "$py_dir/stderr.txt")"
   local code=0
-  (cd "$rs_dir/lists" && "$im2list" "$@" "$prefix" "../../../../trees/$tree" \
+  (cd "$rs_dir/lists" && "${LIST_TOOL:-$im2list}" "$@" "$prefix" "../../../../trees/$tree" \
     >../stdout.txt 2>../stderr.txt) || code=$?
   [[ -z $why && $code -ne 0 ]] && why="im2list exit code $code: $(tail -1 "$rs_dir/stderr.txt")"
   if [[ -z $why ]]; then
@@ -165,6 +167,9 @@ run_case rec1000_chunks3_te_ignored rec1000 data --list --recursive --chunks 3 -
 run_case rec1000_exts rec1000 data --list --recursive --exts .png .gif .JPG --
 run_case rec1000_prefix_slash rec1000 sub/ --list --recursive --train-ratio 0.5
 run_case tiny3_more_chunks_than_images tiny3 data --list --recursive --chunks 5
+# `im2rec --list` (im2rec.py's list mode in our im2rec) gives the same lists.
+LIST_TOOL=$im2rec run_case im2rec_list_rec1000_split_72_chunks7 rec1000 data --list --recursive --train-ratio 0.7 --test-ratio 0.2 --chunks 7
+LIST_TOOL=$im2rec run_case im2rec_list_flat1000 flat1000 data --list
 while IFS=$'\t' read -r case args; do
   [[ -z $case || $case == \#* ]] && continue
   # shellcheck disable=SC2086 # the arguments are meant to split
