@@ -740,3 +740,25 @@ fn unusable_preprocessing_or_batch_is_exit_2() {
         stderr_text(&out)
     );
 }
+
+/// A `.lst` is read as im2rec.py's read_list reads it: lone CR line ends included.
+#[test]
+fn lists_with_cr_line_ends_are_read() {
+    let t = trained();
+    let tmp = tempfile::tempdir().unwrap();
+    let lst = tmp.path().join("cr.lst");
+    fs::write(&lst, "0\t0\tdark/0.png\r1\t1\tlight/0.png\r").unwrap();
+    let out = run_expect(
+        recpredict()
+            .arg("--lst")
+            .arg(&lst)
+            .arg("--root")
+            .arg(&t.images),
+        0,
+    );
+    let got = lines(&stdout_text(&out));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].path.as_deref(), Some("dark/0.png"));
+    assert_eq!(got[1].path.as_deref(), Some("light/0.png"));
+    assert_eq!((got[0].true_class, got[1].true_class), (Some(0), Some(1)));
+}

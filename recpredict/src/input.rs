@@ -313,19 +313,16 @@ fn lst_items(lst: &Path, root: &Path) -> Result<Vec<Item>, InputError> {
         source,
     })?;
     let mut items = Vec::new();
-    for (i, line) in io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| InputError::LstIo {
+    // Rows split and parsed as im2rec and rectrain read them (im2rec.py's read_list).
+    for row in im2list::lst::read_entries(io::BufReader::new(file)) {
+        let row = row.map_err(|source| InputError::LstIo {
             path: lst.to_path_buf(),
             source,
         })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let entry =
-            im2list::lst::LstEntry::parse(&line, i + 1).map_err(|source| InputError::LstRow {
-                path: lst.to_path_buf(),
-                source,
-            })?;
+        let entry = row.map_err(|source| InputError::LstRow {
+            path: lst.to_path_buf(),
+            source,
+        })?;
         let rel = PathBuf::from(&entry.path);
         items.push(Item {
             key: ItemKey::Path(rel.clone()),

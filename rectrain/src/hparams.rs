@@ -163,7 +163,8 @@ pub struct Hyperparameters {
     pub optimizer: OptimizerKind,
     /// Momentum (sgd, nag).
     pub momentum: f64,
-    /// L2 weight decay (sgd, nag).
+    /// L2 weight decay (sgd, nag), on weights and BatchNorm gammas only, as MXNet's
+    /// optimizer applies it.
     pub weight_decay: f64,
     /// Adam β1.
     pub beta_1: f64,

@@ -145,7 +145,7 @@ struct Opts {
     /// Momentum for sgd and nag, 0..1. [default: 0.9]
     #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
     momentum: Option<String>,
-    /// L2 weight decay for sgd and nag, 0..1. [default: 0.0001]
+    /// L2 weight decay for sgd and nag, 0..1, on weights and BatchNorm gammas (as MXNet). [default: 0.0001]
     #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
     weight_decay: Option<String>,
     /// Adam beta1, 0..1. [default: 0.9]
