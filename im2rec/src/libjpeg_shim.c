@@ -56,6 +56,36 @@ static void shim_emit_message(j_common_ptr cinfo, int msg_level) {
 static void shim_output_message(j_common_ptr cinfo) { (void)cinfo; }
 
 /*
+ * Zero `cinfo` and `err` and route libjpeg's errors and warnings to `err` (messages
+ * into `msg`). The caller still sets its own setjmp before any libjpeg call: the
+ * jump must land in the frame that calls libjpeg.
+ */
+static void shim_init(struct jpeg_decompress_struct *cinfo, struct shim_error *err, char *msg,
+                      size_t msg_len) {
+  memset(cinfo, 0, sizeof(*cinfo));
+  memset(err, 0, sizeof(*err));
+  if (msg != NULL && msg_len > 0) msg[0] = '\0';
+  err->msg = msg;
+  err->msg_len = msg_len;
+  cinfo->err = jpeg_std_error(&err->pub);
+  err->pub.error_exit = shim_error_exit;
+  err->pub.emit_message = shim_emit_message;
+  err->pub.output_message = shim_output_message;
+}
+
+/* Grey, YCbCr and RGB files are decoded here; CMYK/YCCK are left to other decoders. */
+static int shim_supported_color_space(const struct jpeg_decompress_struct *cinfo) {
+  switch (cinfo->jpeg_color_space) {
+    case JCS_GRAYSCALE:
+    case JCS_YCbCr:
+    case JCS_RGB:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+/*
  * Read the headers of `data`: image size and whether it is stored as one grey
  * component. SHIM_UNSUPPORTED for colour spaces other than grey, YCbCr and RGB.
  */
@@ -65,15 +95,7 @@ int im2rec_jpeg_read_header(const unsigned char *data, size_t len, unsigned *wid
   struct shim_error err;
   int status;
 
-  memset(&cinfo, 0, sizeof(cinfo));
-  memset(&err, 0, sizeof(err));
-  if (msg != NULL && msg_len > 0) msg[0] = '\0';
-  err.msg = msg;
-  err.msg_len = msg_len;
-  cinfo.err = jpeg_std_error(&err.pub);
-  err.pub.error_exit = shim_error_exit;
-  err.pub.emit_message = shim_emit_message;
-  err.pub.output_message = shim_output_message;
+  shim_init(&cinfo, &err, msg, msg_len);
   if (setjmp(err.jump)) {
     jpeg_destroy_decompress(&cinfo);
     return SHIM_ERROR;
@@ -81,14 +103,9 @@ int im2rec_jpeg_read_header(const unsigned char *data, size_t len, unsigned *wid
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, data, (unsigned long)len);
   jpeg_read_header(&cinfo, TRUE);
-  switch (cinfo.jpeg_color_space) {
-    case JCS_GRAYSCALE:
-    case JCS_YCbCr:
-    case JCS_RGB:
-      break;
-    default:
-      jpeg_destroy_decompress(&cinfo);
-      return SHIM_UNSUPPORTED;
+  if (!shim_supported_color_space(&cinfo)) {
+    jpeg_destroy_decompress(&cinfo);
+    return SHIM_UNSUPPORTED;
   }
   *width = cinfo.image_width;
   *height = cinfo.image_height;
@@ -113,15 +130,7 @@ int im2rec_jpeg_decode_scaled(const unsigned char *data, size_t len, unsigned sc
   int channels = gray ? 1 : 3;
   int status;
 
-  memset(&cinfo, 0, sizeof(cinfo));
-  memset(&err, 0, sizeof(err));
-  if (msg != NULL && msg_len > 0) msg[0] = '\0';
-  err.msg = msg;
-  err.msg_len = msg_len;
-  cinfo.err = jpeg_std_error(&err.pub);
-  err.pub.error_exit = shim_error_exit;
-  err.pub.emit_message = shim_emit_message;
-  err.pub.output_message = shim_output_message;
+  shim_init(&cinfo, &err, msg, msg_len);
   if (setjmp(err.jump)) {
     jpeg_destroy_decompress(&cinfo);
     return SHIM_ERROR;
@@ -129,14 +138,9 @@ int im2rec_jpeg_decode_scaled(const unsigned char *data, size_t len, unsigned sc
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, data, (unsigned long)len);
   jpeg_read_header(&cinfo, TRUE);
-  switch (cinfo.jpeg_color_space) {
-    case JCS_GRAYSCALE:
-    case JCS_YCbCr:
-    case JCS_RGB:
-      break;
-    default:
-      jpeg_destroy_decompress(&cinfo);
-      return SHIM_UNSUPPORTED;
+  if (!shim_supported_color_space(&cinfo)) {
+    jpeg_destroy_decompress(&cinfo);
+    return SHIM_UNSUPPORTED;
   }
   cinfo.out_color_space = gray ? JCS_GRAYSCALE : JCS_RGB;
   cinfo.scale_num = 1;

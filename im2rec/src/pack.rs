@@ -586,6 +586,36 @@ mod tests {
         assert_eq!((r.header.flag, r.header.label, r.header.id), (0, 4.0, 9));
     }
 
+    fn pass_through_config(root: &Path, threads: usize) -> PackConfig {
+        PackConfig {
+            root: root.to_path_buf(),
+            pass_through: true,
+            threads,
+            ..PackConfig::default()
+        }
+    }
+
+    /// `pack_list` of `list` with --pass-through: the counts and the skip messages.
+    fn pass_through(
+        root: &Path,
+        list: &str,
+        rec: &Path,
+        idx: &Path,
+        threads: usize,
+    ) -> (PackStats, Vec<String>) {
+        let mut skipped = Vec::new();
+        let stats = pack_list(
+            list.as_bytes(),
+            rec,
+            idx,
+            &pass_through_config(root, threads),
+            &mut |s| skipped.push(s.to_string()),
+            &mut |_| {},
+        )
+        .unwrap();
+        (stats, skipped)
+    }
+
     #[test]
     fn pass_through_keeps_bytes_and_order_is_kept_with_threads() {
         let dir = tempfile::tempdir().unwrap();
@@ -603,22 +633,7 @@ mod tests {
         for threads in [1, 4] {
             let rec = dir.path().join(format!("t{threads}.rec"));
             let idx = dir.path().join(format!("t{threads}.idx"));
-            let config = PackConfig {
-                root: dir.path().to_path_buf(),
-                pass_through: true,
-                threads,
-                ..PackConfig::default()
-            };
-            let mut skipped = Vec::new();
-            let stats = pack_list(
-                list.as_bytes(),
-                &rec,
-                &idx,
-                &config,
-                &mut |s| skipped.push(s.to_string()),
-                &mut |_| {},
-            )
-            .unwrap();
+            let (stats, skipped) = pass_through(dir.path(), &list, &rec, &idx, threads);
             assert_eq!(
                 stats,
                 PackStats {
@@ -671,22 +686,8 @@ mod tests {
         .concat();
         let rec = dir.path().join("h.rec");
         let idx = dir.path().join("h.idx");
-        let config = PackConfig {
-            root: dir.path().to_path_buf(),
-            pass_through: true,
-            threads: 2,
-            ..PackConfig::default()
-        };
-        let mut skipped = Vec::new();
-        let stats = pack_list(
-            list.as_bytes(),
-            &rec,
-            &idx,
-            &config,
-            &mut |s| skipped.push(s.to_string()),
-            &mut |_| {},
-        )
-        .unwrap();
+        let (stats, skipped) = pass_through(dir.path(), &list, &rec, &idx, 2);
+        let config = pass_through_config(dir.path(), 2);
         assert_eq!(
             stats,
             PackStats {
