@@ -270,17 +270,9 @@ fn open_rec(rec: &Path, idx: Option<&Path>) -> Result<(MmapReader, Vec<Item>), I
     };
     match idx {
         Some(idx) => {
-            let file = fs::File::open(idx).map_err(|source| {
-                err(recordio::RecordIoError::Open {
-                    path: idx.to_path_buf(),
-                    source,
-                })
-            })?;
-            let entries = recordio::read_index(io::BufReader::new(file)).map_err(|source| {
-                InputError::Rec {
-                    path: idx.to_path_buf(),
-                    source,
-                }
+            let entries = recordio::read_index_file(idx).map_err(|source| InputError::Rec {
+                path: idx.to_path_buf(),
+                source,
             })?;
             let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
             // The C++ reader ignores the keys and reads the records in file order;

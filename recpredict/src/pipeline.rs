@@ -389,7 +389,7 @@ impl<'s, 'w> LineWriter<'s, 'w> {
 
     fn report(&mut self, key: &ItemKey, msg: &str) {
         // stderr errors are ignored: there is nowhere left to report them.
-        let _ = writeln!(self.diag, "{TOOL}: {key}: {}", msg.trim_end());
+        let _ = writeln!(self.diag, "{TOOL}: {key}: {msg}");
     }
 
     fn write_batch(

@@ -18,6 +18,7 @@ use std::str::FromStr;
 
 use crate::augment::AugmentationType;
 use crate::backend::Precision;
+use crate::preprocess::MAX_SIDE;
 
 /// Hyperparameters as SageMaker passes them: name → string value.
 pub type RawHyperparameters = BTreeMap<String, String>;
@@ -345,11 +346,11 @@ fn parse_image_shape(value: &str) -> Result<[usize; 3], HparamsError> {
     if shape.contains(&0) {
         return Err(invalid("image_shape", value, "dimensions must be positive"));
     }
-    if shape[1] > 65535 || shape[2] > 65535 {
+    if shape[1] > MAX_SIDE || shape[2] > MAX_SIDE {
         return Err(invalid(
             "image_shape",
             value,
-            "height and width must be at most 65535",
+            format!("height and width must be at most {MAX_SIDE}"),
         ));
     }
     if shape[0] != 3 {

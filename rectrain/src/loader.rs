@@ -66,6 +66,15 @@ impl fmt::Display for Location {
     }
 }
 
+/// `Ok` when `path` exists and is not a directory (an image or weights file to read
+/// later); the I/O error, or "is a directory", otherwise.
+pub fn not_a_directory(path: &Path) -> io::Result<()> {
+    if std::fs::metadata(path)?.is_dir() {
+        return Err(io::Error::other("is a directory"));
+    }
+    Ok(())
+}
+
 /// `path: error`, or just the error when its text names `path` already.
 fn prefixed(path: &Path, error: &RecordIoError) -> String {
     let (path, text) = (path.display().to_string(), error.to_string());
@@ -275,14 +284,7 @@ impl RecDataset {
                 source,
             })?;
             let path = root.join(&entry.path);
-            let checked = std::fs::metadata(&path).and_then(|m| {
-                if m.is_dir() {
-                    Err(io::Error::other("is a directory"))
-                } else {
-                    Ok(())
-                }
-            });
-            if let Err(source) = checked {
+            if let Err(source) = not_a_directory(&path) {
                 return Err(LoaderError::ImageFile {
                     id: entry.index,
                     path,

@@ -89,13 +89,11 @@ pub struct ResNetConfig {
 impl ResNetConfig {
     /// Checks the depth and class count.
     pub fn validate(&self) -> Result<(), ModelError> {
-        if !SUPPORTED_DEPTHS.contains(&self.num_layers) {
-            return Err(ModelError::UnsupportedDepth(self.num_layers));
-        }
+        let (kind, _) = self.table()?;
         if self.num_classes == 0 {
             return Err(ModelError::NoClasses);
         }
-        let width = if self.num_layers < 50 { 512 } else { 2048 };
+        let width = 512 * kind.expansion();
         if self.num_classes.saturating_mul(width) > i32::MAX as usize {
             return Err(ModelError::TooManyClasses(self.num_classes, width));
         }
@@ -105,6 +103,11 @@ impl ResNetConfig {
     /// Block type and number of blocks in `layer1..layer4` (torchvision's table).
     pub fn layout(&self) -> Result<(BlockKind, [usize; 4]), ModelError> {
         self.validate()?;
+        self.table()
+    }
+
+    /// [`layout`](Self::layout) without the class-count checks.
+    fn table(&self) -> Result<(BlockKind, [usize; 4]), ModelError> {
         Ok(match self.num_layers {
             18 => (BlockKind::Basic, [2, 2, 2, 2]),
             34 => (BlockKind::Basic, [3, 4, 6, 3]),

@@ -34,6 +34,9 @@ pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// default `inter_method=1`).
 pub const INTERPOLATION: Interpolation = Interpolation::Bilinear;
 
+/// The largest image_shape height or width (JPEG's and im2rec's limit per side).
+pub const MAX_SIDE: usize = imageops::MAX_SIDE as usize;
+
 /// Per-channel normalisation on 0..1 pixels: `out = (p/255 − mean) / std`.
 /// For a 1-channel `image_shape` the first entries are used.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -137,9 +140,9 @@ impl PreprocessConfig {
                 "image_shape {c},{h},{w}: the channel count must be 1 or 3"
             )));
         }
-        if h == 0 || w == 0 || h > 65_535 || w > 65_535 {
+        if h == 0 || w == 0 || h > MAX_SIDE || w > MAX_SIDE {
             return Err(PreprocessError::Config(format!(
-                "image_shape {c},{h},{w}: height and width must be between 1 and 65535"
+                "image_shape {c},{h},{w}: height and width must be between 1 and {MAX_SIDE}"
             )));
         }
         if self.resize == Some(0) {

@@ -447,13 +447,7 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
         }
     }
     if let Some(path) = &cfg.pretrained {
-        if let Err(e) = std::fs::metadata(path).and_then(|m| {
-            if m.is_dir() {
-                Err(std::io::Error::other("is a directory, not a weights file"))
-            } else {
-                Ok(())
-            }
-        }) {
+        if let Err(e) = loader::not_a_directory(path) {
             return Err(TrainError::Config(format!(
                 "pretrained weights {}: {e}",
                 path.display()

@@ -13,6 +13,15 @@ pub struct IndexEntry {
     pub offset: u64,
 }
 
+/// Opens and reads the `.idx` file at `path` ([`read_index`]).
+pub fn read_index_file(path: &std::path::Path) -> Result<Vec<IndexEntry>, RecordIoError> {
+    let file = std::fs::File::open(path).map_err(|source| RecordIoError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_index(io::BufReader::new(file))
+}
+
 /// Reads a `.idx` file. Each line holds a key and an offset, both non-negative
 /// integers; like MXNet's C++ reader, any whitespace separates them, and like Python's
 /// `int()`, surrounding whitespace is ignored. Blank lines are skipped; any other line

@@ -3,13 +3,12 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
 
 use memmap2::Mmap;
 
 use super::frame::{check_record_at, record_at};
-use super::{read_index, IndexEntry, RecordIoError};
+use super::{read_index_file, IndexEntry, RecordIoError};
 
 /// The bytes of a `.rec`.
 #[derive(Debug)]
@@ -60,12 +59,7 @@ impl MmapReader {
     /// file and a whole, well-formed record (cflag 0, or 1 … 3) must start there.
     pub fn open_indexed(rec: &Path, idx: &Path) -> Result<Self, RecordIoError> {
         let mut reader = Self::open(rec)?;
-        let file = File::open(idx).map_err(|source| RecordIoError::Open {
-            path: idx.to_path_buf(),
-            source,
-        })?;
-        let entries = read_index(BufReader::new(file))?;
-        reader.set_index(entries)?;
+        reader.set_index(read_index_file(idx)?)?;
         Ok(reader)
     }
 
@@ -164,14 +158,10 @@ impl MmapReader {
     /// The offset of every record, found by reading the file from the start (an index
     /// for a `.rec` without `.idx`, e.g. one written by im2rec.cc).
     pub fn scan_offsets(&self) -> Result<Vec<u64>, RecordIoError> {
-        let data = self.as_bytes();
-        let mut offsets = Vec::new();
-        let mut at = 0;
-        while at < data.len() as u64 {
-            offsets.push(at);
-            at = check_record_at(data, at)?;
+        match self.scan_offsets_until_error() {
+            (offsets, None) => Ok(offsets),
+            (_, Some((_, e))) => Err(e),
         }
-        Ok(offsets)
     }
 
     /// [`scan_offsets`](Self::scan_offsets) that keeps what it found before a damaged

@@ -46,7 +46,7 @@ mod writer;
 
 pub use error::RecordIoError;
 pub use image::{pack_image_record, unpack_image_record, ImageRecord, IrHeader, IR_HEADER_LEN};
-pub use index::{read_index, IndexEntry, IndexWriter};
+pub use index::{read_index, read_index_file, IndexEntry, IndexWriter};
 pub use mmap::{MmapReader, Records};
 pub use part::{PartReader, PartRecords};
 pub use reader::{Record, RecordReader};
