@@ -21,4 +21,5 @@ pub mod artifact;
 pub mod hparams;
 pub mod metrics;
 pub mod plot;
+pub mod sagemaker_log;
 pub mod train;

@@ -1,0 +1,204 @@
+//! Checkpoints and the artifact: best and periodic weight files, the resumable
+//! state, and `model.safetensors` + `config.json` at the end.
+
+use std::path::{Path, PathBuf};
+
+use burn::optim::Optimizer;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::artifact::{self, ArtifactConfig};
+use crate::metrics::{self, EpochMetrics};
+use crate::model::ResNet;
+use crate::plot;
+use crate::preprocess::PreprocessConfig;
+use crate::sagemaker_log::{epoch_log_lines, info};
+use crate::weights;
+
+use super::epoch::Run;
+use super::error::{io_err, weights_err};
+use super::resume::{self, ResumeState};
+use super::TrainError;
+
+impl<B: AutodiffBackend> Run<'_, B> {
+    /// After epoch `m.epoch`'s validation: its log lines and metrics line, the best or
+    /// periodic checkpoint (`state`'s best so far follows), `metrics.jsonl` and
+    /// `accuracy.svg`.
+    pub(super) fn record_epoch(
+        &mut self,
+        model: &ResNet<B>,
+        state: &mut ResumeState,
+        m: &EpochMetrics,
+    ) -> Result<(), TrainError> {
+        let h = &self.p.cfg.hparams;
+        let out = &self.p.cfg.out;
+        let epoch = m.epoch;
+        for line in epoch_log_lines(m, h.top_k) {
+            info(self.log, &line);
+        }
+        self.emit_metrics(&metrics::json_line(m))?;
+
+        let periodic = h.checkpoint_frequency.is_some_and(|f| (epoch + 1) % f == 0);
+        if state.best.update(epoch, m.validation_accuracy) {
+            info(
+                self.log,
+                &format!(
+                    "Storing the best model with validation accuracy: {:.6}",
+                    m.validation_accuracy
+                ),
+            );
+            let path = artifact::checkpoint_path(out, epoch);
+            self.save_weights(model, &path)?;
+            info(
+                self.log,
+                &format!("Saved checkpoint to \"{}\"", path.display()),
+            );
+            if let Some(old) = state.best_checkpoint.take() {
+                if !self.is_periodic_checkpoint(&old) {
+                    let _ = std::fs::remove_file(out.join(old));
+                }
+            }
+            state.best_checkpoint = Some(relative_checkpoint(epoch));
+        } else if periodic {
+            let path = artifact::checkpoint_path(out, epoch);
+            self.save_weights(model, &path)?;
+            info(
+                self.log,
+                &format!("Saved checkpoint to \"{}\"", path.display()),
+            );
+        }
+
+        state.history.push(m.clone());
+        artifact::write_atomic(
+            &artifact::metrics_path(out),
+            metrics::jsonl(&state.history).as_bytes(),
+        )
+        .map_err(io_err(&artifact::metrics_path(out)))?;
+        plot::write_accuracy_svg(
+            &artifact::plot_path(out),
+            &state.history,
+            &self.plot_title(),
+        )?;
+        Ok(())
+    }
+
+    /// Write the resumable state `checkpoints/last/` (see [`resume::save`]).
+    pub(super) fn save_state<O: Optimizer<ResNet<B>, B>>(
+        &self,
+        model: &ResNet<B>,
+        optim: &O,
+        state: &ResumeState,
+    ) -> Result<PathBuf, TrainError> {
+        resume::save(&self.p.cfg.out, model, optim, state)
+    }
+
+    pub(super) fn is_periodic_checkpoint(&self, relative: &str) -> bool {
+        let Some(f) = self.p.cfg.hparams.checkpoint_frequency else {
+            return false;
+        };
+        (0..self.p.cfg.hparams.epochs)
+            .filter(|e| (e + 1) % f == 0)
+            .any(|e| relative_checkpoint(e) == relative)
+    }
+
+    pub(super) fn save_weights(&self, model: &ResNet<B>, path: &Path) -> Result<(), TrainError> {
+        let tmp = artifact::temp_sibling(path);
+        weights::save_safetensors(model, &tmp).map_err(weights_err(path))?;
+        std::fs::rename(&tmp, path).map_err(io_err(path))
+    }
+
+    pub(super) fn kept_description(&self) -> String {
+        let last = artifact::resume_dir(&self.p.cfg.out);
+        if last.join("state.json").is_file() {
+            last.display().to_string()
+        } else {
+            "nowhere (no epoch had finished)".to_string()
+        }
+    }
+
+    pub(super) fn plot_title(&self) -> String {
+        format!("ResNet-{} accuracy", self.p.cfg.hparams.num_layers)
+    }
+
+    /// Copy the best checkpoint to `model.safetensors` and write `config.json`.
+    pub(super) fn finish(
+        &mut self,
+        state: &ResumeState,
+        stopped_early: bool,
+    ) -> Result<(), TrainError> {
+        let (best, best_checkpoint) = (&state.best, state.best_checkpoint.as_deref());
+        let (epochs_run, history) = (state.epoch, &state.history);
+        let p = self.p;
+        let h = &p.cfg.hparams;
+        let out = &p.cfg.out;
+        if let Some(rel) = best_checkpoint {
+            let src = out.join(rel);
+            let dst = artifact::weights_path(out);
+            let tmp = artifact::temp_sibling(&dst);
+            std::fs::copy(&src, &tmp).map_err(io_err(&src))?;
+            std::fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+        }
+        let mean_ips = if history.is_empty() {
+            0.0
+        } else {
+            history.iter().map(|m| m.images_per_second).sum::<f64>() / history.len() as f64
+        };
+        let cfg = ArtifactConfig {
+            format: artifact::FORMAT.into(),
+            format_version: artifact::FORMAT_VERSION,
+            architecture: "resnet".into(),
+            num_layers: h.num_layers,
+            num_classes: p.num_classes,
+            image_shape: h.image_shape,
+            resize: h.resize,
+            multi_label: h.multi_label,
+            normalization: PreprocessConfig::new(h.image_shape, h.resize).normalization,
+            class_names: p.cfg.class_names.clone(),
+            hyperparameters: h.to_json(),
+            training: serde_json::json!({
+                "epochs_run": epochs_run,
+                "best_epoch": best.best.map(|b| b.0),
+                "best_validation_accuracy": best.best.map(|b| b.1),
+                "best_checkpoint": best_checkpoint,
+                "stopped_early": stopped_early,
+                "seed": p.cfg.seed,
+                "num_training_samples": p.train.len(),
+                "num_validation_samples": p.validation.len(),
+                "device": self.device_name(),
+                "pretrained": p.cfg.pretrained.as_ref().map(|x| x.display().to_string()),
+                "mean_images_per_second": mean_ips,
+            }),
+        };
+        cfg.save(out)?;
+        Ok(())
+    }
+
+    pub(super) fn device_name(&self) -> String {
+        self.parallel
+            .devices()
+            .iter()
+            .map(|d| format!("{d:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+pub(super) fn relative_checkpoint(epoch: usize) -> String {
+    format!(
+        "checkpoints/{}-{:04}.safetensors",
+        artifact::CHECKPOINT_PREFIX,
+        epoch + 1
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_checkpoint_names() {
+        assert_eq!(
+            relative_checkpoint(0),
+            "checkpoints/image-classification-0001.safetensors"
+        );
+    }
+}

@@ -1,0 +1,429 @@
+//! The epoch loop: batches through the model and the optimizer, validation, the
+//! per-epoch metrics and log lines, interruption and early stopping.
+
+use std::io::Write;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::Optimizer;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+
+use crate::artifact;
+use crate::augment::AugmentationType;
+use crate::hparams::OptimizerKind;
+use crate::loader::{self, Batch, LoaderConfig};
+use crate::metrics::{Accumulator, EpochMetrics};
+use crate::model::ResNet;
+use crate::preprocess::PreprocessConfig;
+use crate::sagemaker_log::{info, Speedometer};
+
+use super::data_parallel::DataParallel;
+use super::loss::batch_loss;
+use super::optim::{all_finite, prepare_grads};
+use super::resume::{self, ResumeState};
+use super::{Prepared, TrainError, TrainOutcome};
+
+pub(super) struct Run<'a, B: AutodiffBackend> {
+    pub(super) p: &'a Prepared,
+    pub(super) device: B::Device,
+    pub(super) parallel: DataParallel<B, ResNet<B>>,
+    /// stdout for the metrics; `None` once its reader has gone (training goes on).
+    pub(super) data: Option<&'a mut dyn Write>,
+    pub(super) log: &'a mut dyn Write,
+    pub(super) interrupt: Arc<AtomicBool>,
+    pub(super) steps_done: usize,
+    /// The "small images are upscaled" notice, shown once per run.
+    pub(super) upscale: loader::UpscaleNotice,
+}
+
+/// How an epoch's training pass ended.
+enum Pass<B: AutodiffBackend> {
+    /// Every batch trained: the updated model.
+    Done(ResNet<B>),
+    /// Interrupted; the resumable state is saved.
+    Interrupted(TrainOutcome),
+}
+
+/// Images of a batch as a `[n, C, H, W]` tensor.
+pub(super) fn images_tensor<B: Backend>(
+    batch: &Batch,
+    shape: [usize; 3],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let [c, h, w] = shape;
+    Tensor::from_data(
+        TensorData::new(batch.images.clone(), [batch.n, c, h, w]),
+        device,
+    )
+}
+
+/// Images `shard` of a batch as a `[shard.len(), C, H, W]` tensor on `device`.
+pub(super) fn shard_images<B: Backend>(
+    batch: &Batch,
+    shard: Range<usize>,
+    shape: [usize; 3],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let [c, h, w] = shape;
+    let len = c * h * w;
+    let pixels = batch.images[shard.start * len..shard.end * len].to_vec();
+    Tensor::from_data(TensorData::new(pixels, [shard.len(), c, h, w]), device)
+}
+
+pub(super) fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default()
+}
+
+impl<B: AutodiffBackend> Run<'_, B> {
+    /// One epoch's JSON line on stdout. When stdout's reader has gone (`rectrain … |
+    /// head -1`), training goes on without it: the model is the output that matters,
+    /// and the same lines are in `OUT/metrics.jsonl`.
+    pub(super) fn emit_metrics(&mut self, line: &str) -> Result<(), TrainError> {
+        let Some(data) = self.data.as_mut() else {
+            return Ok(());
+        };
+        match writeln!(data, "{line}").and_then(|()| data.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.data = None;
+                info(
+                    self.log,
+                    "stdout was closed: training goes on, the metrics are in metrics.jsonl",
+                );
+                Ok(())
+            }
+            Err(e) => Err(TrainError::Output(e)),
+        }
+    }
+
+    fn loader_config(&self, training: bool) -> LoaderConfig {
+        let h = &self.p.cfg.hparams;
+        LoaderConfig {
+            batch_size: h.mini_batch_size,
+            shuffle: training,
+            seed: self.p.cfg.seed,
+            augmentation: if training {
+                h.augmentation_type
+            } else {
+                AugmentationType::None
+            },
+            preprocess: PreprocessConfig::new(h.image_shape, h.resize),
+            workers: match self.p.cfg.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
+            prefetch_batches: 4,
+            drop_last: false,
+        }
+    }
+
+    /// Train from the first epoch (or where the resumable state left off) to the last:
+    /// each epoch a training pass, validation, the epoch's log lines, metrics and
+    /// checkpoints, then the resumable state; at the end, the artifact.
+    pub(super) fn epochs<O: Optimizer<ResNet<B>, B>>(
+        &mut self,
+        mut model: ResNet<B>,
+        mut optim: O,
+    ) -> Result<TrainOutcome, TrainError> {
+        let p = self.p;
+        let h = &p.cfg.hparams;
+        let mut state = ResumeState::start(h, p.cfg.seed);
+        if let Some((dir, saved)) = &p.resume {
+            (model, optim) = resume::load(dir, model, optim, &self.device)?;
+            state = saved.continued(h);
+            info(
+                self.log,
+                &format!(
+                    "Resuming from {} at epoch {}, step {}",
+                    dir.display(),
+                    state.epoch,
+                    state.step
+                ),
+            );
+        }
+        let mut speedometer = Speedometer::new(h.mini_batch_size, Speedometer::FREQUENT);
+        let mut stopped_early = false;
+        while state.epoch < h.epochs {
+            let epoch = state.epoch;
+            model = match self.train_pass(model, &mut optim, &mut state, &mut speedometer)? {
+                Pass::Done(model) => model,
+                Pass::Interrupted(outcome) => return Ok(outcome),
+            };
+            let m = self.epoch_metrics(&model, &state)?;
+            self.record_epoch(&model, &mut state, &m)?;
+            let stop = h.early_stopping
+                && state
+                    .early_stopping
+                    .should_stop(epoch, m.validation_accuracy);
+            if stop {
+                let (be, ba) = state.best.best.unwrap_or((epoch, m.validation_accuracy));
+                info(
+                    self.log,
+                    &format!(
+                        "Early stopping criterion met at epoch {epoch}: validation accuracy did not \
+                         improve by a relative {} for {} epochs (best {ba:.6} at epoch {be}); \
+                         stopping training",
+                        h.early_stopping_tolerance, h.early_stopping_patience
+                    ),
+                );
+            }
+            state.next_epoch(h);
+            self.save_state(&model, &optim, &state)?;
+            if stop {
+                stopped_early = true;
+                break;
+            }
+            if self.interrupt.load(Ordering::SeqCst) && state.epoch < h.epochs {
+                info(
+                    self.log,
+                    &format!(
+                        "Interrupted after epoch {epoch}: saved the resumable state to \"{}\"",
+                        artifact::resume_dir(&p.cfg.out).display()
+                    ),
+                );
+                return Ok(TrainOutcome::Interrupted {
+                    epoch: state.epoch,
+                    step: 0,
+                });
+            }
+        }
+        self.finish(&state, stopped_early)?;
+        Ok(TrainOutcome::Finished {
+            epochs_run: state.epoch,
+            best: state.best.best,
+            stopped_early,
+        })
+    }
+
+    /// Epoch `state.epoch`'s training pass, from batch `state.step` on (a resumed run
+    /// replays the same batches); `state`'s step, accumulator and seconds follow it. An
+    /// interrupt saves the resumable state with the position inside the epoch.
+    fn train_pass<O: Optimizer<ResNet<B>, B>>(
+        &mut self,
+        mut model: ResNet<B>,
+        optim: &mut O,
+        state: &mut ResumeState,
+        speedometer: &mut Speedometer,
+    ) -> Result<Pass<B>, TrainError> {
+        let p = self.p;
+        let h = &p.cfg.hparams;
+        let epoch = state.epoch;
+        let lr = h.learning_rate_at(epoch);
+        state.learning_rate = lr;
+        let (skip, prior_seconds) = (state.step, state.seconds);
+        // SageMaker's weight_decay is an sgd/nag hyperparameter.
+        let weight_decay = match h.optimizer {
+            OptimizerKind::Sgd | OptimizerKind::Nag => h.weight_decay,
+            OptimizerKind::Adam | OptimizerKind::RmsProp => 0.0,
+        };
+        let steps_in_epoch = p.train.len().div_ceil(h.mini_batch_size);
+        let bar = self.progress_bar(epoch, steps_in_epoch, skip);
+        let clear = |bar: &Option<indicatif::ProgressBar>| {
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+        };
+        speedometer.start_epoch();
+        let t0 = Instant::now();
+        let batches = loader::epoch_batches(p.train.clone(), &self.loader_config(true), epoch);
+        for (step, batch) in batches.enumerate().skip(skip) {
+            let batch = batch.map_err(|source| TrainError::Dataset {
+                channel: "training set",
+                source,
+            })?;
+            if let Some(notice) = self.upscale.check(&batch, h.image_shape) {
+                info(self.log, &notice);
+            }
+            let out = self.parallel.step(&model, batch.n, |m, shard, device| {
+                let x = shard_images::<B>(&batch, shard.clone(), h.image_shape, device);
+                let logits = m.forward(x);
+                let loss = batch_loss(
+                    logits.clone(),
+                    &batch.labels[shard],
+                    p.num_classes,
+                    h.multi_label,
+                    p.pos_weights.as_deref(),
+                    device,
+                );
+                (loss, logits)
+            });
+            if !out.loss.is_finite() {
+                clear(&bar);
+                return Err(TrainError::NonFinite {
+                    what: "training loss",
+                    loss: out.loss,
+                    epoch,
+                    step,
+                    kept: self.kept_description(),
+                });
+            }
+            let grads = prepare_grads(&model, out.grads, weight_decay);
+            model = optim.step(lr, model, grads);
+            for a in [&mut state.accumulator, &mut speedometer.window] {
+                a.add_batch(
+                    &out.outputs,
+                    p.num_classes,
+                    &batch.labels,
+                    out.loss,
+                    h.multi_label,
+                    h.top_k,
+                );
+            }
+            if let Some(line) = speedometer.after_batch(epoch, step, h.top_k, Instant::now()) {
+                match &bar {
+                    Some(b) => b.suspend(|| info(self.log, &line)),
+                    None => info(self.log, &line),
+                }
+            }
+            state.step = step + 1;
+            self.steps_done += 1;
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
+            if p.cfg.stop_after_steps.is_some_and(|n| self.steps_done >= n) {
+                self.interrupt.store(true, Ordering::SeqCst);
+            }
+            if self.interrupt.load(Ordering::SeqCst) && state.step < steps_in_epoch {
+                clear(&bar);
+                // The last update's loss is not known yet: never replace the last
+                // good state with weights that are already broken.
+                if !all_finite(&model.valid()) {
+                    return Err(TrainError::NonFinite {
+                        what: "weights",
+                        loss: f64::NAN,
+                        epoch,
+                        step: state.step,
+                        kept: self.kept_description(),
+                    });
+                }
+                state.seconds = prior_seconds + t0.elapsed().as_secs_f64();
+                let dir = self.save_state(&model, optim, state)?;
+                info(
+                    self.log,
+                    &format!(
+                        "Interrupted at epoch {epoch}, step {}: saved the resumable state to \"{}\"",
+                        state.step,
+                        dir.display()
+                    ),
+                );
+                return Ok(Pass::Interrupted(TrainOutcome::Interrupted {
+                    epoch,
+                    step: state.step,
+                }));
+            }
+        }
+        clear(&bar);
+        state.seconds = prior_seconds + t0.elapsed().as_secs_f64();
+        Ok(Pass::Done(model))
+    }
+
+    /// Validate the model after epoch `state.epoch`'s training pass and put both into
+    /// the epoch's metrics. Weights that give NaN/inf outputs stop the run here, before
+    /// anything of the epoch is saved.
+    fn epoch_metrics(
+        &mut self,
+        model: &ResNet<B>,
+        state: &ResumeState,
+    ) -> Result<EpochMetrics, TrainError> {
+        let h = &self.p.cfg.hparams;
+        let vacc = self.validate(&model.valid(), &self.loader_config(false))?;
+        if !vacc.loss().is_finite() {
+            return Err(TrainError::NonFinite {
+                what: "validation loss",
+                loss: vacc.loss(),
+                epoch: state.epoch,
+                step: self.p.train.len().div_ceil(h.mini_batch_size),
+                kept: self.kept_description(),
+            });
+        }
+        let (acc, seconds) = (&state.accumulator, state.seconds);
+        Ok(EpochMetrics {
+            epoch: state.epoch,
+            train_loss: acc.loss(),
+            train_accuracy: acc.accuracy(),
+            train_top_k_accuracy: h.top_k.map(|_| acc.top_k_accuracy()),
+            validation_loss: vacc.loss(),
+            validation_accuracy: vacc.accuracy(),
+            validation_top_k_accuracy: h.top_k.map(|_| vacc.top_k_accuracy()),
+            learning_rate: state.learning_rate,
+            images_per_second: if seconds > 0.0 {
+                acc.samples as f64 / seconds
+            } else {
+                0.0
+            },
+            seconds,
+        })
+    }
+
+    fn progress_bar(
+        &self,
+        epoch: usize,
+        steps: usize,
+        done: usize,
+    ) -> Option<indicatif::ProgressBar> {
+        if !self.p.cfg.progress {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(steps as u64),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "epoch {msg} [{bar:30}] {pos}/{len} steps, {elapsed} elapsed, eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(epoch.to_string());
+        bar.set_position(done as u64);
+        Some(bar)
+    }
+
+    fn validate(
+        &mut self,
+        model: &ResNet<B::InnerBackend>,
+        cfg: &LoaderConfig,
+    ) -> Result<Accumulator, TrainError> {
+        let p = self.p;
+        let h = &p.cfg.hparams;
+        // The inference form (BatchNorm folded into the convolutions), as recpredict.
+        let model = model.fold_batch_norm();
+        let mut acc = Accumulator::default();
+        for batch in loader::epoch_batches(p.validation.clone(), cfg, 0) {
+            let batch = batch.map_err(|source| TrainError::Dataset {
+                channel: "validation set",
+                source,
+            })?;
+            if let Some(notice) = self.upscale.check(&batch, h.image_shape) {
+                info(self.log, &notice);
+            }
+            let x = images_tensor::<B::InnerBackend>(&batch, h.image_shape, &self.device);
+            let logits = model.forward(x);
+            let loss = batch_loss(
+                logits.clone(),
+                &batch.labels,
+                p.num_classes,
+                h.multi_label,
+                p.pos_weights.as_deref(),
+                &self.device,
+            );
+            let loss_value: f64 = loss.into_scalar().elem();
+            let host = host_f32(logits);
+            acc.add_batch(
+                &host,
+                p.num_classes,
+                &batch.labels,
+                loss_value,
+                h.multi_label,
+                h.top_k,
+            );
+        }
+        Ok(acc)
+    }
+}

@@ -1,0 +1,210 @@
+//! Everything checked before a single step runs: the datasets, label widths and
+//! ranges, class names, pretrained weights, tensor sizes and a matching resumable state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::loader::{self, RecDataset};
+use crate::model::ResNetConfig;
+
+use super::resume::{self, ResumeState};
+use super::{TrainConfig, TrainError};
+
+/// SageMaker's message when a channel holds fewer images than one batch.
+pub const TOO_FEW_IMAGES: &str =
+    "The number of input images must be bigger or equal to the mini_batch_size";
+
+/// A run after the checks: datasets open, every number known.
+pub struct Prepared {
+    /// The configuration, with `num_classes` and `num_training_samples` filled in.
+    pub cfg: TrainConfig,
+    /// Training images.
+    pub train: Arc<RecDataset>,
+    /// Validation images.
+    pub validation: Arc<RecDataset>,
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Per-class positive weights for the weighted multi-label loss.
+    pub pos_weights: Option<Vec<f32>>,
+    /// The state to resume from.
+    pub resume: Option<(PathBuf, ResumeState)>,
+}
+
+/// Check every label against the class count (the loader's error names the record).
+fn check_labels(
+    channel: &'static str,
+    ds: &RecDataset,
+    num_classes: usize,
+) -> Result<(), TrainError> {
+    ds.validate_labels(num_classes)
+        .map_err(|source| TrainError::Dataset { channel, source })
+}
+
+/// Open the data and check everything before training; `warn` receives warnings.
+pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Prepared, TrainError> {
+    let train = cfg.train.open()?;
+    let validation = cfg.validation.open()?;
+    let h = &mut cfg.hparams;
+
+    for (name, ds, source) in [
+        ("training set", &train, &cfg.train),
+        ("validation set", &validation, &cfg.validation),
+    ] {
+        if ds.is_empty() {
+            return Err(TrainError::Data(format!(
+                "the {name} ({}) has no images",
+                source.path().display()
+            )));
+        }
+    }
+    if train.len() < h.mini_batch_size {
+        return Err(TrainError::Data(format!(
+            "{TOO_FEW_IMAGES} ({} training images, mini_batch_size {})",
+            train.len(),
+            h.mini_batch_size
+        )));
+    }
+
+    let (tw, vw) = (train.label_width(), validation.label_width());
+    if tw != vw {
+        return Err(TrainError::Data(format!(
+            "the training labels have width {tw} but the validation labels have width {vw}"
+        )));
+    }
+    let num_classes = if h.multi_label {
+        if tw < 2 {
+            return Err(TrainError::Data(format!(
+                "multi_label=1 needs multi-hot label vectors (one entry per class), but the labels have width {tw}"
+            )));
+        }
+        if let Some(n) = h.num_classes {
+            if n != tw {
+                return Err(TrainError::Data(format!(
+                    "num_classes is {n} but the multi-label vectors have {tw} entries"
+                )));
+            }
+        }
+        tw
+    } else {
+        if tw != 1 {
+            return Err(TrainError::Data(format!(
+                "the labels have width {tw}: set multi_label=1 for multi-label data"
+            )));
+        }
+        let inferred = train
+            .num_classes_inferred()
+            .max(validation.num_classes_inferred());
+        h.num_classes.unwrap_or(inferred)
+    };
+    check_labels("training set", &train, num_classes)?;
+    check_labels("validation set", &validation, num_classes)?;
+    if num_classes < 2 && !h.multi_label {
+        return Err(TrainError::Data(format!(
+            "the data has only {num_classes} class: classification needs at least 2"
+        )));
+    }
+    h.num_classes = Some(num_classes);
+
+    match h.num_training_samples {
+        Some(n) if n != train.len() => warn(format!(
+            "num_training_samples is {n} but the training set has {} images; using {}",
+            train.len(),
+            train.len()
+        )),
+        _ => {}
+    }
+    h.num_training_samples = Some(train.len());
+
+    if let Some(names) = &mut cfg.class_names {
+        let file = match &cfg.classes_file {
+            Some(path) => format!("{}: ", path.display()),
+            None => String::new(),
+        };
+        if names.len() > num_classes {
+            return Err(TrainError::Config(format!(
+                "{file}{} class names, but num_classes is {num_classes}",
+                names.len()
+            )));
+        }
+        if names.len() < num_classes {
+            // SageMaker takes a num_classes above the classes present; the classes
+            // without a name are named by their index.
+            warn(format!(
+                "{file}{} class names for {num_classes} classes: classes {}..{} are named by their index",
+                names.len(),
+                names.len(),
+                num_classes - 1
+            ));
+            names.extend((names.len()..num_classes).map(|i| i.to_string()));
+        }
+    }
+    if let Some(path) = &cfg.pretrained {
+        if let Err(e) = loader::not_a_directory(path) {
+            return Err(TrainError::Config(format!(
+                "pretrained weights {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    if h.use_pretrained_model && cfg.pretrained.is_none() {
+        return Err(TrainError::Config(
+            "use_pretrained_model=1 needs the weights: pass --pretrained PATH to a torchvision \
+             ResNet .pth or .safetensors file (rectrain cannot download them)"
+                .into(),
+        ));
+    }
+    if let Some(top_k) = h.top_k {
+        if top_k > num_classes {
+            warn(format!(
+                "top_k ({top_k}) is larger than num_classes ({num_classes}): top-k accuracy will be 1"
+            ));
+        }
+    }
+    ResNetConfig::new(h.num_layers, num_classes)
+        .validate()
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+    let [c, ih, iw] = h.image_shape;
+    let stem_values = [64, ih.div_ceil(2), iw.div_ceil(2)]
+        .iter()
+        .fold(h.mini_batch_size, |n, &d| n.saturating_mul(d));
+    if stem_values > i32::MAX as usize {
+        return Err(TrainError::Config(format!(
+            "image_shape {c},{ih},{iw} with mini_batch_size {}: the first convolution's output \
+             would hold {stem_values} values, more than one tensor can (2^31 − 1); use smaller \
+             images or batches",
+            h.mini_batch_size
+        )));
+    }
+
+    let pos_weights = (h.multi_label && h.use_weighted_loss).then(|| {
+        let mut pos = vec![0usize; num_classes];
+        for i in 0..train.len() {
+            for (c, &v) in train.labels()[i].iter().enumerate() {
+                if v > 0.5 {
+                    pos[c] += 1;
+                }
+            }
+        }
+        let n = train.len();
+        pos.iter()
+            .map(|&p| {
+                if p == 0 {
+                    1.0
+                } else {
+                    (n - p) as f32 / p as f32
+                }
+            })
+            .collect()
+    });
+
+    let resume = resume::check(&mut cfg, &mut warn)?;
+
+    Ok(Prepared {
+        cfg,
+        train: Arc::new(train),
+        validation: Arc::new(validation),
+        num_classes,
+        pos_weights,
+        resume,
+    })
+}

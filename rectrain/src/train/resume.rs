@@ -1,0 +1,266 @@
+//! The resumable state (`checkpoints/last/`): its bookkeeping file, which
+//! hyperparameters may change on resume, and saving/loading it.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::Optimizer;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use crate::artifact;
+use crate::hparams::{self, Hyperparameters, RawHyperparameters};
+use crate::metrics::{Accumulator, BestTracker, EarlyStopping, EpochMetrics};
+use crate::model::ResNet;
+
+use super::error::{io_err, state_err};
+use super::{TrainConfig, TrainError};
+
+/// The resumable state's bookkeeping, `checkpoints/last/state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResumeState {
+    /// Always `"rectrain-state"`.
+    pub format: String,
+    /// Epoch to continue with.
+    pub epoch: usize,
+    /// Steps of that epoch already done (0 at an epoch boundary).
+    pub step: usize,
+    /// The run's seed.
+    pub seed: u64,
+    /// The learning rate in force.
+    pub learning_rate: f64,
+    /// The epoch's running sums so far.
+    pub accumulator: Accumulator,
+    /// Training seconds of the epoch so far.
+    pub seconds: f64,
+    /// Best epoch so far.
+    pub best: BestTracker,
+    /// Early-stopping counters.
+    pub early_stopping: EarlyStopping,
+    /// Metrics of the finished epochs.
+    pub history: Vec<EpochMetrics>,
+    /// The run's resolved hyperparameters.
+    pub hyperparameters: RawHyperparameters,
+    /// The best checkpoint file, relative to the artifact directory.
+    pub best_checkpoint: Option<String>,
+}
+
+pub(super) const STATE_FORMAT: &str = "rectrain-state";
+
+/// Hyperparameters that may change between an interrupted run and its resumption.
+const RESUMABLE_CHANGES: &[&str] = &[
+    "epochs",
+    "checkpoint_frequency",
+    "early_stopping",
+    "early_stopping_min_epochs",
+    "early_stopping_patience",
+    "early_stopping_tolerance",
+    "num_training_samples",
+];
+
+/// Optimizer settings that may change when a run is resumed (e.g. a lower
+/// learning_rate after the loss diverged): plain numbers that leave the optimizer's
+/// saved state valid. A warning lists the changes.
+const TUNABLE_ON_RESUME: &[&str] = &[
+    "learning_rate",
+    "lr_scheduler_factor",
+    "lr_scheduler_step",
+    "momentum",
+    "weight_decay",
+    "beta_1",
+    "beta_2",
+    "eps",
+    "gamma",
+];
+
+/// The state directory inside `dir` (accepts the artifact directory or `last` itself).
+pub fn find_resume_dir(dir: &Path) -> PathBuf {
+    if dir.join("state.json").is_file() {
+        dir.to_path_buf()
+    } else {
+        artifact::resume_dir(dir)
+    }
+}
+
+/// Read `state.json` from a resumable state directory.
+pub fn read_resume_state(dir: &Path) -> Result<ResumeState, TrainError> {
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| state_err(&path, e))?;
+    let state: ResumeState = serde_json::from_str(&text).map_err(|e| state_err(&path, e))?;
+    if state.format != STATE_FORMAT {
+        return Err(state_err(
+            &path,
+            format!("format {:?} is not {STATE_FORMAT:?}", state.format),
+        ));
+    }
+    Ok(state)
+}
+
+const KNOWN_FOR_RESUME: &[&str] = hparams::KNOWN_NAMES;
+
+pub(super) type StateRecorder = NamedMpkFileRecorder<FullPrecisionSettings>;
+
+/// The resumable state a run continues from: none for a fresh run (refused when `out`
+/// already holds one), else the state of `cfg.resume`, checked against the run's
+/// hyperparameters. Changed optimizer numbers and a different seed are warnings (the
+/// state's seed wins); any other difference is an error.
+pub(super) fn check(
+    cfg: &mut TrainConfig,
+    warn: &mut impl FnMut(String),
+) -> Result<Option<(PathBuf, ResumeState)>, TrainError> {
+    Ok(match &cfg.resume {
+        None if artifact::resume_dir(&cfg.out).join("state.json").is_file() => {
+            return Err(TrainError::Config(format!(
+                "{} already holds a training run: continue it with --resume {} or choose another --out",
+                cfg.out.display(),
+                cfg.out.display()
+            )));
+        }
+        None => None,
+        Some(dir) => {
+            let dir = find_resume_dir(dir);
+            let state = read_resume_state(&dir)?;
+            let now = cfg.hparams.to_raw();
+            let differing: Vec<&str> = KNOWN_FOR_RESUME
+                .iter()
+                .copied()
+                .filter(|k| !RESUMABLE_CHANGES.contains(k) && !TUNABLE_ON_RESUME.contains(k))
+                .filter(|k| state.hyperparameters.get(*k) != now.get(*k))
+                .collect();
+            let tuned: Vec<String> = TUNABLE_ON_RESUME
+                .iter()
+                .filter(|k| state.hyperparameters.get(**k) != now.get(**k))
+                .map(|k| {
+                    let show = |v: Option<&String>| v.map_or("unset".to_string(), |v| v.clone());
+                    format!(
+                        "{k} {} -> {}",
+                        show(state.hyperparameters.get(*k)),
+                        show(now.get(*k))
+                    )
+                })
+                .collect();
+            if !differing.is_empty() {
+                return Err(state_err(
+                    &dir,
+                    format!(
+                        "it was written with different hyperparameters: {}",
+                        differing.join(", ")
+                    ),
+                ));
+            }
+            if !tuned.is_empty() {
+                warn(format!(
+                    "resuming with changed optimizer settings: {}",
+                    tuned.join(", ")
+                ));
+            }
+            if state.seed != cfg.seed {
+                warn(format!(
+                    "resuming with seed {} (the state's); --seed {} is ignored",
+                    state.seed, cfg.seed
+                ));
+                cfg.seed = state.seed;
+            }
+            Some((dir, state))
+        }
+    })
+}
+
+impl ResumeState {
+    /// The state of a run before its first step: epoch 0, nothing recorded yet.
+    pub(super) fn start(h: &Hyperparameters, seed: u64) -> Self {
+        ResumeState {
+            format: STATE_FORMAT.into(),
+            epoch: 0,
+            step: 0,
+            seed,
+            learning_rate: h.learning_rate_at(0),
+            accumulator: Accumulator::default(),
+            seconds: 0.0,
+            best: BestTracker::default(),
+            early_stopping: EarlyStopping::new(
+                h.early_stopping_min_epochs,
+                h.early_stopping_patience,
+                h.early_stopping_tolerance,
+            ),
+            history: Vec::new(),
+            hyperparameters: h.to_raw(),
+            best_checkpoint: None,
+        }
+    }
+
+    /// This saved state, continued with the resumed run's hyperparameters (which may
+    /// change the early-stopping settings and the optimizer's numbers, see
+    /// [`check`]); the early-stopping counters are kept.
+    pub(super) fn continued(&self, h: &Hyperparameters) -> Self {
+        ResumeState {
+            early_stopping: EarlyStopping {
+                min_epochs: h.early_stopping_min_epochs,
+                patience: h.early_stopping_patience,
+                tolerance: h.early_stopping_tolerance,
+                ..self.early_stopping
+            },
+            hyperparameters: h.to_raw(),
+            ..self.clone()
+        }
+    }
+
+    /// Move to the start of the next epoch (after its validation and checkpoints).
+    pub(super) fn next_epoch(&mut self, h: &Hyperparameters) {
+        self.epoch += 1;
+        self.step = 0;
+        self.learning_rate = h.learning_rate_at(self.epoch);
+        self.accumulator = Accumulator::default();
+        self.seconds = 0.0;
+    }
+}
+
+/// The model and optimizer state saved in the resumable state directory `dir`.
+pub(super) fn load<B: AutodiffBackend, O: Optimizer<ResNet<B>, B>>(
+    dir: &Path,
+    model: ResNet<B>,
+    optim: O,
+    device: &B::Device,
+) -> Result<(ResNet<B>, O), TrainError> {
+    let recorder = StateRecorder::new();
+    let model = model
+        .load_file(dir.join("model"), &recorder, device)
+        .map_err(|e| state_err(dir, e))?;
+    let record = <StateRecorder as Recorder<B>>::load(&recorder, dir.join("optimizer.mpk"), device)
+        .map_err(|e| state_err(dir, e))?;
+    Ok((model, optim.load_record(record)))
+}
+
+/// Write the resumable state `out/checkpoints/last/` (model, optimizer, `state.json`)
+/// through a temporary directory swapped into place, so that a crash leaves either the
+/// old state or the new one. Returns the state directory.
+pub(super) fn save<B: AutodiffBackend, O: Optimizer<ResNet<B>, B>>(
+    out: &Path,
+    model: &ResNet<B>,
+    optim: &O,
+    state: &ResumeState,
+) -> Result<PathBuf, TrainError> {
+    let last = artifact::resume_dir(out);
+    let tmp = artifact::temp_sibling(&last);
+    let old = last.with_file_name(format!(".last.old{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let recorder = StateRecorder::new();
+    model
+        .clone()
+        .save_file(tmp.join("model"), &recorder)
+        .map_err(|e| state_err(&tmp, e))?;
+    <StateRecorder as Recorder<B>>::record(&recorder, optim.to_record(), tmp.join("optimizer.mpk"))
+        .map_err(|e| state_err(&tmp, e))?;
+    let json = serde_json::to_string_pretty(state).map_err(|e| state_err(&tmp, e))?;
+    artifact::write_atomic(&tmp.join("state.json"), json.as_bytes())
+        .map_err(io_err(&tmp.join("state.json")))?;
+    let _ = std::fs::remove_dir_all(&old);
+    if last.exists() {
+        std::fs::rename(&last, &old).map_err(io_err(&last))?;
+    }
+    std::fs::rename(&tmp, &last).map_err(io_err(&last))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(last)
+}
