@@ -250,3 +250,105 @@ fn diverging_loss_stops_and_keeps_the_last_good_state() {
     let metrics = std::fs::read_to_string(out_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 2, "{metrics}");
 }
+
+/// `n` images per class of three classes that overlap (noisy textures around three
+/// mean colours, of several sizes), so that a briefly trained model is neither always
+/// right nor always wrong.
+fn make_noisy_images(root: &Path, n: usize) {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 56) as u8
+    };
+    for (class, base) in [
+        ("a", [110u8, 90, 80]),
+        ("b", [90, 110, 80]),
+        ("c", [90, 90, 110]),
+    ] {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..n {
+            let (w, h) = (36 + (i as u32 % 3) * 7, 34 + (i as u32 % 4) * 5);
+            let img = image::RgbImage::from_fn(w, h, |_, _| {
+                image::Rgb(base.map(|b| b.saturating_add(noise() / 2).saturating_sub(32)))
+            });
+            img.save(dir.join(format!("{class}_{i:02}.png"))).unwrap();
+        }
+    }
+}
+
+/// The model's logged validation accuracy is what `recpredict --evaluate` reports on the
+/// same `.rec`, exactly: validation and prediction share the preprocessing (resize,
+/// centre crop, normalisation), the inference network (BatchNorm folded) and the
+/// accuracy and top-k rules (MXNet's, ties included).
+#[test]
+fn logged_validation_accuracy_equals_recpredict_evaluate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("images");
+    make_noisy_images(&root, 14);
+    list_and_pack(
+        &tmp.path().join("noisy"),
+        &root,
+        &["--train-ratio", "0.5"],
+        &[],
+    );
+    let model = tmp.path().join("model");
+    let out = pipeline_tests::train_tiny(
+        &tmp.path().join("noisy_train.rec"),
+        &tmp.path().join("noisy_val.rec"),
+        &model,
+        &[
+            "--image-shape",
+            "3,28,28",
+            "--resize",
+            "30",
+            "--mini-batch-size",
+            "7",
+            "--epochs",
+            "2",
+            "--top-k",
+            "2",
+            "--optimizer",
+            "adam",
+            "--learning-rate",
+            "0.01",
+            "--seed",
+            "3",
+        ],
+    );
+    let history: Vec<serde_json::Value> = stdout_text(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let best = config["training"]["best_epoch"].as_u64().unwrap() as usize;
+    let logged = &history[best];
+    let evaluated = run_expect(
+        recpredict(&model)
+            .arg("--rec")
+            .arg(tmp.path().join("noisy_val.rec"))
+            .args(["--evaluate", "--top-k", "2", "--batch-size", "5"]),
+        0,
+    );
+    let (preds, summary) = pipeline_tests::wire::parse(&stdout_text(&evaluated));
+    let summary = summary.expect("a summary line");
+    assert_eq!(summary.images as usize, preds.len());
+    assert_eq!(summary.errors, 0);
+    assert_eq!(
+        summary.accuracy,
+        logged["validation_accuracy"].as_f64(),
+        "{logged}"
+    );
+    assert_eq!(
+        summary.top_k_accuracy,
+        logged["validation_top_k_accuracy"].as_f64(),
+        "{logged}"
+    );
+    assert_eq!(
+        Some(summary.accuracy.unwrap()),
+        config["training"]["best_validation_accuracy"].as_f64()
+    );
+}

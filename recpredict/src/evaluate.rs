@@ -14,7 +14,7 @@
 //! | `errors` | integer | inputs that failed (error lines) or whose true class is not a class of the model; not counted in `images` |
 //! | `accuracy` | number or null | fraction of `images` whose top class is the true class (null when `images` is 0) |
 //! | `top_k` | integer | the k of `top_k_accuracy` (`--top-k`) |
-//! | `top_k_accuracy` | number or null | fraction whose true class is among the k most probable |
+//! | `top_k_accuracy` | number or null | fraction whose true class is within the k most probable, by MXNet's rule (as rectrain): fewer than k classes strictly more probable, so ties count |
 //! | `per_class` | array | per class, in class order: `{"class", "label", "precision", "recall", "support"}`; precision (recall) is null when the class was never predicted (never true) |
 //! | `confusion_matrix` | array of arrays | `confusion_matrix[t][p]`: images of true class `t` predicted as `p` |
 //!
@@ -42,7 +42,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::output::top_k;
+use rectrain::metrics::{argmax, in_top_k};
 
 /// One class's row of the summary.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -122,10 +122,11 @@ impl Evaluator {
                 );
             }
         };
-        let ranked = top_k(probs, self.k.max(1));
-        let predicted = ranked[0];
+        // The predicted class and the top-k rule are training's (MXNet's), so that
+        // this summary's accuracy equals the validation accuracy rectrain logs.
+        let predicted = argmax(probs);
         self.confusion[t][predicted.min(n - 1)] += 1;
-        if ranked.iter().take(self.k).any(|&c| c == t) {
+        if in_top_k(probs, t, self.k) {
             self.top_k_hits += 1;
         }
         Ok(())
@@ -607,6 +608,41 @@ mod tests {
             json.starts_with("{\"type\":\"summary\",\"images\":5,"),
             "{json}"
         );
+    }
+
+    /// Ties are counted as rectrain counts them (MXNet's rule, on probabilities): the
+    /// evaluator and training's accumulator give the same accuracy and top-k accuracy,
+    /// including ties that only appear once very confident logits are turned into
+    /// probabilities (they round to exactly 0).
+    #[test]
+    fn ties_count_as_in_training() {
+        let rows: [(u64, [f32; 4]); 5] = [
+            (3, [1.0, 1.0, 1.0, 1.0]), // all tied: top-1 hit by MXNet's rule, not argmax
+            (1, [2.0, 2.0, 0.5, 0.5]), // tied best: argmax says 0
+            (0, [2.0, 2.0, 0.5, 0.5]),
+            (2, [0.1, 3.0, 1.0, 1.0]),         // tied second: within top 2
+            (3, [0.0, 200.0, -200.0, -300.0]), // 0, 2 and 3 all have probability 0
+        ];
+        let mut e = Evaluator::new(4, 2, None);
+        let mut acc = rectrain::metrics::Accumulator::default();
+        for (t, logits) in &rows {
+            let probs = &rectrain::infer::probabilities_from_logits(logits, 4, false)[0];
+            e.add(Some(*t), probs).unwrap();
+            acc.add_batch(logits, 4, &[vec![*t as f32]], 0.0, false, Some(2));
+        }
+        let s = e.summary();
+        assert_eq!(s.accuracy, Some(acc.accuracy()));
+        assert_eq!(s.top_k_accuracy, Some(acc.top_k_accuracy()));
+        assert_eq!(s.accuracy, Some(1.0 / 5.0));
+        assert_eq!(s.top_k_accuracy, Some(1.0));
+        // k = 1: the all-tied row and both tied-best rows count, as MXNet's top-1.
+        let mut e1 = Evaluator::new(4, 1, None);
+        for (t, logits) in &rows[..3] {
+            let probs = &rectrain::infer::probabilities_from_logits(logits, 4, false)[0];
+            e1.add(Some(*t), probs).unwrap();
+        }
+        assert_eq!(e1.summary().top_k_accuracy, Some(1.0));
+        assert_eq!(e1.summary().accuracy, Some(1.0 / 3.0));
     }
 
     #[test]

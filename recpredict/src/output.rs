@@ -39,6 +39,7 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 use std::path::Path;
 
+use rectrain::metrics;
 use serde::Serialize;
 
 use crate::input::ItemKey;
@@ -150,23 +151,6 @@ struct ErrorLine<'a> {
     error: &'a str,
 }
 
-/// The classes of `probs` sorted by probability, most probable first (ties: lower
-/// index first; NaN last), cut to `k`.
-pub fn top_k(probs: &[f32], k: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (pa, pb) = (probs[a], probs[b]);
-        match (pa.is_nan(), pb.is_nan()) {
-            (true, true) => a.cmp(&b),
-            (true, false) => std::cmp::Ordering::Greater,
-            (false, true) => std::cmp::Ordering::Less,
-            _ => pb.total_cmp(&pa).then(a.cmp(&b)),
-        }
-    });
-    order.truncate(k);
-    order
-}
-
 /// Write one prediction line (JSON, `\n`-terminated).
 pub fn write_prediction(
     w: &mut dyn Write,
@@ -177,8 +161,8 @@ pub fn write_prediction(
     true_class: Option<&TrueClass>,
 ) -> io::Result<()> {
     let name = |c: usize| class_names.and_then(|n| n.get(c)).map(String::as_str);
-    let ranked = top_k(probs, k.max(1));
-    let best = ranked.first().copied().unwrap_or(0);
+    let ranked = metrics::ranked(probs, k.max(1));
+    let best = metrics::argmax(probs);
     let line = PredictionLine {
         input: InputFields::of(key),
         prediction: probs,
@@ -316,15 +300,6 @@ mod tests {
         let parsed: serde_json::Value =
             serde_json::from_str(&text(|w| write_sagemaker(w, &[1e-9, 0.1]))).unwrap();
         assert_eq!(parsed["prediction"][1].as_f64().unwrap() as f32, 0.1);
-    }
-
-    #[test]
-    fn top_k_orders_by_probability_then_index() {
-        assert_eq!(
-            top_k(&[0.2, 0.4, 0.4, f32::NAN, 0.0], 5),
-            vec![1, 2, 0, 4, 3]
-        );
-        assert_eq!(top_k(&[0.2, 0.4], 1), vec![1]);
     }
 
     #[test]

@@ -2,15 +2,19 @@
 //! and the top-k rule (MXNet's). SageMaker's log lines are
 //! [`crate::sagemaker_log`]'s.
 //!
-//! Accuracy follows MXNet's metrics: single-label accuracy is the fraction of images
-//! whose arg-max class equals the label (the first maximum wins a tie), top-k counts
-//! the label among the k highest scores, and multi-label accuracy is the average over
-//! classes of the fraction of images whose thresholded output (logit > 0, that is
-//! probability > 0.5) matches the label.
+//! Accuracy follows MXNet's metrics, on the network's probabilities (softmax, or a
+//! sigmoid per class for multi-label models): single-label accuracy is the fraction of
+//! images whose arg-max class equals the label (the first maximum wins a tie), top-k
+//! counts the label when fewer than k classes are strictly more probable, and
+//! multi-label accuracy is the average over classes of the fraction of images whose
+//! thresholded probability (> 0.5) matches the label. `recpredict --evaluate` uses the
+//! same functions, so its accuracy on a validation set is the one training logs.
 
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+
+use crate::infer::probabilities_from_logits;
 
 /// One epoch's results: the JSON object written on stdout and to `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +59,12 @@ impl Accumulator {
     /// Add one batch: `logits` is `n × classes` row-major, `labels[i]` the label of
     /// image `i` (one class index, or a multi-hot vector when `multi_label`),
     /// `mean_loss` the batch's mean loss.
+    ///
+    /// The metrics are computed on the probabilities, as MXNet's metrics read the
+    /// `SoftmaxOutput` and as `recpredict --evaluate` reads its output: the same
+    /// [`probabilities_from_logits`] turns the logits into probabilities, so a tie that
+    /// rounding creates between probabilities (very confident outputs are exactly 0
+    /// or 1) counts the same in both tools.
     pub fn add_batch(
         &mut self,
         logits: &[f32],
@@ -68,7 +78,8 @@ impl Accumulator {
         debug_assert_eq!(logits.len(), n * classes);
         self.loss_sum += mean_loss * n as f64;
         self.samples += n;
-        for (row, label) in logits.chunks_exact(classes).zip(labels) {
+        let probabilities = probabilities_from_logits(logits, classes, multi_label);
+        for (row, label) in probabilities.iter().zip(labels) {
             if multi_label {
                 self.correct += multi_label_accuracy(row, label);
             } else {
@@ -113,28 +124,53 @@ impl Accumulator {
     }
 }
 
-/// Index of the largest value; the first one wins a tie (NaN never wins).
+/// Index of the largest value; the first one wins a tie, NaN never wins (0 when every
+/// value is NaN or the row is empty). The predicted class of both tools: `rectrain`'s
+/// accuracy and `recpredict`'s `class` and `--evaluate` accuracy.
 pub fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
+    let mut best: Option<usize> = None;
     for (i, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = i;
+        if !v.is_nan() && best.is_none_or(|b| v > row[b]) {
+            best = Some(i);
         }
     }
-    best
+    best.unwrap_or(0)
 }
 
-/// True when fewer than `k` scores are strictly greater than the target's score
-/// (MXNet's top-k counts the target when it is among the k largest).
+/// MXNet's top-k rule, used by both tools' top-k accuracy: the target counts as within
+/// the top k when fewer than `k` scores are strictly greater than its own, so classes
+/// tied with it do not push it out. A NaN target score, or a target that is not a
+/// class, never counts.
 pub fn in_top_k(row: &[f32], target: usize, k: usize) -> bool {
     let Some(&t) = row.get(target) else {
         return false;
     };
+    if t.is_nan() {
+        return false;
+    }
     let greater = row.iter().filter(|&&v| v > t).count();
     greater < k
 }
 
-/// Fraction of classes whose thresholded logit (> 0) equals the multi-hot label.
+/// The classes of `row` ordered by score, highest first, cut to `k`: the `top_k` list
+/// `recpredict` prints. Ties keep the lower index first and NaN comes last, so the
+/// first class is [`argmax`]'s.
+pub fn ranked(row: &[f32], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (pa, pb) = (row[a], row[b]);
+        match (pa.is_nan(), pb.is_nan()) {
+            (true, true) => a.cmp(&b),
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            _ => pb.total_cmp(&pa).then(a.cmp(&b)),
+        }
+    });
+    order.truncate(k);
+    order
+}
+
+/// Fraction of classes whose thresholded probability (> 0.5) equals the multi-hot label.
 pub fn multi_label_accuracy(row: &[f32], label: &[f32]) -> f64 {
     if row.is_empty() {
         return 0.0;
@@ -142,7 +178,7 @@ pub fn multi_label_accuracy(row: &[f32], label: &[f32]) -> f64 {
     let hits = row
         .iter()
         .zip(label)
-        .filter(|(&logit, &y)| (logit > 0.0) == (y > 0.5))
+        .filter(|(&p, &y)| (p > 0.5) == (y > 0.5))
         .count();
     hits as f64 / row.len() as f64
 }
@@ -236,6 +272,23 @@ pub fn jsonl(history: &[EpochMetrics]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argmax_ranked_and_top_k_agree() {
+        let row = [0.2, 0.4, 0.4, f32::NAN, 0.0];
+        assert_eq!(ranked(&row, 5), vec![1, 2, 0, 4, 3]);
+        assert_eq!(ranked(&row, 1), vec![argmax(&row)]);
+        assert_eq!(argmax(&[f32::NAN, 1.0, 2.0, 2.0]), 2);
+        assert_eq!(argmax(&[f32::NAN, f32::NAN]), 0);
+        // Ties: class 2 is tied with the best, so it is within the top 1 by MXNet's rule
+        // even though the ranked list puts class 1 first.
+        assert!(in_top_k(&row, 2, 1));
+        assert!(in_top_k(&row, 1, 1));
+        assert!(!in_top_k(&row, 0, 2));
+        assert!(in_top_k(&row, 0, 3));
+        assert!(!in_top_k(&row, 3, 5), "a NaN score never counts");
+        assert!(!in_top_k(&row, 9, 5), "not a class");
+    }
 
     #[test]
     fn accuracy_and_top_k() {
