@@ -5,6 +5,5 @@
 
 pub mod imageops;
 pub mod inspect;
-mod libjpeg;
 pub mod pack;
 pub mod recordio;

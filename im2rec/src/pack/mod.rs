@@ -20,20 +20,20 @@
 //! - `pass_through` packs the file's bytes unchanged, like im2rec.py: such files are
 //!   not checked, so only a missing or unreadable file is skipped.
 
-use std::collections::BTreeMap;
+mod pipeline;
+
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::{Condvar, Mutex};
 
-use im2list::lst::{read_entries, LstEntry, LstError};
+use im2list::lst::{LstEntry, LstError};
 
 use crate::imageops::{self, ColorMode, Encoding, ImageOpError, Interpolation};
 use crate::recordio::{
     pack_image_record, IndexWriter, RecordIoError, RecordWriter, MAX_RECORD_LEN,
 };
+
+use pipeline::{run_pipeline, Outcome};
 
 /// How to turn each image into a record (im2rec.py's pack options).
 #[derive(Debug, Clone)]
@@ -212,53 +212,6 @@ pub fn record_payload(entry: &LstEntry, pack_label: bool, image: &[u8]) -> Vec<u
     pack_image_record(entry.index, &labels, multi, image)
 }
 
-/// What a worker hands back for one list row.
-enum Outcome {
-    Record { index: u64, payload: Vec<u8> },
-    Skip(Skipped),
-    ListError(io::Error),
-}
-
-/// A counting semaphore that bounds how far the feeder may run ahead of the writer.
-struct Window {
-    free: Mutex<(usize, bool)>,
-    cv: Condvar,
-}
-
-impl Window {
-    fn new(size: usize) -> Self {
-        Window {
-            free: Mutex::new((size, false)),
-            cv: Condvar::new(),
-        }
-    }
-
-    /// Take one slot; false once the window is closed.
-    fn acquire(&self) -> bool {
-        let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        while g.0 == 0 && !g.1 {
-            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
-        }
-        if g.1 {
-            return false;
-        }
-        g.0 -= 1;
-        true
-    }
-
-    fn release(&self) {
-        let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 += 1;
-        self.cv.notify_one();
-    }
-
-    fn close(&self) {
-        let mut g = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        g.1 = true;
-        self.cv.notify_all();
-    }
-}
-
 /// Pack the list read from `list` into `rec` and `idx` (written as `.tmp` files and
 /// renamed at the end). `report` is called, in list order, for every skipped item;
 /// `progress` after every item handled.
@@ -434,122 +387,6 @@ pub fn tmp_name(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".tmp");
     PathBuf::from(name)
-}
-
-/// Feed the rows to `config.threads` workers and hand their outcomes to `sink` in
-/// list order. `sink` returns whether a record was written, or an error that stops
-/// everything.
-fn run_pipeline<R: BufRead + Send>(
-    list: R,
-    config: &PackConfig,
-    mut sink: impl FnMut(Outcome) -> Result<bool, PackError>,
-    progress: &mut dyn FnMut(PackStats),
-) -> Result<PackStats, PackError> {
-    let threads = config.threads.max(1);
-    let window = Window::new(4 * threads + 8);
-    let stop = AtomicBool::new(false);
-    let (job_tx, job_rx) = sync_channel::<(u64, Job)>(2 * threads);
-    let job_rx = Mutex::new(job_rx);
-    let (done_tx, done_rx) = sync_channel::<(u64, Outcome)>(4 * threads + 8);
-
-    std::thread::scope(|s| {
-        // Feeder: streams the list, never more than the window ahead of the writer.
-        let window = &window;
-        let stop = &stop;
-        s.spawn(move || {
-            for (seq, row) in (0u64..).zip(read_entries(list)) {
-                if !window.acquire() {
-                    break;
-                }
-                let job = match row {
-                    Ok(Ok(entry)) => Job::Entry(entry),
-                    Ok(Err(e)) => Job::BadRow(e),
-                    Err(e) => Job::ListError(e),
-                };
-                let last = matches!(job, Job::ListError(_));
-                if job_tx.send((seq, job)).is_err() || last {
-                    break;
-                }
-            }
-        });
-        for _ in 0..threads {
-            let done_tx = done_tx.clone();
-            let job_rx = &job_rx;
-            s.spawn(move || loop {
-                let next = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                let Ok((seq, job)) = next else { break };
-                let outcome = if stop.load(Ordering::Relaxed) {
-                    Outcome::ListError(io::Error::other("stopped"))
-                } else {
-                    job.run(config)
-                };
-                if done_tx.send((seq, outcome)).is_err() {
-                    break;
-                }
-            });
-        }
-        drop(done_tx);
-        let result = write_in_order(&done_rx, &mut sink, window, progress);
-        if result.is_err() {
-            stop.store(true, Ordering::Relaxed);
-        }
-        window.close();
-        drop(done_rx);
-        result
-    })
-}
-
-fn write_in_order(
-    done_rx: &Receiver<(u64, Outcome)>,
-    sink: &mut impl FnMut(Outcome) -> Result<bool, PackError>,
-    window: &Window,
-    progress: &mut dyn FnMut(PackStats),
-) -> Result<PackStats, PackError> {
-    let mut pending = BTreeMap::new();
-    let mut next = 0u64;
-    let mut stats = PackStats::default();
-    for (seq, outcome) in done_rx.iter() {
-        pending.insert(seq, outcome);
-        while let Some(outcome) = pending.remove(&next) {
-            if sink(outcome)? {
-                stats.packed += 1;
-            } else {
-                stats.skipped += 1;
-            }
-            next += 1;
-            window.release();
-            progress(stats);
-        }
-    }
-    Ok(stats)
-}
-
-enum Job {
-    Entry(LstEntry),
-    BadRow(LstError),
-    ListError(io::Error),
-}
-
-impl Job {
-    fn run(self, config: &PackConfig) -> Outcome {
-        match self {
-            Job::Entry(entry) => match encode_item(&entry, config) {
-                Ok(payload) => Outcome::Record {
-                    index: entry.index,
-                    payload,
-                },
-                Err(error) => Outcome::Skip(Skipped {
-                    path: Some(config.root.join(&entry.path)),
-                    error,
-                }),
-            },
-            Job::BadRow(e) => Outcome::Skip(Skipped {
-                path: None,
-                error: ItemError::Row(e),
-            }),
-            Job::ListError(e) => Outcome::ListError(e),
-        }
-    }
 }
 
 #[cfg(test)]
