@@ -33,16 +33,17 @@ pub const MAX_WORKERS: usize = 1024;
 /// `--device` and `--precision-dtype`: where and in which precision the model runs.
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
 pub struct DeviceArgs {
-    /// auto (a usable CUDA GPU, else the CPU with a notice), cpu, cuda, cuda:N, or
-    /// several GPUs, cuda:N,M,... (rectrain trains data-parallel on them, splitting each
-    /// mini-batch; the same index twice, cuda:0,0, puts two replicas on one GPU;
-    /// recpredict uses the first).
+    /// auto, cpu, cuda, cuda:N or cuda:N,M,...
+    ///
+    /// auto: a usable CUDA GPU, else the CPU (with a notice). Several GPUs, cuda:0,1:
+    /// rectrain trains data-parallel on them (each mini-batch is split across them; the
+    /// same index twice, cuda:0,0, puts two replicas on one GPU); recpredict uses the
+    /// first.
     #[arg(
         long,
         value_name = "DEVICE",
         default_value = "auto",
-        value_parser = FlagValue(parse_device),
-        help = "auto, cpu, cuda, cuda:N or cuda:N,M,..."
+        value_parser = FlagValue(parse_device)
     )]
     pub device: DeviceSpec,
 
@@ -74,14 +75,16 @@ impl DeviceArgs {
 /// `--workers`: the threads that read and decode images.
 #[derive(clap::Args, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkersArgs {
-    /// Threads that read and decode images ahead of the model; 0 (the default) means
-    /// one per CPU. At most 1024.
+    /// Image decoding threads (0: one per CPU)
+    ///
+    /// Threads that read and decode images ahead of the model; 0 means one per CPU.
+    /// At most 1024.
     #[arg(
         long,
         value_name = "N",
         default_value = "0",
         value_parser = FlagValue(parse_workers),
-        help = "Image decoding threads (0: one per CPU)"
+        allow_negative_numbers = true
     )]
     pub workers: usize,
 }
@@ -98,7 +101,8 @@ impl WorkersArgs {
 
 /// Parse a `--device` value.
 pub fn parse_device(s: &str) -> Result<DeviceSpec, String> {
-    s.parse().map_err(|e: crate::backend::ParseDeviceError| e.to_string())
+    s.parse()
+        .map_err(|e: crate::backend::ParseDeviceError| e.to_string())
 }
 
 /// Parse a `--precision-dtype` value.
@@ -121,18 +125,13 @@ pub fn parse_workers(s: &str) -> Result<usize, String> {
 
 /// A clap value parser from a `parse` function, whose error reads
 /// `--FLAG VALUE: reason` (clap prints it after `error: `).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct FlagValue<T>(fn(&str) -> Result<T, String>);
 
 impl<T: Clone + Send + Sync + 'static> TypedValueParser for FlagValue<T> {
     type Value = T;
 
-    fn parse_ref(
-        &self,
-        cmd: &Command,
-        arg: Option<&Arg>,
-        value: &OsStr,
-    ) -> Result<T, clap::Error> {
+    fn parse_ref(&self, cmd: &Command, arg: Option<&Arg>, value: &OsStr) -> Result<T, clap::Error> {
         let flag = arg
             .and_then(Arg::get_long)
             .map_or_else(|| "value".to_string(), |l| format!("--{l}"));
@@ -183,7 +182,8 @@ fn flag_rows() -> impl Iterator<Item = &'static hparams::HyperparameterSpec> {
 }
 
 /// The long flags of [`flag_rows`], in order (clap keeps `&'static str`s).
-static LONG_FLAGS: LazyLock<Vec<String>> = LazyLock::new(|| flag_rows().map(|s| s.long()).collect());
+static LONG_FLAGS: LazyLock<Vec<String>> =
+    LazyLock::new(|| flag_rows().map(|s| s.long()).collect());
 
 impl clap::FromArgMatches for HyperparameterArgs {
     fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {

@@ -150,7 +150,10 @@ impl Opts {
     fn hyperparameter_flags(&self) -> RawHyperparameters {
         let mut raw = self.hparam_flags.0.clone();
         if let Some(precision) = self.device.precision_dtype {
-            raw.insert("precision_dtype".into(), hparams::precision_name(precision).into());
+            raw.insert(
+                "precision_dtype".into(),
+                hparams::precision_name(precision).into(),
+            );
         }
         raw
     }

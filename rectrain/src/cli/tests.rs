@@ -8,7 +8,11 @@ use super::*;
 /// The groups as `rectrain` holds them: with the hyperparameter flags, a flag given
 /// twice taking its last value, negative numbers allowed.
 #[derive(Parser, Debug)]
-#[command(name = "rectrain", args_override_self = true, allow_negative_numbers = true)]
+#[command(
+    name = "rectrain",
+    args_override_self = true,
+    allow_negative_numbers = true
+)]
 struct TrainLike {
     #[command(flatten)]
     hyperparameters: HyperparameterArgs,
@@ -29,7 +33,12 @@ struct PredictLike {
 }
 
 /// What each tool makes of `args`: the parsed groups, or clap's error text.
-fn both(args: &[&str]) -> (Result<(DeviceArgs, WorkersArgs), String>, Result<(DeviceArgs, WorkersArgs), String>) {
+fn both(
+    args: &[&str],
+) -> (
+    Result<(DeviceArgs, WorkersArgs), String>,
+    Result<(DeviceArgs, WorkersArgs), String>,
+) {
     let t = TrainLike::try_parse_from(std::iter::once("rectrain").chain(args.iter().copied()))
         .map(|o| (o.device, o.workers))
         .map_err(|e| e.to_string());
@@ -162,7 +171,10 @@ fn help_lists_the_hyperparameters_with_their_defaults() {
     assert!(help.contains("--num-layers <N>"), "{help}");
     assert!(help.contains("[default: 152]"), "{help}");
     assert!(help.contains("--image-shape <C,H,W>"), "{help}");
-    assert!(help.contains("[default: inferred from the labels]"), "{help}");
+    assert!(
+        help.contains("[default: inferred from the labels]"),
+        "{help}"
+    );
     assert!(!help.contains("--kv-store"), "{help}");
 }
 
@@ -201,8 +213,8 @@ fn the_hyperparameter_group_overrides_itself_on_its_own() {
         #[command(flatten)]
         hyperparameters: HyperparameterArgs,
     }
-    let o = Plain::try_parse_from(["x", "--epochs", "2", "--epochs", "3", "--momentum", "-1"])
-        .unwrap();
+    let o =
+        Plain::try_parse_from(["x", "--epochs", "2", "--epochs", "3", "--momentum", "-1"]).unwrap();
     assert_eq!(o.hyperparameters.0["epochs"], "3");
     assert_eq!(o.hyperparameters.0["momentum"], "-1");
 }
@@ -212,10 +224,7 @@ fn lst_images_default_to_the_lst_folder() {
     assert_eq!(lst_folder(Path::new("/d/x.lst")), PathBuf::from("/d"));
     assert_eq!(lst_folder(Path::new("sub/x.lst")), PathBuf::from("sub"));
     assert_eq!(lst_folder(Path::new("x.lst")), PathBuf::from("."));
-    assert_eq!(
-        lst_root(Path::new("sub/x.lst"), None),
-        PathBuf::from("sub")
-    );
+    assert_eq!(lst_root(Path::new("sub/x.lst"), None), PathBuf::from("sub"));
     assert_eq!(
         lst_root(Path::new("sub/x.lst"), Some("imgs".into())),
         PathBuf::from("imgs")

@@ -200,4 +200,3 @@ const fn sorted_names<const N: usize>() -> [&'static str; N] {
     }
     names
 }
-

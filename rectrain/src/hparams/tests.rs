@@ -153,5 +153,8 @@ fn known_names_are_the_tables_sorted() {
     let mut names: Vec<&str> = TABLE.iter().map(|s| s.name).collect();
     names.sort_unstable();
     assert_eq!(KNOWN_NAMES, names.as_slice());
-    assert_eq!(spec("num_layers").map(|s| s.long()), Some("num-layers".to_string()));
+    assert_eq!(
+        spec("num_layers").map(|s| s.long()),
+        Some("num-layers".to_string())
+    );
 }
