@@ -32,13 +32,11 @@ struct PredictLike {
     workers: WorkersArgs,
 }
 
-/// What each tool makes of `args`: the parsed groups, or clap's error text.
-fn both(
-    args: &[&str],
-) -> (
-    Result<(DeviceArgs, WorkersArgs), String>,
-    Result<(DeviceArgs, WorkersArgs), String>,
-) {
+/// The shared groups as parsed, or clap's error text.
+type Parsed = Result<(DeviceArgs, WorkersArgs), String>;
+
+/// What each tool makes of `args`.
+fn both(args: &[&str]) -> (Parsed, Parsed) {
     let t = TrainLike::try_parse_from(std::iter::once("rectrain").chain(args.iter().copied()))
         .map(|o| (o.device, o.workers))
         .map_err(|e| e.to_string());
