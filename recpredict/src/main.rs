@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use im2list::cli::{self, Outcome};
 use recpredict::{Config, InputSpec, OutputMode};
-use rectrain::backend::{DeviceSpec, Precision};
+use rectrain::cli::{lst_root, DeviceArgs, WorkersArgs};
 use rectrain::preprocess::EvalMode;
 
 const EXAMPLES: &str = "\
@@ -16,6 +16,7 @@ Examples:
   find . -name '*.jpg' | recpredict -m model/ -       paths on stdin
   recpredict -m model/ --rec val.rec --evaluate       records; summary line last
   recpredict -m model/ --lst val.lst --root imgs/ --evaluate | jq 'select(.type)'
+  recpredict -m model/ --lst imgs/val.lst            .lst paths relative to imgs/
   recpredict -m model/ --sagemaker imgs/              {\"prediction\": [...]} lines
   recpredict -m model/ --output-dir out/ imgs/        out/<name>.out like batch transform
 
@@ -46,18 +47,17 @@ struct Opts {
     #[arg(
         long,
         value_name = "FILE",
-        requires = "root",
         conflicts_with = "rec",
-        help = "Predict the images of a .lst (with --root)"
+        help = "Predict the images of a .lst"
     )]
     lst: Option<PathBuf>,
 
-    /// The directory the .lst paths are relative to.
+    /// The directory the .lst paths are relative to (default: the .lst's folder).
     #[arg(
         long,
         value_name = "DIR",
         requires = "lst",
-        help = "Image root of --lst"
+        help = "Image root of --lst (default: the .lst's folder)"
     )]
     root: Option<PathBuf>,
 
@@ -119,27 +119,13 @@ struct Opts {
     )]
     batch_size: usize,
 
-    /// `auto` (a GPU when one is usable, else the CPU), `cpu`, `cuda`, `cuda:N`.
-    #[arg(
-        long,
-        value_name = "DEVICE",
-        default_value = "auto",
-        help = "auto, cpu, cuda or cuda:N"
-    )]
-    device: String,
+    /// `--device` and `--precision-dtype`, as rectrain has them.
+    #[command(flatten)]
+    device: DeviceArgs,
 
-    /// float32, float16 or bfloat16 (half precisions need a GPU).
-    #[arg(
-        long,
-        value_name = "TYPE",
-        default_value = "float32",
-        help = "float32, float16 or bfloat16"
-    )]
-    precision_dtype: String,
-
-    /// Threads that read and decode images ahead of the model (default: one per CPU).
-    #[arg(long, value_name = "N", help = "Decoding threads")]
-    workers: Option<usize>,
+    /// `--workers`, as rectrain has it.
+    #[command(flatten)]
+    workers: WorkersArgs,
 
     /// Flush stdout after every line, not only after every batch (it is always
     /// line-buffered on a terminal).
@@ -152,15 +138,12 @@ struct Opts {
     timings: bool,
 }
 
-/// The most decoding threads `--workers` takes.
-const MAX_WORKERS: usize = 1024;
-
 impl Opts {
     fn into_config(self) -> anyhow::Result<Config> {
         let input = if let Some(lst) = self.lst {
             InputSpec::Lst {
+                root: lst_root(&lst, self.root),
                 lst,
-                root: self.root.context("--lst needs --root")?,
             }
         } else if let Some(rec) = self.rec {
             let idx = self.idx.or_else(|| {
@@ -183,22 +166,6 @@ impl Opts {
             (false, Some(dir)) => OutputMode::Dir(dir),
             (false, None) => OutputMode::JsonLines,
         };
-        let device: DeviceSpec = self
-            .device
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--device {}: {e}", self.device))?;
-        let precision: Precision = self
-            .precision_dtype
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--precision-dtype {}: {e}", self.precision_dtype))?;
-        let workers = match self.workers {
-            Some(0) => anyhow::bail!("--workers must be at least 1"),
-            Some(n) if n > MAX_WORKERS => {
-                anyhow::bail!("--workers {n} is more than {MAX_WORKERS} decoding threads")
-            }
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
         Ok(Config {
             model_dir: self.model,
             input,
@@ -209,10 +176,10 @@ impl Opts {
                 EvalMode::ResizeCrop
             },
             batch_size: self.batch_size,
-            workers,
+            workers: self.workers.threads(),
             prefetch_batches: 2,
-            device,
-            precision,
+            precision: self.device.precision(),
+            device: self.device.device,
             top_k: self.top_k,
             evaluate: self.evaluate,
             table: self.evaluate && io::stderr().is_terminal(),
@@ -260,7 +227,7 @@ mod tests {
         assert!(
             Opts::try_parse_from(["recpredict", "-m", "m", "a.jpg", "--rec", "x.rec"]).is_err()
         );
-        assert!(Opts::try_parse_from(["recpredict", "-m", "m", "--lst", "x.lst"]).is_err());
+        assert!(Opts::try_parse_from(["recpredict", "-m", "m", "--root", "r"]).is_err());
         assert!(Opts::try_parse_from([
             "recpredict",
             "-m",
@@ -282,6 +249,24 @@ mod tests {
                 idx: None
             }
         );
+        // Without --root, a .lst's paths are relative to its folder.
+        for (args, root) in [
+            (&["--lst", "d/x.lst"][..], "d"),
+            (&["--lst", "x.lst"][..], "."),
+            (&["--lst", "d/x.lst", "--root", "r"][..], "r"),
+        ] {
+            let o = Opts::try_parse_from(["recpredict", "-m", "m"].iter().chain(args))
+                .unwrap()
+                .into_config()
+                .unwrap();
+            assert_eq!(
+                o.input,
+                InputSpec::Lst {
+                    lst: args[1].into(),
+                    root: root.into()
+                }
+            );
+        }
         let err = Opts::try_parse_from(["recpredict", "-m", "m"])
             .unwrap()
             .into_config()

@@ -641,3 +641,74 @@ fn usage_errors_are_exit_2() {
     );
     assert!(stderr(&out).contains("--device tpu"), "{}", stderr(&out));
 }
+
+/// `--device`, `--precision-dtype` and `--workers` are `rectrain::cli`'s shared groups:
+/// a bad value is a usage error (exit 2) whose text is the very line rectrain prints
+/// (`rectrain/tests/cli.rs` pins the same lines).
+#[test]
+fn shared_flags_reject_bad_values_as_rectrain_does() {
+    let cases = [
+        (
+            ["--device", "bogus"],
+            "error: --device bogus: invalid device \"bogus\": expected auto, cpu, cuda, cuda:N or cuda:N,M,...\n",
+        ),
+        (
+            ["--precision-dtype", "bogus"],
+            "error: --precision-dtype bogus: invalid precision \"bogus\": expected float32, float16 or bfloat16\n",
+        ),
+        (
+            ["--workers", "2000"],
+            "error: --workers 2000: at most 1024 decoding threads\n",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = run(bin().args(["-m", "m"]).args(args).arg("x.png"), 2);
+        assert_eq!(stderr(&out), expected, "{args:?}");
+        assert_eq!(stdout(&out), "");
+    }
+}
+
+/// `--workers 0` is one decoding thread per CPU (the default), as in rectrain.
+#[test]
+fn workers_0_is_one_per_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_images(tmp.path(), 3);
+    let zero = lines(&run(predict(&["--workers", "0"]).arg(tmp.path()), 0));
+    let default = lines(&run(predict(&[]).arg(tmp.path()), 0));
+    assert_eq!(zero.len(), 3);
+    for (a, b) in zero.iter().zip(&default) {
+        assert_eq!(a.path, b.path);
+        assert_eq!(a.prediction, b.prediction);
+    }
+}
+
+/// Without `--root`, a .lst's paths are relative to the .lst's folder, as rectrain's
+/// `--train-lst` without `--train-root`.
+#[test]
+fn lst_without_root_reads_images_beside_the_lst() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    write_images(&dir.join("a"), 3);
+    let lst = dir.join("x.lst");
+    fs::write(
+        &lst,
+        "0\t0.000000\ta/0_00.png\n1\t1.000000\ta/1_01.jpg\n2\t2.000000\ta/2_02.png\n",
+    )
+    .unwrap();
+    let with_root = run(predict(&["--lst"]).arg(&lst).arg("--root").arg(&dir), 0);
+    let without = run(predict(&["--lst"]).arg(&lst), 0);
+    assert_eq!(stdout(&without), stdout(&with_root));
+    let got = lines(&without);
+    assert_eq!(got.len(), 3);
+    for (i, l) in got.iter().enumerate() {
+        check_prediction(l, CLASSES);
+        assert_eq!(l.true_class, Some(i as u64));
+    }
+    // A bare file name: the images are relative to the working directory.
+    let here = run(predict(&["--lst", "x.lst"]).current_dir(&dir), 0);
+    assert_eq!(stdout(&here), stdout(&with_root));
+    // Not beside the .lst: every image fails (exit 1), named on stderr.
+    fs::rename(dir.join("a"), tmp.path().join("a")).unwrap();
+    let out = run(predict(&["--lst"]).arg(&lst), 1);
+    assert!(lines(&out).iter().all(|l| l.error.is_some()));
+}

@@ -18,6 +18,7 @@ pub mod preprocess;
 
 // Training: hyperparameters, artifact format, metrics, logs, plots, the loop.
 pub mod artifact;
+pub mod cli;
 pub mod hparams;
 pub mod metrics;
 pub mod plot;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use im2list::cli::{self, Outcome};
-use rectrain::backend::DeviceSpec;
+use rectrain::cli::{lst_root, DeviceArgs, HyperparameterArgs, WorkersArgs};
 use rectrain::hparams::{self, Hyperparameters, RawHyperparameters};
 use rectrain::train::{self, DataSource, TrainConfig, TrainOutcome};
 
@@ -25,7 +25,9 @@ image folder plus a .lst), on a CUDA GPU or the CPU.
 Hyperparameters have SageMaker's names with dashes (num_layers is
 --num-layers), SageMaker's defaults and SageMaker's allowed ranges.
 --hyperparameters reads SageMaker's hyperparameters.json (every value a
-string); flags given on the command line override the file.
+string); flags given on the command line override the file. The
+precision_dtype hyperparameter's flag, --precision-dtype, is listed with
+--device: recpredict has both with the same meaning.
 
 Output: the artifact directory OUT:
   OUT/model.safetensors   best-validation weights, torchvision key names
@@ -112,98 +114,9 @@ struct Opts {
     #[arg(long, value_name = "FILE")]
     hyperparameters: Option<PathBuf>,
 
-    /// ResNet depth: 18, 34, 50, 101, 152, 200. [default: 152]
-    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
-    num_layers: Option<String>,
-    /// Network input "C,H,W" (C must be 3). [default: 3,224,224]
-    #[arg(long, value_name = "C,H,W", help_heading = "Hyperparameters")]
-    image_shape: Option<String>,
-    /// Output classes. [default: inferred from the labels]
-    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
-    num_classes: Option<String>,
-    /// Training images (checked against the data). [default: counted]
-    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
-    num_training_samples: Option<String>,
-    /// Images per step. [default: 32]
-    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
-    mini_batch_size: Option<String>,
-    /// Passes over the training data. [default: 30]
-    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
-    epochs: Option<String>,
-    /// Initial learning rate, 0..1. [default: 0.1]
-    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
-    learning_rate: Option<String>,
-    /// Learning-rate factor at each scheduled step, 0..1. [default: 0.1]
-    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
-    lr_scheduler_factor: Option<String>,
-    /// Epochs after which the learning rate drops, e.g. "10, 20". [default: none]
-    #[arg(long, value_name = "EPOCHS", help_heading = "Hyperparameters")]
-    lr_scheduler_step: Option<String>,
-    /// sgd, adam, rmsprop or nag. [default: sgd]
-    #[arg(long, value_name = "NAME", help_heading = "Hyperparameters")]
-    optimizer: Option<String>,
-    /// Momentum for sgd and nag, 0..1. [default: 0.9]
-    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
-    momentum: Option<String>,
-    /// L2 weight decay for sgd and nag, 0..1, on weights and BatchNorm gammas (as MXNet). [default: 0.0001]
-    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
-    weight_decay: Option<String>,
-    /// Adam beta1, 0..1. [default: 0.9]
-    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
-    beta_1: Option<String>,
-    /// Adam beta2, 0..1. [default: 0.999]
-    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
-    beta_2: Option<String>,
-    /// Adam and rmsprop epsilon, 0..1. [default: 1e-8]
-    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
-    eps: Option<String>,
-    /// Rmsprop decay factor, 0..1. [default: 0.9]
-    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
-    gamma: Option<String>,
-    /// Also report top-k accuracy (k > 1). [default: none]
-    #[arg(long, value_name = "K", help_heading = "Hyperparameters")]
-    top_k: Option<String>,
-    /// 1: start from --pretrained weights, re-initialising the last layer. [default: 0]
-    #[arg(long, value_name = "0|1", help_heading = "Hyperparameters")]
-    use_pretrained_model: Option<String>,
-    /// 1: multi-hot labels, sigmoid outputs, binary cross-entropy. [default: 0]
-    #[arg(long, value_name = "0|1", help_heading = "Hyperparameters")]
-    multi_label: Option<String>,
-    /// 1: weight the multi-label loss by class frequency (needs --multi-label 1). [default: 0]
-    #[arg(long, value_name = "0|1", help_heading = "Hyperparameters")]
-    use_weighted_loss: Option<String>,
-    /// crop, crop_color or crop_color_transform. [default: none, centre crop]
-    #[arg(long, value_name = "TYPE", help_heading = "Hyperparameters")]
-    augmentation_type: Option<String>,
-    /// Shorter side in pixels before cropping (at least H and W). [default: none]
-    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
-    resize: Option<String>,
-    /// Also keep a checkpoint every N epochs (N <= epochs). [default: best only]
-    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
-    checkpoint_frequency: Option<String>,
-    /// True: stop when validation accuracy stops improving. [default: False]
-    #[arg(long, value_name = "BOOL", help_heading = "Hyperparameters")]
-    early_stopping: Option<String>,
-    /// Epochs before early stopping may stop the run. [default: 10]
-    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
-    early_stopping_min_epochs: Option<String>,
-    /// Epochs without improvement that stop the run. [default: 5]
-    #[arg(long, value_name = "N", help_heading = "Hyperparameters")]
-    early_stopping_patience: Option<String>,
-    /// Relative gain below which an epoch is no improvement, 0..1. [default: 0.0]
-    #[arg(long, value_name = "X", help_heading = "Hyperparameters")]
-    early_stopping_tolerance: Option<String>,
-    /// float32, float16 or bfloat16 (the last two on CUDA only). [default: float32]
-    #[arg(long, value_name = "DTYPE", help_heading = "Hyperparameters")]
-    precision_dtype: Option<String>,
-    /// SageMaker's dist_sync/dist_async (accepted and ignored: one machine). [default: none]
-    #[arg(
-        long,
-        value_name = "KIND",
-        help_heading = "Hyperparameters",
-        hide = true
-    )]
-    kv_store: Option<String>,
+    /// The hyperparameters given as flags (made from `hparams::TABLE`).
+    #[command(flatten)]
+    hparam_flags: HyperparameterArgs,
 
     /// Pretrained weights: a torchvision ResNet .pth or .safetensors (implies
     /// --use-pretrained-model 1). Nothing can be downloaded.
@@ -216,68 +129,33 @@ struct Opts {
     /// Seed of the initial weights, the shuffling and the augmentation.
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
-    /// auto, cpu, cuda, cuda:N, or several GPUs for data-parallel training: cuda:0,1
-    /// (each mini-batch is split across them; the same index twice, cuda:0,0, puts two
-    /// replicas on one GPU).
-    #[arg(long, value_name = "DEVICE", default_value = "auto")]
-    device: String,
+    /// `--device` and `--precision-dtype` (SageMaker's precision_dtype), as recpredict
+    /// has them.
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Continue an interrupted run from OUT/checkpoints/last (give OUT or that folder).
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
-    /// Image decoding threads (0: one per CPU).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    workers: usize,
+    /// `--workers`, as recpredict has it.
+    #[command(flatten)]
+    workers: WorkersArgs,
     /// Act as if Ctrl-C came after N optimizer steps (for testing --resume).
     #[arg(long, value_name = "N", hide = true)]
     stop_after_steps: Option<usize>,
 }
 
 impl Opts {
-    /// The hyperparameters given as flags, by SageMaker name.
+    /// The hyperparameters given as flags, by SageMaker name: the hyperparameter flags
+    /// and `--precision-dtype`.
     fn hyperparameter_flags(&self) -> RawHyperparameters {
-        let pairs: [(&str, &Option<String>); 29] = [
-            ("num_layers", &self.num_layers),
-            ("image_shape", &self.image_shape),
-            ("num_classes", &self.num_classes),
-            ("num_training_samples", &self.num_training_samples),
-            ("mini_batch_size", &self.mini_batch_size),
-            ("epochs", &self.epochs),
-            ("learning_rate", &self.learning_rate),
-            ("lr_scheduler_factor", &self.lr_scheduler_factor),
-            ("lr_scheduler_step", &self.lr_scheduler_step),
-            ("optimizer", &self.optimizer),
-            ("momentum", &self.momentum),
-            ("weight_decay", &self.weight_decay),
-            ("beta_1", &self.beta_1),
-            ("beta_2", &self.beta_2),
-            ("eps", &self.eps),
-            ("gamma", &self.gamma),
-            ("top_k", &self.top_k),
-            ("use_pretrained_model", &self.use_pretrained_model),
-            ("multi_label", &self.multi_label),
-            ("use_weighted_loss", &self.use_weighted_loss),
-            ("augmentation_type", &self.augmentation_type),
-            ("resize", &self.resize),
-            ("checkpoint_frequency", &self.checkpoint_frequency),
-            ("early_stopping", &self.early_stopping),
-            ("early_stopping_min_epochs", &self.early_stopping_min_epochs),
-            ("early_stopping_patience", &self.early_stopping_patience),
-            ("early_stopping_tolerance", &self.early_stopping_tolerance),
-            ("precision_dtype", &self.precision_dtype),
-            ("kv_store", &self.kv_store),
-        ];
-        pairs
-            .into_iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.clone())))
-            .collect()
-    }
-}
-
-/// The folder a `.lst`'s paths are relative to when no root is given.
-fn lst_folder(lst: &Path) -> PathBuf {
-    match lst.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+        let mut raw = self.hparam_flags.0.clone();
+        if let Some(precision) = self.device.precision_dtype {
+            raw.insert(
+                "precision_dtype".into(),
+                hparams::precision_name(precision).into(),
+            );
+        }
+        raw
     }
 }
 
@@ -346,7 +224,7 @@ fn run(opts: Opts) -> anyhow::Result<Outcome> {
         (Some(rec), _) => DataSource::rec(rec.clone()),
         (None, Some(lst)) => DataSource::Lst {
             lst: lst.clone(),
-            root: opts.train_root.clone().unwrap_or_else(|| lst_folder(lst)),
+            root: lst_root(lst, opts.train_root.clone()),
         },
         (None, None) => bail!("give the training data with --train or --train-lst"),
     };
@@ -354,10 +232,7 @@ fn run(opts: Opts) -> anyhow::Result<Outcome> {
         (Some(rec), _) => DataSource::rec(rec.clone()),
         (None, Some(lst)) => DataSource::Lst {
             lst: lst.clone(),
-            root: opts
-                .validation_root
-                .clone()
-                .unwrap_or_else(|| lst_folder(lst)),
+            root: lst_root(lst, opts.validation_root.clone()),
         },
         (None, None) => bail!("give the validation data with --validation or --validation-lst"),
     };
@@ -376,11 +251,6 @@ fn run(opts: Opts) -> anyhow::Result<Outcome> {
     };
     let class_names = classes_file.as_deref().map(read_classes).transpose()?;
 
-    let device: DeviceSpec = opts
-        .device
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--device {}: {e}", opts.device))?;
-
     let cfg = TrainConfig {
         hparams,
         train: train_src,
@@ -391,10 +261,10 @@ fn run(opts: Opts) -> anyhow::Result<Outcome> {
         pretrained: opts.pretrained.clone(),
         keep_head: opts.keep_head,
         seed: opts.seed,
-        device,
+        device: opts.device.device.clone(),
         resume: opts.resume.clone(),
         progress: io::stderr().is_terminal(),
-        workers: opts.workers,
+        workers: opts.workers.threads(),
         stop_after_steps: opts.stop_after_steps,
     };
 
