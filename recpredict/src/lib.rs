@@ -18,6 +18,7 @@
 //! crop), or with `--squash` the SageMaker endpoint's resize to exactly H×W.
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod evaluate;
 pub mod input;
 pub mod model;

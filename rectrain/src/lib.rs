@@ -5,9 +5,8 @@
 
 // Model and weights (torchvision layout and names), device selection, inference.
 pub mod backend;
-pub mod contiguous;
-pub mod cpu_conv;
 pub mod infer;
+pub mod kernels;
 pub mod model;
 pub mod weights;
 
@@ -17,6 +16,7 @@ pub mod loader;
 pub mod preprocess;
 
 // Training: hyperparameters, artifact format, metrics, logs, plots, the loop.
+pub mod app;
 pub mod artifact;
 pub mod cli;
 pub mod hparams;

@@ -31,7 +31,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::cpu_conv::conv2d;
+use crate::kernels::conv2d;
 
 /// The depths this implementation builds (SageMaker's `num_layers` values that
 /// support transfer learning). The CIFAR depths 20/32/44/56/110 are not supported.

@@ -30,6 +30,12 @@ fn draw_err<E: std::fmt::Display>(e: E) -> PlotError {
     PlotError::Draw(e.to_string())
 }
 
+/// How many x-axis labels to ask plotters for when the last epoch is `last_epoch`: one
+/// per epoch (epochs 0..=last), at most 11.
+fn epoch_ticks(last_epoch: usize) -> usize {
+    (last_epoch + 1).min(11)
+}
+
 /// Render the SVG text of the accuracy curves (x: epoch, y: accuracy in [0, 1]).
 pub fn accuracy_svg(history: &[EpochMetrics], title: &str) -> Result<String, PlotError> {
     let mut svg = String::new();
@@ -48,7 +54,16 @@ pub fn accuracy_svg(history: &[EpochMetrics], title: &str) -> Result<String, Plo
             .configure_mesh()
             .x_desc("epoch")
             .y_desc("accuracy")
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            // Epochs are whole numbers: at most one tick per epoch, so plotters picks a
+            // step of 1, 2, 5, 10… epochs, and never labels a fraction.
+            .x_labels(epoch_ticks(last_epoch))
+            .x_label_formatter(&|x| {
+                if x.fract() == 0.0 {
+                    format!("{x:.0}")
+                } else {
+                    String::new()
+                }
+            })
             .y_label_formatter(&|y| format!("{y:.1}"))
             .draw()
             .map_err(draw_err)?;
@@ -129,6 +144,39 @@ mod tests {
         assert!(svg.contains("validation\n</text>"));
         assert!(svg.contains("<polyline"));
         assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    /// The x-axis texts of an SVG: the labels drawn below the plot area (plotters
+    /// writes each label as its own `<text>` element).
+    fn axis_numbers(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .filter_map(|t| t.split_once('>').map(|(_, rest)| rest))
+            .filter_map(|rest| rest.split_once("</text>").map(|(text, _)| text.trim()))
+            .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn epoch_axis_has_each_integer_once() {
+        let h: Vec<_> = (0..6).map(|e| epoch(e, 0.5, 0.5)).collect();
+        let labels = axis_numbers(&accuracy_svg(&h, "t").unwrap());
+        let epochs: Vec<&str> = labels
+            .iter()
+            .map(String::as_str)
+            .filter(|t| !t.contains('.'))
+            .collect();
+        assert_eq!(epochs, ["0", "1", "2", "3", "4", "5"], "{labels:?}");
+        // Thirty epochs: labelled every few epochs, whole numbers, none twice.
+        let h: Vec<_> = (0..30).map(|e| epoch(e, 0.5, 0.5)).collect();
+        let labels = axis_numbers(&accuracy_svg(&h, "t").unwrap());
+        let epochs: Vec<usize> = labels
+            .iter()
+            .filter(|t| !t.contains('.'))
+            .map(|t| t.parse().unwrap())
+            .collect();
+        assert!(epochs.len() >= 3 && epochs.len() <= 11, "{labels:?}");
+        assert!(epochs.windows(2).all(|w| w[0] < w[1]), "{labels:?}");
     }
 
     #[test]

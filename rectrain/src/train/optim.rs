@@ -6,7 +6,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 
-use crate::contiguous::contiguous;
+use crate::kernels::contiguous;
 
 /// Whether every float tensor of a module (parameters and buffers) is finite. One
 /// value is read back: the sum of `x × 0` over all elements, which is 0 exactly when

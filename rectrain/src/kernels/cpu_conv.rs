@@ -10,8 +10,6 @@
 //! which the training loop's `contiguous_grads` copies). Any other backend, or a convolution with bias or groups, takes burn's
 //! own `Conv2d::forward`.
 
-use std::any::Any;
-
 use burn::backend::Autodiff;
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
@@ -24,22 +22,17 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_autodiff::NodeId;
 use burn_flex::{Flex, FlexTensor};
+
+use super::cast;
 use rayon::prelude::*;
 
 /// The training backend on the CPU.
-type Train = Autodiff<Flex>;
+pub(super) type Train = Autodiff<Flex>;
 
-/// `t` as a `U` when `T` is `U` (same type), else `t` back.
-pub(crate) fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
-    let mut slot = Some(t);
-    match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
-        Some(u) => Ok(u.take().expect("the slot was just filled")),
-        None => Err(slot.expect("not taken: no downcast")),
-    }
-}
-
-/// `conv.forward(x)`, with the parallel backward step on `Autodiff<Flex>`.
-pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+/// `conv.forward(x)` on `Autodiff<Flex>` (the backend [`super::conv2d`] selected), with
+/// the parallel backward step; a convolution with bias, groups or asymmetric padding
+/// takes burn's own.
+pub(super) fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
         return conv.forward(x);
     };
@@ -47,10 +40,8 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         return conv.forward(x);
     }
     let weight = conv.weight.val();
-    let x = match cast::<FloatTensor<B>, FloatTensor<Train>>(x.into_primitive().tensor()) {
-        Ok(x) => x,
-        Err(x) => return conv.forward(Tensor::from_primitive(TensorPrimitive::Float(x))),
-    };
+    let x = cast::<FloatTensor<B>, FloatTensor<Train>>(x.into_primitive().tensor())
+        .unwrap_or_else(|_| unreachable!("selected for Autodiff<Flex> only"));
     let weight = cast::<FloatTensor<B>, FloatTensor<Train>>(weight.into_primitive().tensor())
         .unwrap_or_else(|_| unreachable!("the weight is on the input's backend"));
     let options = ConvOptions::new(conv.stride, [top, left], conv.dilation, 1);

@@ -13,22 +13,16 @@ use burn::tensor::{Tensor, TensorPrimitive};
 use burn_flex::{FlexTensor, Layout};
 use rayon::prelude::*;
 
-use crate::cpu_conv::cast;
+use super::cast;
 
-/// `t` with a contiguous layout (the same values, in row-major order).
-pub fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
-    let t = match cast::<FloatTensor<B>, FlexTensor>(t.into_primitive().tensor()) {
-        Ok(flex) => {
-            let copy = cast::<FlexTensor, FloatTensor<B>>(flex_contiguous(flex))
-                .unwrap_or_else(|_| unreachable!("B is burn-flex"));
-            return Tensor::from_primitive(TensorPrimitive::Float(copy));
-        }
-        Err(other) => Tensor::<B, D>::from_primitive(TensorPrimitive::Float(other)),
-    };
-    // Any other backend: reshaping a strided tensor to one dimension copies it in order
-    // (and is free when it is contiguous already).
-    let dims = t.dims();
-    t.reshape([dims.iter().product::<usize>()]).reshape(dims)
+/// `t` with a contiguous layout, on burn-flex (the backend [`super::contiguous`]
+/// selected).
+pub(super) fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
+    let flex = cast::<FloatTensor<B>, FlexTensor>(t.into_primitive().tensor())
+        .unwrap_or_else(|_| unreachable!("selected for Flex only"));
+    let copy = cast::<FlexTensor, FloatTensor<B>>(flex_contiguous(flex))
+        .unwrap_or_else(|_| unreachable!("B is burn-flex"));
+    Tensor::from_primitive(TensorPrimitive::Float(copy))
 }
 
 /// burn-flex: float32 views with positive strides and a contiguous innermost run are
