@@ -436,7 +436,7 @@ fn output_index(rec: &Path) -> anyhow::Result<PathBuf> {
     if rec.extension().is_some_and(|e| e == "idx") {
         bail!("-o {shown}: name the .rec; the index is written beside it as .idx");
     }
-    Ok(rec.with_extension("idx"))
+    Ok(im2rec::dataset::default_idx(rec))
 }
 
 /// Number of non-blank rows, for the progress bar.

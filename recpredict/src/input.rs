@@ -18,7 +18,10 @@ use std::io::{self, BufRead};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use im2rec::dataset::{self, Dataset, DatasetError, Labels, ReadMode};
 use im2rec::recordio::{self, MmapReader};
+
+pub use im2rec::dataset::default_idx;
 
 /// The file extensions (lower case, without the dot) taken from directories.
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
@@ -89,6 +92,21 @@ pub enum InputError {
     Stdin(#[source] io::Error),
 }
 
+impl From<DatasetError> for InputError {
+    /// The variant of the same name (same fields, recpredict's wording).
+    fn from(e: DatasetError) -> Self {
+        match e {
+            DatasetError::Rec { path, source } => InputError::Rec { path, source },
+            DatasetError::LstIo { path, source } => InputError::LstIo { path, source },
+            DatasetError::LstRow { path, source } => InputError::LstRow { path, source },
+            // Not produced when a dataset is opened leniently (records and image files
+            // are read later, and their failures become error lines).
+            DatasetError::Record { path, source, .. } => InputError::Rec { path, source },
+            DatasetError::ImageFile { path, source, .. } => InputError::LstIo { path, source },
+        }
+    }
+}
+
 /// Which input an output line belongs to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ItemKey {
@@ -128,7 +146,7 @@ pub struct Item {
     /// directory; `None` for records until their id is known.
     pub out_name: Option<PathBuf>,
     /// The true label(s), from the `.lst` or the record header.
-    pub labels: Option<Vec<f32>>,
+    pub labels: Option<Labels>,
     /// Where its bytes are.
     pub source: ItemSource,
     /// An error found while listing it (e.g. an unreadable directory entry); such an
@@ -160,7 +178,7 @@ pub struct ItemBytes<'a> {
     /// The record header's id (records only).
     pub id: Option<u64>,
     /// The record header's label(s) (records only).
-    pub labels: Option<Vec<f32>>,
+    pub labels: Option<Labels>,
 }
 
 /// Read an item's encoded image. For a record this unpacks the IRHeader (the id and
@@ -180,28 +198,11 @@ pub fn read_item<'a>(item: &Item, rec: Option<&'a MmapReader>) -> Result<ItemByt
         },
         ItemSource::Record(offset) => {
             let rec = rec.ok_or_else(|| "no .rec is open".to_string())?;
-            let (payload, _) = rec.read_at(*offset).map_err(|e| e.to_string())?;
-            let (id, labels, range) = {
-                let record = recordio::unpack_image_record(&payload).map_err(|e| e.to_string())?;
-                let start = record.image.as_ptr() as usize - payload.as_ptr() as usize;
-                (
-                    record.header.id,
-                    record.labels,
-                    start..start + record.image.len(),
-                )
-            };
-            let image = match payload {
-                Cow::Borrowed(b) => Cow::Borrowed(&b[range]),
-                Cow::Owned(mut v) => {
-                    v.truncate(range.end);
-                    v.drain(..range.start);
-                    Cow::Owned(v)
-                }
-            };
+            let record = dataset::read_record(rec, *offset).map_err(|e| e.to_string())?;
             Ok(ItemBytes {
-                image,
-                id: Some(id),
-                labels: Some(labels),
+                image: record.image,
+                id: Some(record.id),
+                labels: Some(record.labels),
             })
         }
     }
@@ -226,7 +227,7 @@ pub fn open(spec: &InputSpec, stdin: Box<dyn BufRead + Send>) -> Result<Inputs, 
             let (reader, items) = open_rec(rec, idx.as_deref())?;
             Ok(Inputs {
                 items: Box::new(items.into_iter()),
-                rec: Some(Arc::new(reader)),
+                rec: reader,
             })
         }
     }
@@ -245,85 +246,48 @@ fn path_from_bytes(bytes: Vec<u8>) -> PathBuf {
     }
 }
 
-/// The `.idx` im2rec writes next to `x.rec`: `x.idx`.
-pub fn default_idx(rec: &Path) -> PathBuf {
-    rec.with_extension("idx")
-}
-
-/// Open a `.rec` and list its records in file order: from the `.idx` or, without one,
-/// by scanning. A damaged record does not stop the others: an `.idx` offset that is
-/// not a whole record fails when it is read (an error line for that record), and a
-/// scan that meets a damaged record keeps the records before it and ends with one
-/// failed item naming where it stopped (a `.rec` cannot be resynchronised reliably).
-fn open_rec(rec: &Path, idx: Option<&Path>) -> Result<(MmapReader, Vec<Item>), InputError> {
-    let err = |source| InputError::Rec {
-        path: rec.to_path_buf(),
-        source,
-    };
-    let reader = MmapReader::open(rec).map_err(err)?;
-    let record = |offset| Item {
-        key: ItemKey::Record { id: None, offset },
-        out_name: None,
-        labels: None,
-        source: ItemSource::Record(offset),
-        listing_error: None,
-    };
-    match idx {
-        Some(idx) => {
-            let entries = recordio::read_index_file(idx).map_err(|source| InputError::Rec {
-                path: idx.to_path_buf(),
-                source,
-            })?;
-            let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
-            // The C++ reader ignores the keys and reads the records in file order;
-            // so do we (an index listing a record twice still yields it once).
-            offsets.sort_unstable();
-            offsets.dedup();
-            Ok((reader, offsets.into_iter().map(record).collect()))
-        }
-        None => {
-            let (offsets, stop) = reader.scan_offsets_until_error();
-            let mut items: Vec<Item> = offsets.into_iter().map(record).collect();
-            if let Some((offset, e)) = stop {
-                let rest = reader.file_len() - offset;
-                items.push(Item {
-                    listing_error: Some(format!(
-                        "{e}; the rest of the file ({rest} bytes from here) cannot be read"
-                    )),
-                    ..record(offset)
-                });
+/// Open a `.rec` and list its records in file order ([`ReadMode::Lenient`]): from the
+/// `.idx` or, without one, by scanning. A damaged record does not stop the others: an
+/// `.idx` offset that is not a whole record fails when it is read (an error line for
+/// that record), and a scan that meets a damaged record keeps the records before it
+/// and ends with one failed item naming where it stopped (a `.rec` cannot be
+/// resynchronised reliably).
+fn open_rec(
+    rec: &Path,
+    idx: Option<&Path>,
+) -> Result<(Option<Arc<MmapReader>>, Vec<Item>), InputError> {
+    let ds = Dataset::open_rec(rec, idx, ReadMode::Lenient)?;
+    let items = (0..ds.len())
+        .map(|i| {
+            let offset = ds.offset(i).unwrap_or_default();
+            Item {
+                key: ItemKey::Record { id: None, offset },
+                out_name: None,
+                labels: None,
+                source: ItemSource::Record(offset),
+                listing_error: ds.failure(i).map(str::to_owned),
             }
-            Ok((reader, items))
-        }
-    }
+        })
+        .collect();
+    Ok((ds.reader().cloned(), items))
 }
 
-/// Read a whole `.lst` (a malformed row is an error naming its line).
+/// Read a whole `.lst` ([`ReadMode::Lenient`]: a malformed row is an error naming its
+/// line; the files are read, or found missing, when predicted).
 fn lst_items(lst: &Path, root: &Path) -> Result<Vec<Item>, InputError> {
-    let file = fs::File::open(lst).map_err(|source| InputError::LstIo {
-        path: lst.to_path_buf(),
-        source,
-    })?;
-    let mut items = Vec::new();
-    // Rows split and parsed as im2rec and rectrain read them (im2rec.py's read_list).
-    for row in im2list::lst::read_entries(io::BufReader::new(file)) {
-        let row = row.map_err(|source| InputError::LstIo {
-            path: lst.to_path_buf(),
-            source,
-        })?;
-        let entry = row.map_err(|source| InputError::LstRow {
-            path: lst.to_path_buf(),
-            source,
-        })?;
-        let rel = PathBuf::from(&entry.path);
-        items.push(Item {
-            key: ItemKey::Path(rel.clone()),
-            out_name: Some(safe_relative(&rel)),
-            labels: Some(entry.labels.iter().map(|&l| l as f32).collect()),
-            source: ItemSource::File(root.join(&rel)),
-            listing_error: None,
-        });
-    }
+    let ds = Dataset::open_lst(lst, root, ReadMode::Lenient)?;
+    let items = (0..ds.len())
+        .map(|i| {
+            let rel = ds.listed_path(i).map(Path::to_path_buf).unwrap_or_default();
+            Item {
+                key: ItemKey::Path(rel.clone()),
+                out_name: Some(safe_relative(&rel)),
+                labels: Some(ds.labels()[i].clone()),
+                source: ItemSource::File(root.join(&rel)),
+                listing_error: None,
+            }
+        })
+        .collect();
     Ok(items)
 }
 
