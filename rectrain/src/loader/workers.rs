@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::augment::{self, AugmentParams};
+use crate::preprocess::{self, EvalMode};
 
 use super::order::{batch_order, record_rng};
 use super::{LoaderConfig, LoaderError, RecDataset};
@@ -56,7 +57,9 @@ impl UpscaleNotice {
     }
 }
 
-/// Decode and augment the records `indices` into one batch.
+/// Decode and augment the records `indices` into one batch. With no augmentation
+/// (`params` all off) the images take [`preprocess::preprocess_eval_report`]'s path
+/// (`EvalMode::ResizeCrop`), so validation preprocesses as `recpredict` does.
 pub fn make_batch(
     ds: &RecDataset,
     cfg: &LoaderConfig,
@@ -65,19 +68,27 @@ pub fn make_batch(
     indices: &[usize],
 ) -> Result<Batch, LoaderError> {
     let per = cfg.preprocess.len();
+    let evaluation = *params == AugmentParams::default();
     let mut images = vec![0.0f32; per * indices.len()];
     let mut upscaled = Vec::new();
     for (k, &i) in indices.iter().enumerate() {
         let bytes = ds.image_bytes(i)?;
         let mut rng = record_rng(cfg.seed, epoch, i);
         let out = &mut images[k * per..(k + 1) * per];
-        let report = augment::augment_train(&bytes, &cfg.preprocess, params, &mut rng, out)
-            .map_err(|source| LoaderError::Image {
-                id: ds.ids()[i],
-                location: ds.location(i),
-                source,
-            })?;
-        if report.prepared.upscaled {
+        // Without augmentation (validation, or augmentation_type unset) an image goes
+        // through the evaluation preprocessing, the very function recpredict uses.
+        let prepared = if evaluation {
+            preprocess::preprocess_eval_report(&bytes, &cfg.preprocess, EvalMode::ResizeCrop, out)
+        } else {
+            augment::augment_train(&bytes, &cfg.preprocess, params, &mut rng, out)
+                .map(|report| report.prepared)
+        };
+        let prepared = prepared.map_err(|source| LoaderError::Image {
+            id: ds.ids()[i],
+            location: ds.location(i),
+            source,
+        })?;
+        if prepared.upscaled {
             upscaled.push(ds.ids()[i]);
         }
     }

@@ -31,7 +31,7 @@ pub enum DataSource {
 impl DataSource {
     /// A `.rec` source, picking up `<stem>.idx` next to it when it exists.
     pub fn rec(rec: PathBuf) -> Self {
-        let idx = rec.with_extension("idx");
+        let idx = im2rec::dataset::default_idx(&rec);
         let idx = idx.is_file().then_some(idx);
         DataSource::Rec { rec, idx }
     }
