@@ -12,6 +12,8 @@ fi
 # The workspace's dev profile optimises every dependency (burn's kernels, the image codecs) at
 # opt-level 3, so these binaries train at full speed, and they are the same build that
 # `cargo test --workspace` uses: burn is compiled once for both commands.
-cargo build --bins
+# The same build as `cargo test --workspace` (its binaries are the demo's): a plain `cargo build`
+# resolves features without the dev-dependencies and would compile burn a second time.
+cargo test --workspace --no-run
 make -C scripts clean
 make -C scripts demo BIN=../target/debug "$@"

@@ -88,7 +88,9 @@ fn recpredict(args: &[&str]) -> std::process::Command {
     cmd
 }
 
-/// The summary recomputed from the prediction lines.
+/// The summary recomputed from the prediction lines. Top-k is MXNet's rule (as rectrain
+/// logs it): the true class counts when fewer than k classes are strictly more probable,
+/// so a class tied with the k-th counts too.
 fn expected_summary(preds: &[Prediction], k: usize) -> Summary {
     let n = CLASSES.len();
     let mut confusion = vec![vec![0u64; n]; n];
@@ -96,7 +98,12 @@ fn expected_summary(preds: &[Prediction], k: usize) -> Summary {
     for p in preds {
         let t = p.true_class.unwrap() as usize;
         confusion[t][p.class] += 1;
-        hits += p.top_k.iter().take(k).any(|r| r.class == t) as u64;
+        let more_probable = p
+            .prediction
+            .iter()
+            .filter(|&&q| q > p.prediction[t])
+            .count();
+        hits += (more_probable < k) as u64;
     }
     let images = preds.len() as u64;
     let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
