@@ -10,9 +10,8 @@ if ! command -v jq >/dev/null 2>&1; then
   ($SUDO apt-get update -qq && $SUDO apt-get install -y -qq jq) >&2
 fi
 # The workspace's dev profile optimises every dependency (burn's kernels, the image codecs) at
-# opt-level 3, so these binaries train at full speed, and they are the same build that
-# `cargo test --workspace` uses: burn is compiled once for both commands.
-# The same build as `cargo test --workspace` (its binaries are the demo's): a plain `cargo build`
+# opt-level 3, so these binaries train at full speed. They come from the same build as
+# `cargo test --workspace` (burn is compiled once for both commands); a plain `cargo build`
 # resolves features without the dev-dependencies and would compile burn a second time.
 cargo test --workspace --no-run
 make -C scripts clean

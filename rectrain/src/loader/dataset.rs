@@ -22,26 +22,10 @@ pub use im2rec::dataset::{not_a_directory, Location};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoaderError {
-    /// The `.rec` or `.idx` could not be opened, or its framing is corrupt.
-    #[error("{}", prefixed(path, source))]
-    Rec {
-        /// The `.rec` file.
-        path: PathBuf,
-        /// What the RecordIO reader found.
-        source: RecordIoError,
-    },
-    /// A record whose payload is not a valid image record (IRHeader).
-    #[error("{}: record #{position} at byte offset {offset}: {source}", path.display())]
-    Record {
-        /// The `.rec` file.
-        path: PathBuf,
-        /// 0-based position of the record in the file (or index).
-        position: usize,
-        /// Byte offset of the record.
-        offset: u64,
-        /// What is wrong with it.
-        source: RecordIoError,
-    },
+    /// The dataset could not be read: the `.rec`/`.idx` framing, a record's header, the
+    /// `.lst` or one of its image files (the reader's error, unchanged).
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
     /// An image that cannot be decoded or preprocessed.
     #[error("record id {id} ({location}): {source}")]
     Image {
@@ -51,32 +35,6 @@ pub enum LoaderError {
         location: Location,
         /// The decoding/preprocessing error.
         source: PreprocessError,
-    },
-    /// An image file named by the `.lst` that cannot be read.
-    #[error("record id {id}: cannot read {}: {source}", path.display())]
-    ImageFile {
-        /// The `.lst` index.
-        id: u64,
-        /// The image file.
-        path: PathBuf,
-        /// The I/O error.
-        source: io::Error,
-    },
-    /// The `.lst` cannot be read.
-    #[error("cannot read {}: {source}", path.display())]
-    LstIo {
-        /// The `.lst` file.
-        path: PathBuf,
-        /// The I/O error.
-        source: io::Error,
-    },
-    /// A malformed `.lst` row.
-    #[error("{}: {source}", path.display())]
-    LstRow {
-        /// The `.lst` file.
-        path: PathBuf,
-        /// The row error (names the line).
-        source: LstError,
     },
     /// A label that does not fit `num_classes` / the label layout.
     #[error("record id {id} ({location}): {message}")]
@@ -98,32 +56,6 @@ pub enum LoaderError {
         /// Ids of the records in the batch being prepared.
         ids: Vec<u64>,
     },
-}
-
-impl From<DatasetError> for LoaderError {
-    /// The same error as the loader's variant of the same name (same message, same
-    /// source).
-    fn from(e: DatasetError) -> Self {
-        match e {
-            DatasetError::Rec { path, source } => LoaderError::Rec { path, source },
-            DatasetError::Record {
-                path,
-                position,
-                offset,
-                source,
-            } => LoaderError::Record {
-                path,
-                position,
-                offset,
-                source,
-            },
-            DatasetError::ImageFile { id, path, source } => {
-                LoaderError::ImageFile { id, path, source }
-            }
-            DatasetError::LstIo { path, source } => LoaderError::LstIo { path, source },
-            DatasetError::LstRow { path, source } => LoaderError::LstRow { path, source },
-        }
-    }
 }
 
 /// A labelled image collection: a `.rec` (+ optional `.idx`) or a folder + `.lst`,

@@ -1,5 +1,6 @@
 use super::*;
 use crate::preprocess::tests::png_rgb;
+use im2rec::dataset::DatasetError;
 use im2rec::recordio::{pack_image_record, IndexWriter, RecordWriter};
 use image::{DynamicImage, ImageFormat, RgbImage};
 use std::collections::HashSet;
@@ -273,10 +274,16 @@ fn corrupt_framing_and_headers_are_errors_at_open() {
     let cut = dir.path().join("cut.rec");
     std::fs::write(&cut, &bytes).unwrap();
     let err = RecDataset::open(&cut, None).unwrap_err();
-    assert!(matches!(err, LoaderError::Rec { .. }), "{err:?}");
+    assert!(
+        matches!(err, LoaderError::Dataset(DatasetError::Rec { .. })),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("cut.rec"), "{err}");
     let err = RecDataset::open(&cut, Some(&idx)).unwrap_err();
-    assert!(matches!(err, LoaderError::Rec { .. }), "{err:?}");
+    assert!(
+        matches!(err, LoaderError::Dataset(DatasetError::Rec { .. })),
+        "{err:?}"
+    );
     // A record too short for an IRHeader.
     let short = dir.path().join("short.rec");
     let mut w = RecordWriter::new(File::create(&short).unwrap());
@@ -287,7 +294,7 @@ fn corrupt_framing_and_headers_are_errors_at_open() {
     let err = RecDataset::open(&short, None).unwrap_err();
     let text = err.to_string();
     assert!(
-        matches!(err, LoaderError::Record { position: 1, offset, .. } if offset == off),
+        matches!(err, LoaderError::Dataset(DatasetError::Record { position: 1, offset, .. }) if offset == off),
         "{text}"
     );
     assert!(
@@ -320,7 +327,10 @@ fn lst_dataset_matches_rec_dataset() {
     std::fs::remove_file(root.join("3.img")).unwrap();
     let err = RecDataset::from_lst(&lst_path, &root).unwrap_err();
     assert!(
-        matches!(err, LoaderError::ImageFile { id: 103, .. }),
+        matches!(
+            err,
+            LoaderError::Dataset(DatasetError::ImageFile { id: 103, .. })
+        ),
         "{err:?}"
     );
 }
