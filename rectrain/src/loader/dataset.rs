@@ -7,12 +7,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use im2list::lst::LstError;
-use im2rec::dataset::{prefixed, Dataset, DatasetError, Labels, ReadMode};
-use im2rec::recordio::RecordIoError;
+use im2rec::dataset::{Dataset, DatasetError, Labels, ReadMode};
 
 use crate::preprocess::PreprocessError;
 
