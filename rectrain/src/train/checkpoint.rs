@@ -37,7 +37,9 @@ impl<B: AutodiffBackend> Run<'_, B> {
         }
         self.emit_metrics(&metrics::json_line(m))?;
 
-        let periodic = h.checkpoint_frequency.is_some_and(|f| (epoch + 1) % f == 0);
+        let periodic = h
+            .checkpoint_frequency
+            .is_some_and(|f| (epoch + 1).is_multiple_of(f));
         if state.best.update(epoch, m.validation_accuracy) {
             info(
                 self.log,

@@ -51,7 +51,7 @@ impl DataSource {
         };
         ds.map_err(|source| TrainError::Open {
             path: self.path().to_path_buf(),
-            source,
+            source: Box::new(source),
         })
     }
 }

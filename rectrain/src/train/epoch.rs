@@ -43,7 +43,7 @@ pub(super) struct Run<'a, B: AutodiffBackend> {
 /// How an epoch's training pass ended.
 enum Pass<B: AutodiffBackend> {
     /// Every batch trained: the updated model.
-    Done(ResNet<B>),
+    Done(Box<ResNet<B>>),
     /// Interrupted; the resumable state is saved.
     Interrupted(TrainOutcome),
 }
@@ -153,7 +153,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
         while state.epoch < h.epochs {
             let epoch = state.epoch;
             model = match self.train_pass(model, &mut optim, &mut state, &mut speedometer)? {
-                Pass::Done(model) => model,
+                Pass::Done(model) => *model,
                 Pass::Interrupted(outcome) => return Ok(outcome),
             };
             let m = self.epoch_metrics(&model, &state)?;
@@ -236,7 +236,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
         for (step, batch) in batches.enumerate().skip(skip) {
             let batch = batch.map_err(|source| TrainError::Dataset {
                 channel: "training set",
-                source,
+                source: Box::new(source),
             })?;
             if let Some(notice) = self.upscale.check(&batch, h.image_shape) {
                 info(self.log, &notice);
@@ -321,7 +321,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
         }
         clear(&bar);
         state.seconds = prior_seconds + t0.elapsed().as_secs_f64();
-        Ok(Pass::Done(model))
+        Ok(Pass::Done(Box::new(model)))
     }
 
     /// Validate the model after epoch `state.epoch`'s training pass and put both into
@@ -398,7 +398,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
         for batch in loader::epoch_batches(p.validation.clone(), cfg, 0) {
             let batch = batch.map_err(|source| TrainError::Dataset {
                 channel: "validation set",
-                source,
+                source: Box::new(source),
             })?;
             if let Some(notice) = self.upscale.check(&batch, h.image_shape) {
                 info(self.log, &notice);

@@ -28,7 +28,7 @@ pub enum TrainError {
         path: PathBuf,
         /// What the loader found.
         #[source]
-        source: LoaderError,
+        source: Box<LoaderError>,
     },
     /// A record of a dataset is unusable: a bad label, an undecodable image (the
     /// loader's error names the record).
@@ -38,7 +38,7 @@ pub enum TrainError {
         channel: &'static str,
         /// What the loader found.
         #[source]
-        source: LoaderError,
+        source: Box<LoaderError>,
     },
     /// Bad data found by the checks before training (sizes, label widths).
     #[error("{0}")]
@@ -68,7 +68,7 @@ pub enum TrainError {
     },
     /// Device or backend selection failed.
     #[error("device")]
-    Backend(#[source] BackendError),
+    Backend(#[source] Box<BackendError>),
     /// No device was given to train on (a library caller's mistake).
     #[error("device: no device to train on")]
     NoDevice,
@@ -79,7 +79,7 @@ pub enum TrainError {
         path: PathBuf,
         /// What went wrong.
         #[source]
-        source: WeightsError,
+        source: Box<WeightsError>,
     },
     /// Saving or loading the resumable state failed, or it does not fit this run.
     #[error("resumable state {}", path.display())]
@@ -140,6 +140,22 @@ pub(super) fn state_err(path: &Path, reason: impl Into<BoxedCause>) -> TrainErro
 pub(super) fn weights_err(path: &Path) -> impl FnOnce(WeightsError) -> TrainError + '_ {
     move |source| TrainError::Weights {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small enough to be returned by value everywhere (clippy's `result_large_err`
+    /// limit is 128 bytes): large causes are boxed.
+    #[test]
+    fn train_error_is_small() {
+        assert!(
+            std::mem::size_of::<TrainError>() <= 128,
+            "{} bytes",
+            std::mem::size_of::<TrainError>()
+        );
     }
 }

@@ -88,7 +88,7 @@ pub fn train(
     let h = &prepared.cfg.hparams;
     let mut notices = Vec::new();
     let device = backend::resolve(&prepared.cfg.device, |n: &str| notices.push(n.to_string()))
-        .map_err(TrainError::Backend)?;
+        .map_err(|e| TrainError::Backend(Box::new(e)))?;
     for n in notices {
         info(log, &n);
     }
@@ -105,7 +105,7 @@ pub fn train(
         log,
         interrupt,
     };
-    backend::dispatch(&device, precision, task).map_err(TrainError::Backend)?
+    backend::dispatch(&device, precision, task).map_err(|e| TrainError::Backend(Box::new(e)))?
 }
 
 /// Run a prepared training on backend `B` and these devices, without resolving

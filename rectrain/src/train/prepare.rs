@@ -37,7 +37,10 @@ fn check_labels(
     num_classes: usize,
 ) -> Result<(), TrainError> {
     ds.validate_labels(num_classes)
-        .map_err(|source| TrainError::Dataset { channel, source })
+        .map_err(|source| TrainError::Dataset {
+            channel,
+            source: Box::new(source),
+        })
 }
 
 /// Open the data and check everything before training; `warn` receives warnings.
