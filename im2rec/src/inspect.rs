@@ -10,7 +10,7 @@
 //! | `length` | int | payload length in bytes (header + labels + image) |
 //! | `flag` | int | IRHeader flag: 0 = one label in `label`, n = n labels follow |
 //! | `label` | float | IRHeader label field as stored (0.0 from im2rec.py when `flag > 0`) |
-//! | `labels` | [float] | the labels: the `flag` floats, or `[label]` when `flag = 0` |
+//! | `labels` | array of float | the labels: the `flag` floats, or `[label]` when `flag = 0` |
 //! | `id`, `id2` | int | IRHeader ids (`id` = the `.lst` index for im2rec output) |
 //! | `image_bytes` | int | size of the encoded image |
 //! | `format` | string/null | `jpeg`, `png`, ... (null: not a recognised image) |

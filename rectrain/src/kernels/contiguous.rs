@@ -3,7 +3,7 @@
 //! burn-flex copies a strided view that does not collapse to two dimensions (such as a
 //! convolution's weight gradient, `[C_out, C_in, k, k]` viewed through a swap of its
 //! first two dimensions) with a scalar index walk on one thread: about a sixth of a CPU
-//! training step at 28×28. [`contiguous`] copies such a float32 view as runs of its
+//! training step at 28×28. `contiguous` copies such a float32 view as runs of its
 //! contiguous innermost dimensions, split over rayon's threads. Every other tensor, and
 //! every other backend, takes the backend's own copy.
 

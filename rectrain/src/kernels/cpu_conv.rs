@@ -3,7 +3,7 @@
 //!
 //! burn's autodiff computes a convolution's input gradient with burn-flex's transposed
 //! convolution, which walks the batch one image at a time on one thread: a fifth of a
-//! CPU training step at 28×28 ran there while the other core waited. [`conv2d`] is the
+//! CPU training step at 28×28 ran there while the other core waited. `conv2d` here is the
 //! same convolution with its own backward step: the input gradient is computed for
 //! slices of the batch in parallel (each image's gradient is independent of the
 //! others, so the result is the same), beside the weight gradient (a strided view,

@@ -4,8 +4,8 @@
 //!
 //! | operation | `Autodiff<Flex>` (CPU training) | `Flex` (CPU inference) | other backends (CUDA) |
 //! |---|---|---|---|
-//! | [`conv2d`] | [`cpu_conv`]: burn-flex's convolution with a batch-parallel input gradient | burn's | burn's |
-//! | [`contiguous`] | burn's (the autodiff wrapper) | [`contiguous`](mod@contiguous): block copies over the threads | a reshape round trip |
+//! | [`conv2d()`] | [`cpu_conv`]: burn-flex's convolution with a batch-parallel input gradient | burn's | burn's |
+//! | [`contiguous()`] | burn's (the autodiff wrapper) | [`contiguous`](mod@contiguous): block copies over the threads | a reshape round trip |
 //!
 //! [`Kernels::of`] is the only place that looks at the backend's type; the functions
 //! below match on its answer. The cuDNN kernels planned for CUDA (convolution and

@@ -23,7 +23,7 @@ pub fn shard_sizes(n: usize, devices: usize) -> Vec<usize> {
 /// What [`DataParallel::step`] computed for one mini-batch.
 pub struct ParallelStep {
     /// The gradient of the mini-batch's mean loss, on the first device, keyed by the
-    /// model's parameter ids (ready for [`Optimizer::step`]).
+    /// model's parameter ids (ready for [`Optimizer::step`](burn::optim::Optimizer::step)).
     pub grads: GradientsParams,
     /// The mini-batch's mean loss: the shard losses weighted by shard size.
     pub loss: f64,

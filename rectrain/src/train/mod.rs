@@ -1,6 +1,6 @@
 //! The training loop: SageMaker's image-classification semantics on burn.
 //!
-//! [`prepare`] opens the datasets and checks everything that can be checked before a
+//! [`prepare()`] opens the datasets and checks everything that can be checked before a
 //! single step runs (sizes, label widths, label ranges, class names, a resumable state
 //! that matches). [`train`] then runs the epochs on the chosen device:
 //!
@@ -32,7 +32,7 @@
 //! |---|---|
 //! | [`config`] | [`TrainConfig`], [`DataSource`], [`TrainOutcome`] |
 //! | [`error`] | [`TrainError`] |
-//! | [`prepare`] | [`prepare`]: every check before the first step |
+//! | [`prepare`](mod@prepare) | [`prepare()`]: every check before the first step |
 //! | [`resume`] | the resumable state: `state.json`, what may change on resume, save and load |
 //! | [`data_parallel`] | [`DataParallel`]: gradients of one mini-batch over several devices |
 //! | [`loss`] | softmax cross-entropy and (weighted) binary cross-entropy |

@@ -27,7 +27,7 @@ pub enum HeadPolicy {
     Keep,
 }
 
-/// What [`load_pretrained`] did.
+/// What [`load_pretrained`](super::load_pretrained) did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadReport {
     /// Number of tensors copied into the model.

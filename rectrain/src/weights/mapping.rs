@@ -171,7 +171,7 @@ pub(super) fn key_list<B: Backend>(model: &ResNet<B>) -> Vec<(String, Vec<usize>
 }
 
 /// torchvision's state-dict keys for `model`, in order (including
-/// `num_batches_tracked`): exactly the keys [`save_safetensors`] writes.
+/// `num_batches_tracked`): exactly the keys [`save_safetensors`](super::save_safetensors) writes.
 pub fn state_dict_keys<B: Backend>(model: &ResNet<B>) -> Vec<String> {
     key_list(model).into_iter().map(|(k, _, _)| k).collect()
 }
