@@ -70,20 +70,13 @@ pub fn warn(tool: &str, msg: impl std::fmt::Display) {
 }
 
 /// An error and its causes as one line, `a: b: c`. A cause whose text the message so
-/// far already holds (an error type that prints its own source) is not repeated, and a
-/// cause whose text begins with the message so far (`x.rec` then `x.rec: bad magic`: a
-/// context that only names a file the cause names too) replaces it.
+/// far already holds (an error type that prints its own source) is not repeated.
 pub fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {
         let part = c.to_string();
-        if part
-            .strip_prefix(text.as_str())
-            .is_some_and(|rest| rest.starts_with(": "))
-        {
-            text = part;
-        } else if !part.is_empty() && !text.contains(&part) {
+        if !part.is_empty() && !text.contains(&part) {
             text.push_str(": ");
             text.push_str(&part);
         }
@@ -139,12 +132,6 @@ mod tests {
             error_text(err.as_ref()),
             "cannot read y.rec: No such file or directory"
         );
-        // A context naming only the file its cause names too is replaced by the cause;
-        // a longer name that merely starts the same is not.
-        let err = anyhow::Error::msg("x.rec: bad magic").context("x.rec");
-        assert_eq!(error_text(err.as_ref()), "x.rec: bad magic");
-        let err = anyhow::Error::msg("x.rec2: bad magic").context("x.rec");
-        assert_eq!(error_text(err.as_ref()), "x.rec: x.rec2: bad magic");
     }
 
     #[test]

@@ -136,8 +136,8 @@ pub fn read_record(reader: &MmapReader, offset: u64) -> Result<RecordImage<'_>, 
 }
 
 /// `path: error`, or just the error when its text names `path` already (the message
-/// of [`DatasetError::Rec`] and of rectrain's error of the same name).
-pub fn prefixed(path: &Path, error: &RecordIoError) -> String {
+/// of [`DatasetError::Rec`], and of rectrain's error for a dataset it cannot open).
+pub fn prefixed(path: &Path, error: &dyn std::fmt::Display) -> String {
     let (path, text) = (path.display().to_string(), error.to_string());
     if text.contains(&path) {
         text

@@ -74,11 +74,24 @@ impl Accumulator {
         multi_label: bool,
         top_k: Option<usize>,
     ) {
+        debug_assert_eq!(logits.len(), labels.len() * classes);
+        let probabilities = probabilities_from_logits(logits, classes, multi_label);
+        self.add_probabilities(&probabilities, labels, mean_loss, multi_label, top_k);
+    }
+
+    /// [`add_batch`](Self::add_batch) for probabilities already computed (one row per
+    /// image), so that several accumulators of one batch share one softmax.
+    pub fn add_probabilities(
+        &mut self,
+        probabilities: &[Vec<f32>],
+        labels: &[Vec<f32>],
+        mean_loss: f64,
+        multi_label: bool,
+        top_k: Option<usize>,
+    ) {
         let n = labels.len();
-        debug_assert_eq!(logits.len(), n * classes);
         self.loss_sum += mean_loss * n as f64;
         self.samples += n;
-        let probabilities = probabilities_from_logits(logits, classes, multi_label);
         for (row, label) in probabilities.iter().zip(labels) {
             if multi_label {
                 self.correct += multi_label_accuracy(row, label);

@@ -37,9 +37,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
         }
         self.emit_metrics(&metrics::json_line(m))?;
 
-        let periodic = h
-            .checkpoint_frequency
-            .is_some_and(|f| (epoch + 1).is_multiple_of(f));
+        let periodic = self.is_periodic_epoch(epoch);
         if state.best.update(epoch, m.validation_accuracy) {
             info(
                 self.log,
@@ -93,12 +91,20 @@ impl<B: AutodiffBackend> Run<'_, B> {
         resume::save(&self.p.cfg.out, model, optim, state)
     }
 
+    /// Whether epoch `epoch` writes a checkpoint every `checkpoint_frequency` epochs.
+    fn is_periodic_epoch(&self, epoch: usize) -> bool {
+        self.p
+            .cfg
+            .hparams
+            .checkpoint_frequency
+            .is_some_and(|f| (epoch + 1).is_multiple_of(f))
+    }
+
+    /// Whether the checkpoint file `relative` is one of the periodic ones (kept when a
+    /// better model replaces it as the best).
     pub(super) fn is_periodic_checkpoint(&self, relative: &str) -> bool {
-        let Some(f) = self.p.cfg.hparams.checkpoint_frequency else {
-            return false;
-        };
         (0..self.p.cfg.hparams.epochs)
-            .filter(|e| (e + 1) % f == 0)
+            .filter(|&e| self.is_periodic_epoch(e))
             .any(|e| relative_checkpoint(e) == relative)
     }
 

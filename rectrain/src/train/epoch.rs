@@ -15,6 +15,7 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 use crate::artifact;
 use crate::augment::AugmentationType;
 use crate::hparams::OptimizerKind;
+use crate::infer::probabilities_from_logits;
 use crate::loader::{self, Batch, LoaderConfig};
 use crate::metrics::{Accumulator, EpochMetrics};
 use crate::model::ResNet;
@@ -266,10 +267,11 @@ impl<B: AutodiffBackend> Run<'_, B> {
             }
             let grads = prepare_grads(&model, out.grads, weight_decay);
             model = optim.step(lr, model, grads);
+            let probabilities =
+                probabilities_from_logits(&out.outputs, p.num_classes, h.multi_label);
             for a in [&mut state.accumulator, &mut speedometer.window] {
-                a.add_batch(
-                    &out.outputs,
-                    p.num_classes,
+                a.add_probabilities(
+                    &probabilities,
                     &batch.labels,
                     out.loss,
                     h.multi_label,

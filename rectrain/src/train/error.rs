@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use im2rec::dataset::prefixed;
+
 use crate::artifact;
 use crate::backend::BackendError;
 use crate::hparams;
@@ -22,7 +24,7 @@ pub type BoxedCause = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum TrainError {
     /// A dataset could not be opened (the loader's error says where; the message
     /// names the `.rec`/`.lst` first when the loader's does not).
-    #[error("{}", with_path(path, source))]
+    #[error("{}", prefixed(path, source))]
     Open {
         /// The `.rec` or `.lst`.
         path: PathBuf,
@@ -108,16 +110,6 @@ pub enum TrainError {
     /// Writing the per-epoch JSON to the data writer failed.
     #[error("writing metrics")]
     Output(#[source] std::io::Error),
-}
-
-/// `path: error`, or just the error when its text names `path` already.
-fn with_path(path: &Path, error: &LoaderError) -> String {
-    let (path, text) = (path.display().to_string(), error.to_string());
-    if text.contains(&path) {
-        text
-    } else {
-        format!("{path}: {text}")
-    }
 }
 
 /// `TrainError::Io` for `path`, for `map_err`.
