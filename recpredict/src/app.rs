@@ -1,9 +1,12 @@
 //! `recpredict`'s command line: the options, their checks, and the run they start.
 //! `main.rs` parses and calls [`run`].
 
+use std::ffi::OsString;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::serve::{self, ServeConfig};
 use crate::{Config, InputSpec, OutputMode};
 use anyhow::Context;
 use clap::Parser;
@@ -23,9 +26,14 @@ Examples:
   recpredict -m model/ --lst imgs/val.lst            .lst paths relative to imgs/
   recpredict -m model/ --sagemaker imgs/              {\"prediction\": [...]} lines
   recpredict -m model/ --output-dir out/ imgs/        out/<name>.out like batch transform
+  recpredict -m model/ --squash --serve 127.0.0.1:8080  SageMaker's endpoint over HTTP
+  curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg' localhost:8080/invocations
+  recpredict serve                                    a SageMaker container's entry: the
+                                                      model in /opt/ml/model, port 8080
 
-Exit codes: 0 all predicted; 1 some inputs failed (error lines, named on stderr);
-2 usage or fatal error (model missing or incompatible, unreadable list).";
+Exit codes: 0 all predicted (or the server stopped on SIGTERM/SIGINT); 1 some inputs
+failed (error lines, named on stderr); 2 usage or fatal error (model missing or
+incompatible, unreadable list, address in use).";
 
 /// Predict the class of images with a model trained by `rectrain`, printing one
 /// JSON object per image on stdout (input order).
@@ -140,11 +148,164 @@ pub struct Opts {
     /// output, and images per second.
     #[arg(long, help = "Print a timing breakdown on stderr")]
     timings: bool,
+
+    /// Serve the model over HTTP by SageMaker's inference contract instead of reading
+    /// inputs: GET /ping, POST /invocations with one image (image/jpeg, image/png,
+    /// application/x-image); the answer by Accept: application/json (default) a bare
+    /// array of probabilities, application/jsonlines {"prediction": [...]},
+    /// application/vnd.recpredict+json the JSON line of batch mode. Port 0 picks a free
+    /// port; the address is printed on stderr. SIGTERM/SIGINT finish the requests in
+    /// flight and exit 0.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = serve::DEFAULT_ADDR,
+        conflicts_with_all = ["inputs", "lst", "rec", "output_dir", "evaluate", "sagemaker", "line_buffered", "timings"],
+        help = "Serve SageMaker's HTTP endpoint on ADDR [default: 0.0.0.0:8080]"
+    )]
+    serve: Option<String>,
+
+    /// How long a batch waits for more concurrent requests after its first one
+    /// (milliseconds). It waits only while other requests are being decoded, so a
+    /// lone request is never delayed.
+    #[arg(
+        long,
+        value_name = "MS",
+        requires = "serve",
+        value_parser = non_negative,
+        help = "Dynamic batching: wait at most MS for more requests [default: 5]"
+    )]
+    max_batch_delay: Option<f64>,
+
+    /// The largest request body accepted, in MiB (SageMaker's MaxPayloadInMB);
+    /// larger bodies get 413.
+    #[arg(
+        long,
+        value_name = "MB",
+        requires = "serve",
+        value_parser = positive,
+        help = "Request body limit in MiB (413 above) [default: 6]"
+    )]
+    max_payload_mb: Option<f64>,
+
+    /// Requests served at once (being decoded, waiting for the model or in it); one
+    /// more is answered 503 at once instead of queueing without bound.
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "serve",
+        value_parser = clap::value_parser!(u32).range(1..),
+        help = "Requests in flight at most (503 above) [default: 256]"
+    )]
+    queue_size: Option<u32>,
+}
+
+fn non_negative(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of 0 or more")),
+    }
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1_048_576.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number above 0 (at most 1048576)")),
+    }
+}
+
+/// The command line, with SageMaker's container entry: when the first argument is
+/// exactly `serve` (SageMaker starts inference containers as `<image> serve`), it is
+/// `--serve 0.0.0.0:$SAGEMAKER_BIND_TO_PORT` (default 8080) `--model $SM_MODEL_DIR`
+/// (default `/opt/ml/model`) `--squash` (the endpoint's resize), each unless given
+/// after it. A file named `serve` is `./serve`.
+pub fn args_with_sagemaker_entry(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    sagemaker_entry(args, |name| std::env::var(name).ok())
+}
+
+/// [`args_with_sagemaker_entry`] with the environment as a function.
+fn sagemaker_entry(
+    args: impl IntoIterator<Item = OsString>,
+    getenv: impl Fn(&str) -> Option<String>,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if args.get(1).is_none_or(|a| a != "serve") {
+        return args;
+    }
+    let rest = args.split_off(2);
+    args.truncate(1);
+    let given = |long: &str, short: Option<&str>| {
+        rest.iter().filter_map(|a| a.to_str()).any(|a| {
+            a == long
+                || a.strip_prefix(long).is_some_and(|v| v.starts_with('='))
+                || short.is_some_and(|s| a.starts_with(s))
+        })
+    };
+    let env = |name: &str, default: &str| {
+        getenv(name)
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    if !given("--model", Some("-m")) {
+        args.push("--model".into());
+        args.push(env("SM_MODEL_DIR", "/opt/ml/model").into());
+    }
+    if !given("--serve", None) {
+        args.push(format!("--serve=0.0.0.0:{}", env("SAGEMAKER_BIND_TO_PORT", "8080")).into());
+    }
+    if !given("--squash", None) {
+        args.push("--squash".into());
+    }
+    args.extend(rest);
+    args
 }
 
 impl Opts {
+    /// With `--serve`: the server's [`ServeConfig`].
+    pub fn serve_config(&self) -> Option<ServeConfig> {
+        let addr = self.serve.clone()?;
+        Some(ServeConfig {
+            model_dir: self.model.clone(),
+            addr,
+            eval_mode: self.eval_mode(),
+            batch_size: self.batch_size,
+            max_delay: Duration::from_secs_f64(
+                self.max_batch_delay
+                    .unwrap_or(serve::DEFAULT_MAX_BATCH_DELAY_MS)
+                    / 1000.0,
+            ),
+            max_payload: (self.max_payload_mb.unwrap_or(serve::DEFAULT_MAX_PAYLOAD_MB)
+                * 1024.0
+                * 1024.0) as usize,
+            queue_size: self.queue_size.unwrap_or(serve::DEFAULT_QUEUE_SIZE) as usize,
+            workers: self.workers.threads(),
+            device: self.device.device.clone(),
+            precision: self.device.precision(),
+            top_k: self.top_k,
+        })
+    }
+
+    fn eval_mode(&self) -> EvalMode {
+        if self.squash {
+            EvalMode::Squash
+        } else {
+            EvalMode::ResizeCrop
+        }
+    }
+
     /// Check the options and turn them into the library's [`Config`].
     pub fn into_config(self) -> anyhow::Result<Config> {
+        for (given, flag) in [
+            (self.max_batch_delay.is_some(), "--max-batch-delay"),
+            (self.max_payload_mb.is_some(), "--max-payload-mb"),
+            (self.queue_size.is_some(), "--queue-size"),
+        ] {
+            if given {
+                anyhow::bail!("{flag} is an option of --serve");
+            }
+        }
+        let eval_mode = self.eval_mode();
         let input = if let Some(lst) = self.lst {
             InputSpec::Lst {
                 root: lst_root(&lst, self.root),
@@ -175,11 +336,7 @@ impl Opts {
             model_dir: self.model,
             input,
             output,
-            eval_mode: if self.squash {
-                EvalMode::Squash
-            } else {
-                EvalMode::ResizeCrop
-            },
+            eval_mode,
             batch_size: self.batch_size,
             workers: self.workers.threads(),
             prefetch_batches: 2,
@@ -197,6 +354,10 @@ impl Opts {
 /// Run `recpredict` with parsed options: predict every input, print the lines, and say
 /// whether some inputs failed.
 pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
+    if let Some(cfg) = opts.serve_config() {
+        serve::serve(&cfg)?;
+        return Ok(Outcome::Success);
+    }
     let cfg = opts.into_config()?;
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
@@ -277,5 +438,141 @@ mod tests {
             .into_config()
             .unwrap_err();
         assert!(err.to_string().contains("no input"), "{err}");
+    }
+
+    #[test]
+    fn serve_takes_an_optional_address_and_excludes_batch_inputs() {
+        let cfg = |args: &[&str]| -> anyhow::Result<Option<ServeConfig>> {
+            let o = Opts::try_parse_from(["recpredict", "-m", "m"].iter().chain(args))?;
+            match o.serve_config() {
+                Some(c) => Ok(Some(c)),
+                None => o.into_config().map(|_| None),
+            }
+        };
+        let c = cfg(&["--serve"]).unwrap().unwrap();
+        assert_eq!(c.addr, "0.0.0.0:8080");
+        assert_eq!(c.max_payload, 6 * 1024 * 1024);
+        assert_eq!(c.max_delay, Duration::from_millis(5));
+        assert_eq!(c.queue_size, 256);
+        let c = cfg(&[
+            "--serve",
+            "127.0.0.1:0",
+            "--max-batch-delay",
+            "0",
+            "--max-payload-mb",
+            "0.5",
+            "--queue-size",
+            "3",
+            "--squash",
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (
+                c.addr.as_str(),
+                c.max_delay,
+                c.max_payload,
+                c.queue_size,
+                c.eval_mode
+            ),
+            (
+                "127.0.0.1:0",
+                Duration::ZERO,
+                512 * 1024,
+                3,
+                EvalMode::Squash
+            )
+        );
+        assert!(cfg(&["a.jpg"]).unwrap().is_none());
+        for bad in [
+            &["--serve", "a.jpg"][..],
+            &["--serve", "x:1", "--rec", "r.rec"],
+            &["--serve", "x:1", "--evaluate"],
+            &["--serve", "x:1", "--sagemaker"],
+            &["--max-batch-delay", "3", "a.jpg"],
+            &["--serve", "x:1", "--max-payload-mb", "0"],
+            &["--serve", "x:1", "--queue-size", "0"],
+            &["--serve", "x:1", "--max-batch-delay", "-1"],
+        ] {
+            // `--serve a.jpg` takes a.jpg as the address; the others conflict or are out
+            // of range.
+            let r = cfg(bad);
+            assert!(
+                r.is_err() || bad == ["--serve", "a.jpg"],
+                "{bad:?} was accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn serve_as_first_argument_is_sagemakers_container_entry() {
+        let args = |a: &[&str]| -> Vec<String> {
+            args_with_sagemaker_entry(a.iter().map(OsString::from))
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        // Not the entry: unchanged.
+        assert_eq!(
+            args(&["recpredict", "-m", "m", "serve"]),
+            ["recpredict", "-m", "m", "serve"]
+        );
+        let entry = args(&["recpredict", "serve"]);
+        assert_eq!(&entry[..2], ["recpredict", "--model"]);
+        assert!(entry.contains(&"--squash".to_string()));
+        assert!(entry.iter().any(|a| a.starts_with("--serve=0.0.0.0:")));
+        // Given options win over the entry's defaults.
+        assert_eq!(
+            args(&[
+                "recpredict",
+                "serve",
+                "-m",
+                "d",
+                "--serve",
+                "127.0.0.1:9",
+                "--squash"
+            ]),
+            [
+                "recpredict",
+                "-m",
+                "d",
+                "--serve",
+                "127.0.0.1:9",
+                "--squash"
+            ]
+        );
+        // SageMaker's environment.
+        let env = |name: &str| match name {
+            "SM_MODEL_DIR" => Some("/sm/model".to_string()),
+            "SAGEMAKER_BIND_TO_PORT" => Some("9090".to_string()),
+            _ => None,
+        };
+        let entry: Vec<OsString> =
+            sagemaker_entry(["recpredict", "serve"].map(OsString::from), env);
+        assert_eq!(
+            entry,
+            [
+                "recpredict",
+                "--model",
+                "/sm/model",
+                "--serve=0.0.0.0:9090",
+                "--squash"
+            ]
+        );
+        let entry = sagemaker_entry(["recpredict", "serve"].map(OsString::from), |_| None);
+        assert_eq!(
+            entry,
+            [
+                "recpredict",
+                "--model",
+                "/opt/ml/model",
+                "--serve=0.0.0.0:8080",
+                "--squash"
+            ]
+        );
+        let o = Opts::try_parse_from(args(&["recpredict", "serve", "--model=d"])).unwrap();
+        let c = o.serve_config().unwrap();
+        assert_eq!(c.model_dir, PathBuf::from("d"));
+        assert_eq!(c.eval_mode, EvalMode::Squash);
     }
 }

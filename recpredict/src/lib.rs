@@ -11,7 +11,9 @@
 //! - [`evaluate`]: the `--evaluate` summary (accuracy, top-k, per class, confusion;
 //!   per-class and micro/macro precision/recall/F1, exact match and Hamming loss for
 //!   multi-label models);
-//! - [`model`]: the rectrain model behind [`pipeline::Classifier`].
+//! - [`model`]: the rectrain model behind [`pipeline::Classifier`];
+//! - [`serve`]: the same model and preprocessing behind SageMaker's HTTP inference
+//!   contract (`--serve`), with dynamic batching.
 //!
 //! Preprocessing is `rectrain::preprocess::preprocess_eval`, the very function that
 //! measured the validation accuracy during training (shorter-side resize and centre
@@ -24,6 +26,7 @@ pub mod input;
 pub mod model;
 pub mod output;
 pub mod pipeline;
+pub mod serve;
 
 use std::io::{self, BufRead, Write};
 use std::path::PathBuf;
@@ -115,38 +118,15 @@ pub enum Error {
     /// The prediction loop failed.
     #[error(transparent)]
     Pipeline(#[from] pipeline::PipelineError),
+    /// The server (`--serve`) could not start or stopped on an error.
+    #[error(transparent)]
+    Serve(#[from] serve::ServeError),
 }
 
 /// Check the options against the model.
 fn validate(cfg: &Config, art: &ArtifactConfig) -> Result<usize, Error> {
-    if cfg.batch_size == 0 {
-        return Err(Error::Usage("--batch-size must be at least 1".into()));
-    }
-    // One batch of decoded images is one tensor: keep it within what a tensor can
-    // index (2^31 − 1 values), which also bounds the memory of the batch buffers.
-    let per_batch = art
-        .image_shape
-        .iter()
-        .fold(cfg.batch_size, |n, &d| n.saturating_mul(d));
-    if per_batch > i32::MAX as usize {
-        let [c, h, w] = art.image_shape;
-        return Err(Error::Usage(format!(
-            "--batch-size {} at the model's image_shape {c},{h},{w} makes batches of \
-             {per_batch} values, more than one tensor can (2^31 − 1); use a smaller --batch-size",
-            cfg.batch_size
-        )));
-    }
-    let top_k = match cfg.top_k {
-        None => DEFAULT_TOP_K.min(art.num_classes),
-        Some(0) => return Err(Error::Usage("--top-k must be at least 1".into())),
-        Some(k) if k > art.num_classes => {
-            return Err(Error::Usage(format!(
-                "--top-k {k} is more than the model's {} classes",
-                art.num_classes
-            )))
-        }
-        Some(k) => k,
-    };
+    check_batch_size(cfg.batch_size, art)?;
+    let top_k = resolve_top_k(cfg.top_k, art)?;
     if cfg.evaluate && !cfg.input.has_labels() {
         return Err(Error::Usage(
             "--evaluate needs true labels: give the images as --lst FILE --root DIR or --rec FILE"
@@ -154,6 +134,63 @@ fn validate(cfg: &Config, art: &ArtifactConfig) -> Result<usize, Error> {
         ));
     }
     Ok(top_k)
+}
+
+/// `--batch-size` against the model: at least 1, and one batch of decoded images must
+/// fit in one tensor.
+pub(crate) fn check_batch_size(batch_size: usize, art: &ArtifactConfig) -> Result<(), Error> {
+    if batch_size == 0 {
+        return Err(Error::Usage("--batch-size must be at least 1".into()));
+    }
+    // One batch of decoded images is one tensor: keep it within what a tensor can
+    // index (2^31 − 1 values), which also bounds the memory of the batch buffers.
+    let per_batch = art
+        .image_shape
+        .iter()
+        .fold(batch_size, |n, &d| n.saturating_mul(d));
+    if per_batch > i32::MAX as usize {
+        let [c, h, w] = art.image_shape;
+        return Err(Error::Usage(format!(
+            "--batch-size {batch_size} at the model's image_shape {c},{h},{w} makes batches of \
+             {per_batch} values, more than one tensor can (2^31 − 1); use a smaller --batch-size"
+        )));
+    }
+    Ok(())
+}
+
+/// The `top_k` length: `--top-k` checked against the class count, or the default.
+pub(crate) fn resolve_top_k(top_k: Option<usize>, art: &ArtifactConfig) -> Result<usize, Error> {
+    match top_k {
+        None => Ok(DEFAULT_TOP_K.min(art.num_classes)),
+        Some(0) => Err(Error::Usage("--top-k must be at least 1".into())),
+        Some(k) if k > art.num_classes => Err(Error::Usage(format!(
+            "--top-k {k} is more than the model's {} classes",
+            art.num_classes
+        ))),
+        Some(k) => Ok(k),
+    }
+}
+
+/// A model artifact whose `config.json` was read and whose weights file exists.
+pub(crate) struct Artifact {
+    pub(crate) config: ArtifactConfig,
+    pub(crate) weights: PathBuf,
+}
+
+/// Read the artifact in `dir`: its config, and the path of its weights (which must exist).
+pub(crate) fn open_artifact(dir: &std::path::Path) -> Result<Artifact, Error> {
+    let config = ArtifactConfig::load(dir).map_err(|e: ArtifactError| Error::Artifact {
+        dir: dir.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let weights = artifact::weights_path(dir);
+    if !weights.is_file() {
+        return Err(Error::MissingWeights {
+            path: weights,
+            dir: dir.to_path_buf(),
+        });
+    }
+    Ok(Artifact { config, weights })
 }
 
 /// Load the model in `cfg.model_dir`, predict every input, write the output to `out`
@@ -166,18 +203,11 @@ pub fn run(
     diag: &mut dyn Write,
 ) -> Result<Report, Error> {
     let load_start = Instant::now();
-    let art = ArtifactConfig::load(&cfg.model_dir).map_err(|e: ArtifactError| Error::Artifact {
-        dir: cfg.model_dir.clone(),
-        message: e.to_string(),
-    })?;
+    let Artifact {
+        config: art,
+        weights,
+    } = open_artifact(&cfg.model_dir)?;
     let top_k = validate(cfg, &art)?;
-    let weights = artifact::weights_path(&cfg.model_dir);
-    if !weights.is_file() {
-        return Err(Error::MissingWeights {
-            path: weights,
-            dir: cfg.model_dir.clone(),
-        });
-    }
     // Open the inputs before the (slower) model, so a bad list fails at once.
     let inputs = input::open(&cfg.input, stdin)?;
     if let OutputMode::Dir(dir) = &cfg.output {

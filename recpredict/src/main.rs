@@ -6,5 +6,9 @@ use clap::Parser;
 use recpredict::app::{self, Opts};
 
 fn main() -> ExitCode {
-    im2list::cli::run(app::TOOL, || app::run(Opts::parse()))
+    im2list::cli::run(app::TOOL, || {
+        app::run(Opts::parse_from(app::args_with_sagemaker_entry(
+            std::env::args_os(),
+        )))
+    })
 }

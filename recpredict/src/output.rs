@@ -84,7 +84,7 @@ pub fn class_index(v: f32) -> Option<u64> {
 }
 
 /// The input fields of a line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 struct InputFields<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     path: Option<Cow<'a, str>>,
@@ -151,10 +151,11 @@ struct ErrorLine<'a> {
     error: &'a str,
 }
 
-/// Write one prediction line (JSON, `\n`-terminated).
+/// Write one prediction line (JSON, `\n`-terminated). Without a `key` (an image
+/// posted to the server) the line has no input fields.
 pub fn write_prediction(
     w: &mut dyn Write,
-    key: &ItemKey,
+    key: Option<&ItemKey>,
     probs: &[f32],
     class_names: Option<&[String]>,
     k: usize,
@@ -164,7 +165,7 @@ pub fn write_prediction(
     let ranked = metrics::ranked(probs, k.max(1));
     let best = metrics::argmax(probs);
     let line = PredictionLine {
-        input: InputFields::of(key),
+        input: key.map(InputFields::of).unwrap_or_default(),
         prediction: probs,
         class: best,
         label: name(best),
@@ -202,14 +203,23 @@ pub fn write_error(w: &mut dyn Write, key: &ItemKey, error: &str) -> io::Result<
 /// Write SageMaker's `{"prediction": [p0, p1, ...]}` line (Python `json.dumps`
 /// spacing; numbers in their shortest round-trip form), `\n`-terminated.
 pub fn write_sagemaker(w: &mut dyn Write, probs: &[f32]) -> io::Result<()> {
-    w.write_all(b"{\"prediction\": [")?;
+    w.write_all(b"{\"prediction\": ")?;
+    write_python_list(w, probs)?;
+    w.write_all(b"}\n")
+}
+
+/// Write `[p0, p1, ...]` as Python's `json.dumps` spaces a list (numbers in their
+/// shortest round-trip form), no newline: the body of SageMaker's
+/// `application/json` answer.
+pub fn write_python_list(w: &mut dyn Write, probs: &[f32]) -> io::Result<()> {
+    w.write_all(b"[")?;
     for (i, p) in probs.iter().enumerate() {
         if i > 0 {
             w.write_all(b", ")?;
         }
         serde_json::to_writer(&mut *w, p).map_err(io::Error::from)?;
     }
-    w.write_all(b"]}\n")
+    w.write_all(b"]")
 }
 
 /// Write `{"error": "..."}`: the `--sagemaker` line of an image that failed.
@@ -235,8 +245,16 @@ mod tests {
         let key = ItemKey::Path(PathBuf::from("a/b.jpg"));
         let names = vec!["cat".to_string(), "dog".to_string(), "eel".to_string()];
         let tc = TrueClass::Class(1);
-        let line =
-            text(|w| write_prediction(w, &key, &[0.25, 0.5, 0.25], Some(&names), 2, Some(&tc)));
+        let line = text(|w| {
+            write_prediction(
+                w,
+                Some(&key),
+                &[0.25, 0.5, 0.25],
+                Some(&names),
+                2,
+                Some(&tc),
+            )
+        });
         assert_eq!(
             line,
             "{\"path\":\"a/b.jpg\",\"prediction\":[0.25,0.5,0.25],\"class\":1,\"label\":\"dog\",\
@@ -251,7 +269,7 @@ mod tests {
             id: Some(7),
             offset: 64,
         };
-        let line = text(|w| write_prediction(w, &key, &[0.9, 0.1], None, 1, None));
+        let line = text(|w| write_prediction(w, Some(&key), &[0.9, 0.1], None, 1, None));
         assert_eq!(
             line,
             "{\"id\":7,\"prediction\":[0.9,0.1],\"class\":0,\"label\":null,\"probability\":0.9,\

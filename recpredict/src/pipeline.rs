@@ -440,7 +440,7 @@ impl<'s, 'w> LineWriter<'s, 'w> {
         match &self.settings.output {
             OutputMode::JsonLines => output::write_prediction(
                 self.out,
-                key,
+                Some(key),
                 probs,
                 self.settings.class_names.as_deref(),
                 self.settings.top_k,
