@@ -32,9 +32,7 @@ use std::sync::Arc;
 
 use im2list::lst::{read_entries, LstError};
 
-use crate::recordio::{
-    read_index_file, unpack_image_record, MmapReader, PairLock, RecordIoError,
-};
+use crate::recordio::{read_index_file, unpack_image_record, MmapReader, PairLock, RecordIoError};
 
 /// A record's labels: one value (a class index) for single-label data (IRHeader
 /// `flag` 0, or 1 with a one-element vector, which ImageRecordIter reads as one label

@@ -513,9 +513,8 @@ fn pack_one<R: BufRead + Send>(
             bail!("{what} (--strict; nothing was written)")
         }
         Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "packing {name} (nothing was written for it)"
-            )))
+            return Err(anyhow::Error::new(e)
+                .context(format!("packing {name} (nothing was written for it)")))
         }
     };
     let _ = writeln!(

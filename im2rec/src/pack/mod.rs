@@ -695,7 +695,10 @@ mod tests {
         assert_ne!(a.path(), b.path());
         for t in [&a, &b] {
             let name = t.path().file_name().unwrap().to_str().unwrap();
-            assert!(name.starts_with(".x.rec.") && name.ends_with(".tmp"), "{name}");
+            assert!(
+                name.starts_with(".x.rec.") && name.ends_with(".tmp"),
+                "{name}"
+            );
             assert_eq!(t.path().parent(), Some(dir.path()));
         }
         drop((a, b));

@@ -53,9 +53,7 @@ impl PairLock {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let file = File::open(folder)
-            .ok()
-            .filter(|f| lock(f).is_ok());
+        let file = File::open(folder).ok().filter(|f| lock(f).is_ok());
         PairLock { _folder: file }
     }
 }

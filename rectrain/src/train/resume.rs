@@ -312,15 +312,24 @@ mod tests {
         std::fs::create_dir(&new).unwrap();
         std::fs::write(new.join("state.json"), "1").unwrap();
         replace_dir(&new, &dst).unwrap();
-        assert_eq!(std::fs::read_to_string(dst.join("state.json")).unwrap(), "1");
+        assert_eq!(
+            std::fs::read_to_string(dst.join("state.json")).unwrap(),
+            "1"
+        );
         assert!(!new.exists());
         std::fs::create_dir(&new).unwrap();
         std::fs::write(new.join("state.json"), "2").unwrap();
         replace_dir(&new, &dst).unwrap();
-        assert_eq!(std::fs::read_to_string(dst.join("state.json")).unwrap(), "2");
+        assert_eq!(
+            std::fs::read_to_string(dst.join("state.json")).unwrap(),
+            "2"
+        );
         // The old state is now at `new` (exchanged) or gone (renamed aside and removed).
         if new.exists() {
-            assert_eq!(std::fs::read_to_string(new.join("state.json")).unwrap(), "1");
+            assert_eq!(
+                std::fs::read_to_string(new.join("state.json")).unwrap(),
+                "1"
+            );
         }
     }
 }
