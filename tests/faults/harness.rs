@@ -277,7 +277,8 @@ impl Drop for SmallDisk {
 pub struct ReadOnlyDir {
     pub dir: PathBuf,
     pub mounted: bool,
-    pub text: &'static str,
+    /// The error texts a refused creation gives (sysfs: EACCES for files, EPERM for folders).
+    pub texts: &'static [&'static str],
     pub _tmp: tempfile::TempDir,
 }
 
@@ -289,16 +290,16 @@ impl ReadOnlyDir {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
         let (dir, mounted, text, mode) = if try_mount(&dir, "ro,size=64k") {
-            (dir, true, "Read-only file system", "read-only tmpfs")
+            (dir, true, &["Read-only file system"][..], "read-only tmpfs")
         } else if !root {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
-            (dir, false, "Permission denied", "chmod 555 folder")
+            (dir, false, &["Permission denied"][..], "chmod 555 folder")
         } else {
             (
                 PathBuf::from("/sys"),
                 false,
-                "Permission denied",
+                &["Permission denied", "Operation not permitted"][..],
                 "/sys (root, cannot mount)",
             )
         };
@@ -306,9 +307,18 @@ impl ReadOnlyDir {
         ReadOnlyDir {
             dir,
             mounted,
-            text,
+            texts: text,
             _tmp: tmp,
         }
+    }
+}
+
+impl ReadOnlyDir {
+    /// Whether `err` holds one of the refusal texts right after `what` (`what: text`).
+    pub fn refused(&self, err: &str, what: &Path) -> bool {
+        self.texts
+            .iter()
+            .any(|t| err.contains(&format!("{}: {t}", what.display())))
     }
 }
 
