@@ -240,7 +240,13 @@ fn packs_every_format_in_list_order_identically_with_1_and_4_threads() {
     }
     // 500x375 --resize 64 -> 85x64 (500*64/375 = 85.3).
     assert_eq!(imageops::shorter_side_size(500, 375, 64), (85, 64));
-    assert!(!dir.path().join("four.rec.tmp").exists());
+    // No temporary file is left beside the outputs.
+    let left: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -330,10 +336,18 @@ fn broken_files_are_skipped_named_and_counted() {
             .arg(&root),
         2,
     );
-    assert!(stderr_text(&out).contains("bad.rec.tmp"));
-    assert!(!dir.path().join("bad.rec").exists());
-    // The record before the failure is kept in the temporary file.
-    assert_eq!(read_rec(&dir.path().join("bad.rec.tmp")).len(), 1);
+    assert!(
+        stderr_text(&out).contains("(--strict; nothing was written)"),
+        "{}",
+        stderr_text(&out)
+    );
+    // Neither a final name nor a temporary file: a failed run leaves nothing behind.
+    let mut left: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["bad.idx", "bad.lst", "images"]);
 }
 
 #[test]

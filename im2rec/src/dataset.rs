@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use im2list::lst::{read_entries, LstError};
 
-use crate::recordio::{read_index_file, unpack_image_record, MmapReader, RecordIoError};
+use crate::recordio::{read_index_file, unpack_image_record, MmapReader, PairLock, RecordIoError};
 
 /// A record's labels: one value (a class index) for single-label data (IRHeader
 /// `flag` 0, or 1 with a one-element vector, which ImageRecordIter reads as one label
@@ -277,7 +277,11 @@ impl Dataset {
         };
         let (reader, offsets) = match idx {
             Some(idx) => {
+                // The pair is opened under the folder's shared lock: never the .idx of
+                // one im2rec run with the .rec of another (see `PairLock`).
+                let lock = PairLock::shared(rec);
                 let reader = MmapReader::open_indexed(rec, idx).map_err(rec_err)?;
+                drop(lock);
                 let offsets = reader.index().iter().map(|e| e.offset).collect();
                 (reader, offsets)
             }
@@ -321,6 +325,9 @@ impl Dataset {
     }
 
     fn open_rec_lenient(rec: &Path, idx: Option<&Path>) -> Result<Self, DatasetError> {
+        // With an .idx, the pair is opened under the folder's shared lock (see
+        // `open_rec_strict`); the map keeps this .rec's bytes after a rename over it.
+        let lock = idx.map(|_| PairLock::shared(rec));
         let reader = MmapReader::open(rec).map_err(|source| DatasetError::Rec {
             path: rec.to_path_buf(),
             source,
@@ -331,6 +338,7 @@ impl Dataset {
                     path: idx.to_path_buf(),
                     source,
                 })?;
+                drop(lock);
                 let mut offsets: Vec<u64> = entries.iter().map(|e| e.offset).collect();
                 // The C++ reader ignores the keys and reads the records in file order;
                 // so do we (an index listing a record twice still yields it once).

@@ -52,8 +52,9 @@ grey and im2rec.py packs it (a JPEG missing only its final EOI marker is
 packed); records of 2^29 bytes or more (too large for RecordIO) and resizes
 beyond 2^28 pixels are skipped; malformed list rows, and rows that are not
 UTF-8, are reported with their line number; --num-thread defaults to the
-number of CPUs and uses threads, not processes; outputs are written to .tmp
-files and renamed when complete; a PREFIX that matches no list is an error;
+number of CPUs and uses threads, not processes; outputs are written to
+unique hidden temporary files and renamed when complete (removed after any
+failure; two runs writing the same output leave one run's whole .rec + .idx); a PREFIX that matches no list is an error;
 nothing is printed on stdout. Pixels are close to, not identical with,
 OpenCV's: resizing is anti-aliased and big JPEGs are decoded at 1/2-1/8
 scale when --resize allows it; sizes, crop offsets, labels and ids are
@@ -61,8 +62,10 @@ exactly im2rec.py's.";
 
 const AFTER_LONG_HELP: &str = "\
 Exit codes: 0 success; 1 finished but some images or rows were skipped (each
-named on stderr); 2 usage or fatal error (with --strict: the first bad image;
-partial output stays in OUT.rec.tmp / OUT.idx.tmp).
+named on stderr); 2 usage or fatal error (with --strict: the first bad image; a
+full disk, an unwritable or vanished folder...): the list being packed gets
+no output at all, its temporary files are removed, and an existing OUT.rec /
+OUT.idx pair is left as it was.
 
 Examples:
   im2rec --resize 256 --quality 95 data/caltech images/
@@ -507,16 +510,11 @@ fn pack_one<R: BufRead + Send>(
                 Some(_) => skipped.to_string(),
                 None => format!("{name}: {skipped}"),
             };
-            bail!(
-                "{what} (--strict; records packed so far are in {})",
-                pack::tmp_name(rec).display()
-            )
+            bail!("{what} (--strict; nothing was written)")
         }
         Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "packing {name} (records packed so far are in {})",
-                pack::tmp_name(rec).display()
-            )))
+            return Err(anyhow::Error::new(e)
+                .context(format!("packing {name} (nothing was written for it)")))
         }
     };
     let _ = writeln!(

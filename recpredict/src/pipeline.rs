@@ -490,7 +490,9 @@ impl<'s, 'w> LineWriter<'s, 'w> {
     }
 }
 
-/// Write `dir/<name>.out` through a temporary file renamed into place.
+/// Write `dir/<name>.out` through a temporary file renamed into place; after a failure
+/// (a full disk, a vanished folder) the temporary file is removed and the error names
+/// `<name>.out`.
 fn write_out_file(dir: &Path, name: &Path, probs: &[f32]) -> Result<(), PipelineError> {
     let mut file_name = name.as_os_str().to_owned();
     file_name.push(".out");
@@ -507,8 +509,11 @@ fn write_out_file(dir: &Path, name: &Path, probs: &[f32]) -> Result<(), Pipeline
     }
     let mut body = Vec::with_capacity(16 + probs.len() * 12);
     output::write_sagemaker(&mut body, probs).map_err(err)?;
-    fs::write(&tmp, &body).map_err(err)?;
-    fs::rename(&tmp, &path).map_err(err)
+    let written = fs::write(&tmp, &body).and_then(|()| fs::rename(&tmp, &path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map_err(err)
 }
 
 #[cfg(test)]

@@ -111,6 +111,14 @@ pub enum ImageOpError {
         /// The decoder's message.
         detail: String,
     },
+    /// The header gives a width or a height of 0 (or the decoder could not read one).
+    #[error("no pixels: the header gives a size of {width}x{height}")]
+    NoPixels {
+        /// Width from the header.
+        width: u32,
+        /// Height from the header.
+        height: u32,
+    },
     /// The header announces an absurd size.
     #[error(
         "image too large: {width}x{height} (limits: {MAX_SIDE} per side, {MAX_PIXELS} pixels)"

@@ -76,12 +76,10 @@ pub(super) fn sniff(bytes: &[u8]) -> Result<ImageFormat, ImageOpError> {
 }
 
 pub(super) fn check_size(width: u32, height: u32) -> Result<(), ImageOpError> {
-    if width == 0
-        || height == 0
-        || width > MAX_SIDE
-        || height > MAX_SIDE
-        || u64::from(width) * u64::from(height) > MAX_PIXELS
-    {
+    if width == 0 || height == 0 {
+        return Err(ImageOpError::NoPixels { width, height });
+    }
+    if width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
         return Err(ImageOpError::TooLarge { width, height });
     }
     Ok(())

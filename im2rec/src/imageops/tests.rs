@@ -474,6 +474,27 @@ fn bad_inputs_are_typed_errors() {
         decode(&huge, ColorMode::Color, None).unwrap_err(),
         ImageOpError::TooLarge { .. } | ImageOpError::Corrupt { .. }
     ));
+    // A header of 0 x 5 pixels is not "too large".
+    let mut empty = png[..33].to_vec();
+    empty[16..20].copy_from_slice(&0u32.to_be_bytes());
+    empty[20..24].copy_from_slice(&5u32.to_be_bytes());
+    let crc = crc32(&empty[12..29]);
+    empty[29..33].copy_from_slice(&crc.to_be_bytes());
+    let err = decode(&empty, ColorMode::Color, None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImageOpError::NoPixels {
+                width: 0,
+                height: 5
+            } | ImageOpError::Corrupt { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        super::probe::check_size(0, 5).unwrap_err().to_string(),
+        "no pixels: the header gives a size of 0x5"
+    );
 }
 
 fn crc32(data: &[u8]) -> u32 {

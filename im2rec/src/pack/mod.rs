@@ -14,15 +14,24 @@
 //!   too large to decode or resize, a record of 2^29 bytes or more, bad `.lst` row) is
 //!   reported through the caller's callback, counted and
 //!   skipped: no record, no `.idx` line. With `strict`, the first failure stops the run.
-//! - Output goes to `<rec>.tmp` / `<idx>.tmp`, renamed when complete. After a fatal
-//!   error the temporary files are flushed and kept: they hold every record packed so
-//!   far, and the final names never appear.
+//! - Output goes to temporary files beside the final names, unique to the run
+//!   (`.<name>.XXXXXX.tmp`, see [`temp_output`]), synced and renamed when complete.
+//!   After a fatal error (a full disk, a vanished folder, `strict`...) they are
+//!   removed: a failed run leaves nothing behind and never a final name. A process
+//!   killed outright (SIGKILL) cannot clean up: its temporary files stay, hidden, but
+//!   the final names still never hold a partial file.
+//! - The finished pair is published under an exclusive [`PairLock`] on the `.rec`'s
+//!   folder, the `.idx` first: two runs writing the same output at once each write
+//!   their own temporary files, and the last to finish replaces both files, so the
+//!   result is one run's whole output, never a mix; readers that open the pair under
+//!   the shared lock (`Dataset::open_rec`) never see one file of each. A `.rec` whose
+//!   rename fails takes its just-renamed `.idx` away again.
 //! - `pass_through` packs the file's bytes unchanged, like im2rec.py: such files are
 //!   not checked, so only a missing or unreadable file is skipped.
 
 mod pipeline;
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufRead, BufWriter};
 use std::path::{Path, PathBuf};
 
@@ -30,7 +39,7 @@ use im2list::lst::{LstEntry, LstError};
 
 use crate::imageops::{self, ColorMode, Encoding, ImageOpError, Interpolation};
 use crate::recordio::{
-    pack_image_record, IndexWriter, RecordIoError, RecordWriter, MAX_RECORD_LEN,
+    pack_image_record, IndexWriter, PairLock, RecordIoError, RecordWriter, MAX_RECORD_LEN,
 };
 
 use pipeline::{run_pipeline, Outcome};
@@ -212,9 +221,9 @@ pub fn record_payload(entry: &LstEntry, pack_label: bool, image: &[u8]) -> Vec<u
     pack_image_record(entry.index, &labels, multi, image)
 }
 
-/// Pack the list read from `list` into `rec` and `idx` (written as `.tmp` files and
-/// renamed at the end). `report` is called, in list order, for every skipped item;
-/// `progress` after every item handled.
+/// Pack the list read from `list` into `rec` and `idx` (written as unique temporary
+/// files and renamed at the end; removed after any failure). `report` is called, in
+/// list order, for every skipped item; `progress` after every item handled.
 pub fn pack_list<R: BufRead + Send>(
     list: R,
     rec: &Path,
@@ -224,20 +233,22 @@ pub fn pack_list<R: BufRead + Send>(
     progress: &mut dyn FnMut(PackStats),
 ) -> Result<PackStats, PackError> {
     check_outputs(rec, idx)?;
-    let rec_tmp = tmp_name(rec);
-    let idx_tmp = tmp_name(idx);
-    let create = |p: &Path| {
-        File::create(p)
-            .map(|f| BufWriter::with_capacity(1 << 20, f))
-            .map_err(|source| PackError::Output {
-                path: p.to_path_buf(),
-                source,
-            })
+    // Each temporary file is deleted when its `TempPath` is dropped: on every error
+    // return below, and on a panic.
+    let (rec_file, rec_tmp) = temp_output(rec)?.into_parts();
+    let (idx_file, idx_tmp) = temp_output(idx)?.into_parts();
+    let rec_err = |source| PackError::Record {
+        path: rec.to_path_buf(),
+        source,
     };
-    let mut records = RecordWriter::new(create(&rec_tmp)?);
-    let mut index = IndexWriter::new(create(&idx_tmp)?);
+    let idx_err = |source| PackError::Output {
+        path: idx.to_path_buf(),
+        source,
+    };
+    let mut records = RecordWriter::new(BufWriter::with_capacity(1 << 20, rec_file));
+    let mut index = IndexWriter::new(BufWriter::with_capacity(1 << 16, idx_file));
 
-    let result = run_pipeline(
+    let stats = run_pipeline(
         list,
         config,
         |outcome| match outcome {
@@ -245,19 +256,8 @@ pub fn pack_list<R: BufRead + Send>(
                 index: key,
                 payload,
             } => {
-                let offset =
-                    records
-                        .write_record(&payload)
-                        .map_err(|source| PackError::Record {
-                            path: rec_tmp.clone(),
-                            source,
-                        })?;
-                index
-                    .write(key, offset)
-                    .map_err(|source| PackError::Output {
-                        path: idx_tmp.clone(),
-                        source,
-                    })?;
+                let offset = records.write_record(&payload).map_err(rec_err)?;
+                index.write(key, offset).map_err(idx_err)?;
                 Ok(true)
             }
             Outcome::Skip(skipped) => {
@@ -270,46 +270,46 @@ pub fn pack_list<R: BufRead + Send>(
             Outcome::ListError(e) => Err(PackError::List(e)),
         },
         progress,
-    );
+    )?;
 
-    // Flush both files whatever happened: after a failure the .tmp files keep every
-    // record written so far.
-    let rec_file = records.into_inner().map_err(|source| PackError::Record {
-        path: rec_tmp.clone(),
-        source,
-    });
-    let idx_file = index.into_inner().map_err(|source| PackError::Output {
-        path: idx_tmp.clone(),
-        source,
-    });
-    let stats = result?;
-    let rec_file = rec_file?;
-    let idx_file = idx_file?;
-    for (file, tmp) in [(rec_file, &rec_tmp), (idx_file, &idx_tmp)] {
-        let file = file.into_inner().map_err(|e| PackError::Output {
-            path: tmp.to_path_buf(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(|source| PackError::Output {
-            path: tmp.to_path_buf(),
+    let rec_file = records.into_inner().map_err(rec_err)?;
+    let idx_file = index.into_inner().map_err(idx_err)?;
+    for (file, path) in [(rec_file, rec), (idx_file, idx)] {
+        let output_err = |source| PackError::Output {
+            path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = file.into_inner().map_err(|e| output_err(e.into_error()))?;
+        file.sync_all().map_err(output_err)?;
     }
-    // The index first: a finished-looking .rec always has its .idx. If the .rec
-    // cannot be renamed, the index goes back to its temporary name, so that no
-    // final name appears without the other.
-    let renamed = |tmp: &Path, fin: &Path| {
-        fs::rename(tmp, fin).map_err(|source| PackError::Output {
-            path: fin.to_path_buf(),
-            source,
-        })
-    };
-    renamed(&idx_tmp, idx)?;
-    if let Err(e) = renamed(&rec_tmp, rec) {
-        let _ = fs::rename(idx, &idx_tmp);
-        return Err(e);
-    }
+    publish(rec_tmp, rec, idx_tmp, idx)?;
     Ok(stats)
+}
+
+/// Rename the finished temporary files to `rec` and `idx` under the folder's exclusive
+/// [`PairLock`], the index first; if the `.rec` cannot be renamed, the new `.idx` is
+/// removed again, so that no final `.idx` appears without its `.rec`.
+fn publish(
+    rec_tmp: tempfile::TempPath,
+    rec: &Path,
+    idx_tmp: tempfile::TempPath,
+    idx: &Path,
+) -> Result<(), PackError> {
+    let rename_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: tempfile::PathPersistError| PackError::Output {
+            path,
+            // Dropping the returned `TempPath` removes the temporary file.
+            source: e.error,
+        }
+    };
+    let _lock = PairLock::exclusive(rec);
+    idx_tmp.persist(idx).map_err(rename_err(idx))?;
+    if let Err(e) = rec_tmp.persist(rec) {
+        let _ = fs::remove_file(idx);
+        return Err(rename_err(rec)(e));
+    }
+    Ok(())
 }
 
 /// Refuse output names that cannot work, before anything is written: the `.rec` and
@@ -382,17 +382,45 @@ pub fn find_lists(prefix: &Path) -> io::Result<Vec<ListJob>> {
     Ok(jobs)
 }
 
-/// `x.rec` → `x.rec.tmp`.
-pub fn tmp_name(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".tmp");
-    PathBuf::from(name)
+/// A new temporary file beside `path`, named `.<file name>.XXXXXX.tmp` (unique to
+/// this run: two runs writing the same output never share one), with the permissions
+/// `File::create` gives (0666 minus the umask). It is removed when the returned value
+/// (or the `TempPath` split from it) is dropped unless it is persisted.
+pub fn temp_output(path: &Path) -> Result<tempfile::NamedTempFile, PackError> {
+    use std::os::unix::fs::PermissionsExt;
+    let folder = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(path.file_name().unwrap_or_default());
+    prefix.push(".");
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .permissions(fs::Permissions::from_mode(0o666))
+        .tempfile_in(folder)
+        .map_err(|source| PackError::Output {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::recordio::{unpack_image_record, RecordReader};
+    use std::fs::File;
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
 
     #[test]
     fn label_layout_with_and_without_pack_label() {
@@ -498,7 +526,7 @@ mod tests {
             }
             assert!(reader.next_record().unwrap().is_none());
             assert_eq!(fs::read_to_string(&idx).unwrap(), offsets.concat());
-            assert!(!tmp_name(&rec).exists());
+            assert!(!names(dir.path()).iter().any(|n| n.ends_with(".tmp")));
             outputs.push(bytes);
         }
         assert_eq!(outputs[0], outputs[1]);
@@ -584,12 +612,7 @@ mod tests {
             assert!(matches!(err, PackError::Output { .. }), "{err}");
         }
         // Nothing was created: no temporary files, no final names.
-        let mut names: Vec<_> = fs::read_dir(d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["x.rec"]);
+        assert_eq!(names(d), ["x.rec"]);
     }
 
     #[test]
@@ -632,7 +655,7 @@ mod tests {
     }
 
     #[test]
-    fn strict_stops_and_keeps_only_tmp_files() {
+    fn strict_stops_and_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a.bin"), b"abc").unwrap();
         let list = format!(
@@ -659,9 +682,69 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, PackError::Strict(_)), "{err}");
-        assert!(!rec.exists() && !idx.exists());
-        // The record packed before the failure is kept in the temporary file.
-        assert_eq!(fs::read(tmp_name(&rec)).unwrap().len(), 8 + 24 + 4);
-        assert_eq!(fs::read_to_string(tmp_name(&idx)).unwrap(), "0\t0\n");
+        // No final names, and the temporary files are gone.
+        assert_eq!(names(dir.path()), ["a.bin"]);
+    }
+
+    #[test]
+    fn temporary_outputs_are_unique_hidden_and_removed_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = dir.path().join("x.rec");
+        let a = temp_output(&rec).unwrap();
+        let b = temp_output(&rec).unwrap();
+        assert_ne!(a.path(), b.path());
+        for t in [&a, &b] {
+            let name = t.path().file_name().unwrap().to_str().unwrap();
+            assert!(
+                name.starts_with(".x.rec.") && name.ends_with(".tmp"),
+                "{name}"
+            );
+            assert_eq!(t.path().parent(), Some(dir.path()));
+        }
+        drop((a, b));
+        assert!(names(dir.path()).is_empty());
+        // A folder that does not exist: an error naming the output.
+        let err = temp_output(&dir.path().join("gone/y.rec")).unwrap_err();
+        assert!(err.to_string().contains("gone/y.rec: "), "{err}");
+    }
+
+    /// A writer whose sink fails (as on a full disk) must stop the feeder and the workers
+    /// whatever their timing: the run returns the error, never hangs. Slow items (a 4 MB
+    /// file read each time) and an instant writer keep the feeder ahead, blocked on a
+    /// full job channel while the workers are busy: the state that used to hang.
+    #[test]
+    fn a_failing_writer_stops_the_pipeline_without_hanging() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("big.bin"), vec![7u8; 4 << 20]).unwrap();
+        let list = (0..60u64)
+            .map(|i| LstEntry::new(i, 0.0, "big.bin").to_line())
+            .collect::<String>();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            for round in 0..24usize {
+                let threads = 1 + round % 3;
+                let fail_at = 1 + (round * 7) % 40;
+                let config = pass_through_config(&root, threads);
+                let mut written = 0;
+                let result = pipeline::run_pipeline(
+                    list.as_bytes(),
+                    &config,
+                    |_| {
+                        written += 1;
+                        if written > fail_at {
+                            Err(PackError::List(io::Error::other("disk full")))
+                        } else {
+                            Ok(true)
+                        }
+                    },
+                    &mut |_| {},
+                );
+                assert!(result.is_err());
+            }
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the pipeline hung after a writer error");
     }
 }

@@ -2,12 +2,17 @@
 //! list rows, `threads` workers turn each into an [`Outcome`], and the calling thread
 //! hands the outcomes to the writer in list order through a reorder buffer, with the
 //! feeder never more than a [`Window`] ahead.
+//!
+//! A fatal error of the writer stops everything: the window closes (the feeder stops
+//! taking rows), the outcome channel closes (each worker stops at its next result),
+//! and the job channel's receiver is owned by the workers alone, so that the feeder's
+//! pending send fails once the last worker has gone instead of waiting for ever.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use im2list::lst::{read_entries, LstEntry, LstError};
 
@@ -73,7 +78,9 @@ pub(super) fn run_pipeline<R: BufRead + Send>(
     let window = Window::new(4 * threads + 8);
     let stop = AtomicBool::new(false);
     let (job_tx, job_rx) = sync_channel::<(u64, Job)>(2 * threads);
-    let job_rx = Mutex::new(job_rx);
+    // Only the workers hold the receiver: when the last one stops, a feeder blocked on a
+    // full job channel gets an error instead of waiting for ever.
+    let job_rx = Arc::new(Mutex::new(job_rx));
     let (done_tx, done_rx) = sync_channel::<(u64, Outcome)>(4 * threads + 8);
 
     std::thread::scope(|s| {
@@ -98,21 +105,20 @@ pub(super) fn run_pipeline<R: BufRead + Send>(
         });
         for _ in 0..threads {
             let done_tx = done_tx.clone();
-            let job_rx = &job_rx;
+            let job_rx = Arc::clone(&job_rx);
             s.spawn(move || loop {
                 let next = job_rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
                 let Ok((seq, job)) = next else { break };
-                let outcome = if stop.load(Ordering::Relaxed) {
-                    Outcome::ListError(io::Error::other("stopped"))
-                } else {
-                    job.run(config)
-                };
-                if done_tx.send((seq, outcome)).is_err() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if done_tx.send((seq, job.run(config))).is_err() {
                     break;
                 }
             });
         }
         drop(done_tx);
+        drop(job_rx);
         let result = write_in_order(&done_rx, &mut sink, window, progress);
         if result.is_err() {
             stop.store(true, Ordering::Relaxed);

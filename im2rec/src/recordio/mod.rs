@@ -16,6 +16,8 @@
 //! - [`PartReader`]: dmlc-style partitioning (`num_parts`/`part_index`), by bytes
 //!   without an index and by record count with one.
 //! - [`read_index`] / [`IndexWriter`]: the `.idx` text file (`key<TAB>offset\n`).
+//! - [`PairLock`]: the folder lock under which a `.rec` + `.idx` pair is replaced
+//!   (writers) or opened (readers), so that neither ever sees a mixed pair.
 //! - [`IrHeader`], [`pack_image_record`], [`unpack_image_record`]: the 24-byte image
 //!   record header that im2rec puts in front of every image.
 //!
@@ -40,6 +42,7 @@ mod frame;
 mod image;
 mod index;
 mod mmap;
+mod pair_lock;
 mod part;
 mod reader;
 mod writer;
@@ -48,6 +51,7 @@ pub use error::RecordIoError;
 pub use image::{pack_image_record, unpack_image_record, ImageRecord, IrHeader, IR_HEADER_LEN};
 pub use index::{read_index, read_index_file, IndexEntry, IndexWriter};
 pub use mmap::{MmapReader, Records};
+pub use pair_lock::PairLock;
 pub use part::{PartReader, PartRecords};
 pub use reader::{Record, RecordReader};
 pub use writer::RecordWriter;

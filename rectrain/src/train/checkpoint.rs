@@ -108,10 +108,11 @@ impl<B: AutodiffBackend> Run<'_, B> {
             .any(|e| relative_checkpoint(e) == relative)
     }
 
+    /// Write `model`'s weights to `path` (through a temporary sibling renamed into
+    /// place: after a failure, a full disk..., the temporary file is removed and `path`
+    /// keeps what it held).
     pub(super) fn save_weights(&self, model: &ResNet<B>, path: &Path) -> Result<(), TrainError> {
-        let tmp = artifact::temp_sibling(path);
-        weights::save_safetensors(model, &tmp).map_err(weights_err(path))?;
-        std::fs::rename(&tmp, path).map_err(io_err(path))
+        weights::save_safetensors(model, path).map_err(weights_err(path))
     }
 
     pub(super) fn kept_description(&self) -> String {
@@ -142,8 +143,16 @@ impl<B: AutodiffBackend> Run<'_, B> {
             let src = out.join(rel);
             let dst = artifact::weights_path(out);
             let tmp = artifact::temp_sibling(&dst);
-            std::fs::copy(&src, &tmp).map_err(io_err(&src))?;
-            std::fs::rename(&tmp, &dst).map_err(io_err(&dst))?;
+            let copied = std::fs::copy(&src, &tmp)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => io_err(&src)(e),
+                    _ => io_err(&dst)(e),
+                })
+                .and_then(|_| std::fs::rename(&tmp, &dst).map_err(io_err(&dst)));
+            if copied.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            copied?;
         }
         let mean_ips = if history.is_empty() {
             0.0

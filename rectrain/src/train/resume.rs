@@ -233,8 +233,13 @@ pub(super) fn load<B: AutodiffBackend, O: Optimizer<ResNet<B>, B>>(
 }
 
 /// Write the resumable state `out/checkpoints/last/` (model, optimizer, `state.json`)
-/// through a temporary directory swapped into place, so that a crash leaves either the
-/// old state or the new one. Returns the state directory.
+/// into a temporary directory, then put it in place of the old one with one atomic
+/// exchange of the two directories (Linux's `renameat2(RENAME_EXCHANGE)`; elsewhere,
+/// or on a filesystem without it, two renames), so that a process killed at any moment
+/// leaves `last/` holding either the old state or the new one, whole. A failure (a
+/// full disk...) removes the temporary directory and leaves the old state as it was;
+/// the error names the file of `last/` that could not be written. Returns the state
+/// directory.
 pub(super) fn save<B: AutodiffBackend, O: Optimizer<ResNet<B>, B>>(
     out: &Path,
     model: &ResNet<B>,
@@ -243,24 +248,88 @@ pub(super) fn save<B: AutodiffBackend, O: Optimizer<ResNet<B>, B>>(
 ) -> Result<PathBuf, TrainError> {
     let last = artifact::resume_dir(out);
     let tmp = artifact::temp_sibling(&last);
-    let old = last.with_file_name(format!(".last.old{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    let recorder = StateRecorder::new();
-    model
-        .clone()
-        .save_file(tmp.join("model"), &recorder)
-        .map_err(|e| state_err(&tmp, e))?;
-    <StateRecorder as Recorder<B>>::record(&recorder, optim.to_record(), tmp.join("optimizer.mpk"))
-        .map_err(|e| state_err(&tmp, e))?;
-    let json = serde_json::to_string_pretty(state).map_err(|e| state_err(&tmp, e))?;
-    artifact::write_atomic(&tmp.join("state.json"), json.as_bytes())
-        .map_err(io_err(&tmp.join("state.json")))?;
-    let _ = std::fs::remove_dir_all(&old);
-    if last.exists() {
-        std::fs::rename(&last, &old).map_err(io_err(&last))?;
+    let written = (|| {
+        std::fs::create_dir_all(&tmp).map_err(io_err(&last))?;
+        let recorder = StateRecorder::new();
+        model
+            .clone()
+            .save_file(tmp.join("model"), &recorder)
+            .map_err(|e| state_err(&last.join("model.mpk"), e))?;
+        <StateRecorder as Recorder<B>>::record(
+            &recorder,
+            optim.to_record(),
+            tmp.join("optimizer.mpk"),
+        )
+        .map_err(|e| state_err(&last.join("optimizer.mpk"), e))?;
+        let json = serde_json::to_string_pretty(state).map_err(|e| state_err(&last, e))?;
+        // state.json last: a directory holding it is complete.
+        artifact::write_atomic(&tmp.join("state.json"), json.as_bytes())
+            .map_err(io_err(&last.join("state.json")))?;
+        replace_dir(&tmp, &last).map_err(io_err(&last))
+    })();
+    // After the exchange `tmp` holds the previous state; after a failure, the partial
+    // new one. Either way it goes.
+    let _ = std::fs::remove_dir_all(&tmp);
+    written.map(|()| last)
+}
+
+/// Put the complete directory `new` at `dst`. When `dst` exists the two are exchanged
+/// atomically where the system can (afterwards `new` holds the old directory), else
+/// `dst` is moved aside and `new` renamed (a crash between the two renames leaves the
+/// old state beside, not in, `dst`).
+fn replace_dir(new: &Path, dst: &Path) -> std::io::Result<()> {
+    if !dst.exists() {
+        return std::fs::rename(new, dst);
     }
-    std::fs::rename(&tmp, &last).map_err(io_err(&last))?;
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        use rustix::io::Errno;
+        match renameat_with(CWD, new, CWD, dst, RenameFlags::EXCHANGE) {
+            Ok(()) => return Ok(()),
+            // A filesystem (or kernel) without RENAME_EXCHANGE: the portable way.
+            Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let old = dst.with_file_name(format!(".last.old{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&old);
-    Ok(last)
+    std::fs::rename(dst, &old)?;
+    std::fs::rename(new, dst)?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_dir_swaps_whole_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let (new, dst) = (d.path().join(".new"), d.path().join("last"));
+        std::fs::create_dir(&new).unwrap();
+        std::fs::write(new.join("state.json"), "1").unwrap();
+        replace_dir(&new, &dst).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dst.join("state.json")).unwrap(),
+            "1"
+        );
+        assert!(!new.exists());
+        std::fs::create_dir(&new).unwrap();
+        std::fs::write(new.join("state.json"), "2").unwrap();
+        replace_dir(&new, &dst).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dst.join("state.json")).unwrap(),
+            "2"
+        );
+        // The old state is now at `new` (exchanged) or gone (renamed aside and removed).
+        if new.exists() {
+            assert_eq!(
+                std::fs::read_to_string(new.join("state.json")).unwrap(),
+                "1"
+            );
+        }
+    }
 }

@@ -117,19 +117,11 @@ pub fn write_safetensors(sd: &StateDict, path: &Path) -> Result<(), WeightsError
     write_atomically(path, &bytes)
 }
 
+/// `bytes` to `path` through a synced temporary sibling renamed into place; after a
+/// failure (a full disk...) the temporary file is removed and `path` is untouched.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WeightsError> {
-    let io = |source| WeightsError::Io {
+    crate::artifact::write_atomic(path, bytes).map_err(|source| WeightsError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "weights".into());
-    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        io(e)
     })
 }
