@@ -36,7 +36,7 @@ fi
 # from inside the fuzz crate: the repository's cargo guard lets builds under fuzz/ pass.
 flags=(--sanitizer none -O -a)
 cd "$dir"
-nice cargo fuzz build "${flags[@]}"
+nice cargo fuzz build --fuzz-dir "$dir" "${flags[@]}"
 failed=0
 for t in $targets; do
   mkdir -p "$root/fuzz/corpus/$t" "$dir/artifacts/$t"
@@ -47,10 +47,10 @@ for t in $targets; do
   # pixels; -timeout: seconds per input before it counts as a hang.
   log="$dir/artifacts/$t/last-run.log"
   status=0
-  nice cargo fuzz run "${flags[@]}" "$t" "$root/fuzz/corpus/$t" -- \
+  nice cargo fuzz run --fuzz-dir "$dir" "${flags[@]}" "$t" "$root/fuzz/corpus/$t" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=3072 -max_len=65536 \
     -print_final_stats=1 "${dict[@]}" -artifact_prefix="$dir/artifacts/$t/" >"$log" 2>&1 || status=$?
-  grep -E '^#[0-9]+ +(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)|panicked|^SUMMARY|^==[0-9]+== ERROR|Test unit written' "$log" || true
+  grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)|panicked|^SUMMARY|^==[0-9]+== ERROR|Test unit written' "$log" || true
   if [ "$status" != 0 ]; then
     echo "== $t FAILED (exit $status; log $log, input in $dir/artifacts/$t/)"
     failed=1
