@@ -14,5 +14,8 @@ fuzz_target!(|data: &[u8]| {
         writer.write(e.key, e.offset).expect("write to a Vec");
     }
     let text = writer.into_inner().expect("flush a Vec");
-    assert_eq!(read_index(text.as_slice()).expect("own output parses"), entries);
+    assert_eq!(
+        read_index(text.as_slice()).expect("own output parses"),
+        entries
+    );
 });

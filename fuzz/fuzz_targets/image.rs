@@ -30,7 +30,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let resize = (control & 4 != 0).then(|| [1, 7, 16, 40][usize::from((control >> 3) & 3)]);
     let center_crop = control & 32 != 0;
-    let encoding = if control & 64 != 0 { Encoding::Png } else { Encoding::Jpg };
+    let encoding = if control & 64 != 0 {
+        Encoding::Png
+    } else {
+        Encoding::Jpg
+    };
     let interpolation = (control & 128 != 0).then_some(Interpolation::Nearest);
 
     if let Some(info) = imageops::probe(bytes) {
@@ -52,7 +56,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let img = imageops::prepare(&decoded, center_crop, resize, interpolation);
-    assert_eq!((img.width(), img.height()), (w, h), "prepare gave another size");
+    assert_eq!(
+        (img.width(), img.height()),
+        (w, h),
+        "prepare gave another size"
+    );
     let encoded = imageops::encode(&img, encoding, 90).expect("a prepared image encodes");
-    assert!(imageops::probe(&encoded).is_some(), "own output does not probe");
+    assert!(
+        imageops::probe(&encoded).is_some(),
+        "own output does not probe"
+    );
 });

@@ -12,10 +12,20 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // Compared as bytes: a NaN label is not equal to itself.
-    assert_eq!(header.map(|h| h.to_bytes()).ok(), Some(record.header.to_bytes()));
+    assert_eq!(
+        header.map(|h| h.to_bytes()).ok(),
+        Some(record.header.to_bytes())
+    );
     assert_eq!(record.header.to_bytes(), data[..24]);
     let multi = record.header.flag > 0;
-    assert_eq!(record.labels.len(), if multi { record.header.flag as usize } else { 1 });
+    assert_eq!(
+        record.labels.len(),
+        if multi {
+            record.header.flag as usize
+        } else {
+            1
+        }
+    );
     if record.header.id2 == 0 && (!multi || record.header.label.to_bits() == 0) {
         let packed = pack_image_record(record.header.id, &record.labels, multi, record.image);
         assert_eq!(packed, data, "pack(unpack(x)) != x");

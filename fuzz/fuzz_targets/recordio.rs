@@ -10,9 +10,7 @@
 use std::borrow::Cow;
 use std::io::Cursor;
 
-use im2rec::recordio::{
-    unpack_image_record, MmapReader, PartReader, RecordReader, RecordWriter,
-};
+use im2rec::recordio::{unpack_image_record, MmapReader, PartReader, RecordReader, RecordWriter};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -42,7 +40,11 @@ fuzz_target!(|data: &[u8]| {
         mapped.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
         "scan and iterator disagree"
     );
-    assert_eq!(stop.is_some(), mapped_error, "scan and iterator disagree on damage");
+    assert_eq!(
+        stop.is_some(),
+        mapped_error,
+        "scan and iterator disagree on damage"
+    );
     assert_eq!(sequential, mapped, "sequential and mmap readers disagree");
     assert_eq!(sequential_error, mapped_error, "readers disagree on damage");
     for &offset in &offsets {
@@ -83,12 +85,21 @@ fuzz_target!(|data: &[u8]| {
     for num_parts in 1..=4 {
         let mut joined = Vec::new();
         for part_index in 0..num_parts {
-            let part = PartReader::by_bytes(MmapReader::from_vec(file.clone()), num_parts, part_index)
-                .expect("partition a well-formed file");
+            let part =
+                PartReader::by_bytes(MmapReader::from_vec(file.clone()), num_parts, part_index)
+                    .expect("partition a well-formed file");
             for record in &part {
-                joined.push(record.expect("part of a rewritten file reads").1.into_owned());
+                joined.push(
+                    record
+                        .expect("part of a rewritten file reads")
+                        .1
+                        .into_owned(),
+                );
             }
         }
-        assert_eq!(joined, payloads, "{num_parts} byte parts do not hold every record once");
+        assert_eq!(
+            joined, payloads,
+            "{num_parts} byte parts do not hold every record once"
+        );
     }
 });

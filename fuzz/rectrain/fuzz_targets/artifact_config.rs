@@ -25,7 +25,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(config) = ArtifactConfig::load(dir) else {
         return;
     };
-    config.preprocess().validate().expect("a loaded config preprocesses");
-    config.resnet().validate().expect("a loaded config builds a network");
+    config
+        .preprocess()
+        .validate()
+        .expect("a loaded config preprocesses");
+    config
+        .resnet()
+        .validate()
+        .expect("a loaded config builds a network");
     let _ = config.class_name(config.num_classes - 1);
 });

@@ -11,7 +11,11 @@ use im2rec::recordio::{pack_image_record, IndexWriter, RecordWriter, MAGIC};
 use image::{DynamicImage, ImageBuffer, ImageFormat};
 
 fn main() {
-    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fuzz/corpus".into()));
+    let out = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "fuzz/corpus".into()),
+    );
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let fixtures = repo.join("im2rec/tests/fixtures");
     let read = |p: &Path| fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -112,7 +116,11 @@ fn main() {
     // .lst rows: what im2list writes, and the variants the reader accepts.
     let golden = repo.join("im2list/tests/golden/tree23");
     write("lst", "flat.lst", &read(&golden.join("flat/data.lst")));
-    write("lst", "split_82_train.lst", &read(&golden.join("split_82/data_train.lst")));
+    write(
+        "lst",
+        "split_82_train.lst",
+        &read(&golden.join("split_82/data_train.lst")),
+    );
     write(
         "lst",
         "variants.lst",
