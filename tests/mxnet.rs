@@ -83,8 +83,10 @@ fn sagemaker_tarball_gives_mxnets_probabilities() {
 
 #[test]
 fn directory_prefix_and_params_file_load_the_same_model() {
-    let dir = fixtures().join("resnet18");
-    let reference = predict(&dir.join("model.tar.gz"));
+    let reference = predict(&fixtures().join("resnet18/model.tar.gz"));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    checkpoint_copy(&dir);
     for model in [
         dir.clone(),
         dir.join("image-classification"),
@@ -150,15 +152,16 @@ fn records_evaluate_and_sagemaker_output() {
     }
 }
 
-/// A copy of the resnet18 checkpoint's loose files in a temporary directory.
+/// The resnet18 checkpoint's files (its model.tar.gz extracted) in `dir`.
 fn checkpoint_copy(dir: &Path) {
-    for f in [
-        "image-classification-symbol.json",
-        "image-classification-0003.params",
-        "model-shapes.json",
-    ] {
-        fs::copy(fixtures().join("resnet18").join(f), dir.join(f)).unwrap();
-    }
+    let status = Command::new("tar")
+        .arg("xzf")
+        .arg(fixtures().join("resnet18/model.tar.gz"))
+        .arg("-C")
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 fn fails_with(model: &Path, needles: &[&str]) {
@@ -224,7 +227,7 @@ fn broken_checkpoints_exit_2_naming_the_file_and_problem() {
         .arg("czf")
         .arg(&nosym)
         .arg("-C")
-        .arg(fixtures().join("resnet18"))
+        .arg(&t)
         .args(["image-classification-0003.params", "model-shapes.json"])
         .status()
         .unwrap();
@@ -278,10 +281,30 @@ fn rectrain_export_round_trips_through_recpredict() {
     );
     let tarball = model.join("model.tar.gz");
     assert!(tarball.is_file());
-    let first = fs::read(&tarball).unwrap();
 
-    let ours = run_expect(recpredict(&model).arg("--squash").args(images()), 0);
-    let (ours, _) = wire::parse(&stdout_text(&ours));
+    // A one-epoch model's probabilities are 0 and 1 (nothing to compare): shrink its fc
+    // layer in model.safetensors until they are not, exporting again each time.
+    let weights = model.join("model.safetensors");
+    let original = fs::read(&weights).unwrap();
+    let mut ours = Vec::new();
+    for k in 0..8 {
+        let mut bytes = original.clone();
+        scale_fc(&mut bytes, 0.1f32.powi(k));
+        fs::write(&weights, &bytes).unwrap();
+        run_expect(
+            pipeline_tests::tool("rectrain")
+                .args(["--export-mxnet", "--out"])
+                .arg(&model),
+            0,
+        );
+        let out = run_expect(recpredict(&model).arg("--squash").args(images()), 0);
+        ours = wire::parse(&stdout_text(&out)).0;
+        if ours.iter().all(|p| p.probability < 0.99) {
+            break;
+        }
+    }
+    assert!(ours.iter().all(|p| p.probability < 0.99), "{ours:?}");
+    let first = fs::read(&tarball).unwrap();
     let exported = predict(&tarball);
     assert_eq!(ours.len(), exported.len());
     let mut max = 0f32;
@@ -303,4 +326,20 @@ fn rectrain_export_round_trips_through_recpredict() {
         0,
     );
     assert_eq!(fs::read(&tarball).unwrap(), first);
+}
+
+/// Multiply `fc.weight` and `fc.bias` of a rectrain `model.safetensors` (F32) by `factor`.
+fn scale_fc(bytes: &mut [u8], factor: f32) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    for key in ["fc.weight", "fc.bias"] {
+        let info = &header[key];
+        assert_eq!(info["dtype"], "F32", "{key}");
+        let a = info["data_offsets"][0].as_u64().unwrap() as usize;
+        let b = info["data_offsets"][1].as_u64().unwrap() as usize;
+        for v in bytes[8 + n + a..8 + n + b].chunks_exact_mut(4) {
+            let x = f32::from_le_bytes(v.try_into().unwrap()) * factor;
+            v.copy_from_slice(&x.to_le_bytes());
+        }
+    }
 }

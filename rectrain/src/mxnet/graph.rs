@@ -287,9 +287,9 @@ pub fn compile(
     // The nodes the logits depend on (labels and loss heads are not run).
     let mut needed = vec![false; nodes.len()];
     needed[logits_node] = true;
-    for i in (0..nodes.len()).rev() {
-        if needed[i] && nodes[i].op != "null" {
-            for &(j, _) in &nodes[i].inputs {
+    for (i, node) in nodes.iter().enumerate().rev() {
+        if needed[i] && node.op != "null" {
+            for &(j, _) in &node.inputs {
                 needed[j] = true;
             }
         }

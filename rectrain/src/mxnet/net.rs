@@ -17,7 +17,7 @@ use crate::infer::{logits, probabilities_from_logits, InferError};
 use crate::kernels;
 
 enum Layer<B: Backend> {
-    Conv(Conv2d<B>),
+    Conv(Box<Conv2d<B>>),
     Affine {
         scale: Tensor<B, 4>,
         shift: Tensor<B, 4>,
@@ -95,7 +95,7 @@ impl<B: Backend> Net<B> {
                             weight.shape[2],
                             weight.shape[3],
                         ];
-                        Layer::Conv(Conv2d {
+                        Layer::Conv(Box::new(Conv2d {
                             weight: Param::from_tensor(tensor(weight, [o, i, kh, kw], device)),
                             bias: bias
                                 .as_ref()
@@ -105,7 +105,7 @@ impl<B: Backend> Net<B> {
                             dilation: *dilate,
                             groups: *groups,
                             padding: PaddingConfig2d::Explicit(pad[0], pad[1], pad[0], pad[1]),
-                        })
+                        }))
                     }
                     Op::BatchNorm { scale, shift } => Layer::Affine {
                         scale: per_channel(scale, device),
