@@ -46,8 +46,16 @@ incompatible, unreadable list, address in use).";
 #[command(name = "recpredict", version, after_help = EXAMPLES)]
 pub struct Opts {
     /// The model: the directory written by `rectrain --out` (config.json and
-    /// model.safetensors).
-    #[arg(short, long, value_name = "DIR", help = "Model artifact directory")]
+    /// model.safetensors), or an MXNet checkpoint such as SageMaker's model.tar.gz: the
+    /// tarball, a directory or prefix of NAME-symbol.json + NAME-NNNN.params (the
+    /// highest NNNN), or one NAME-NNNN.params file. MXNet models are fed the SageMaker
+    /// endpoint's preprocessing (squashed to H×W, raw 0–255 RGB).
+    #[arg(
+        short,
+        long,
+        value_name = "PATH",
+        help = "Model artifact directory, or MXNet model.tar.gz / checkpoint prefix"
+    )]
     model: PathBuf,
 
     /// Image files, directories (walked recursively in sorted order, taking .jpg,

@@ -11,7 +11,8 @@
 //! - [`evaluate`]: the `--evaluate` summary (accuracy, top-k, per class, confusion;
 //!   per-class and micro/macro precision/recall/F1, exact match and Hamming loss for
 //!   multi-label models);
-//! - [`model`]: the rectrain model behind [`pipeline::Classifier`];
+//! - [`model`]: the model (a rectrain artifact or an MXNet checkpoint) behind
+//!   [`pipeline::Classifier`];
 //! - [`serve`]: the same model and preprocessing behind SageMaker's HTTP inference
 //!   contract (`--serve`), with dynamic batching.
 //!
@@ -33,7 +34,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rectrain::artifact::{self, ArtifactConfig, ArtifactError};
 use rectrain::backend::{DeviceSpec, Precision};
 use rectrain::preprocess::{preprocess_eval_report, EvalMode};
 
@@ -80,12 +80,14 @@ pub struct Config {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The artifact's `config.json` is missing or unusable.
+    /// The artifact's `config.json` is missing or unusable, or the MXNet checkpoint
+    /// `--model` names is (its symbol, parameters or archive).
     #[error("cannot use the model in {dir}: {message}")]
     Artifact {
         /// The artifact directory.
         dir: PathBuf,
-        /// What is wrong (the [`ArtifactError`] message, which already names its
+        /// What is wrong (the [`rectrain::artifact::ArtifactError`] or
+        /// [`rectrain::mxnet::MxnetError`] message, which already names its file and
         /// cause; kept as text so the cause is not printed twice).
         message: String,
     },
@@ -124,9 +126,9 @@ pub enum Error {
 }
 
 /// Check the options against the model.
-fn validate(cfg: &Config, art: &ArtifactConfig) -> Result<usize, Error> {
-    check_batch_size(cfg.batch_size, art)?;
-    let top_k = resolve_top_k(cfg.top_k, art)?;
+fn validate(cfg: &Config, image_shape: [usize; 3], num_classes: usize) -> Result<usize, Error> {
+    check_batch_size(cfg.batch_size, image_shape)?;
+    let top_k = resolve_top_k(cfg.top_k, num_classes)?;
     if cfg.evaluate && !cfg.input.has_labels() {
         return Err(Error::Usage(
             "--evaluate needs true labels: give the images as --lst FILE --root DIR or --rec FILE"
@@ -138,18 +140,17 @@ fn validate(cfg: &Config, art: &ArtifactConfig) -> Result<usize, Error> {
 
 /// `--batch-size` against the model: at least 1, and one batch of decoded images must
 /// fit in one tensor.
-pub(crate) fn check_batch_size(batch_size: usize, art: &ArtifactConfig) -> Result<(), Error> {
+pub(crate) fn check_batch_size(batch_size: usize, image_shape: [usize; 3]) -> Result<(), Error> {
     if batch_size == 0 {
         return Err(Error::Usage("--batch-size must be at least 1".into()));
     }
     // One batch of decoded images is one tensor: keep it within what a tensor can
     // index (2^31 − 1 values), which also bounds the memory of the batch buffers.
-    let per_batch = art
-        .image_shape
+    let per_batch = image_shape
         .iter()
         .fold(batch_size, |n, &d| n.saturating_mul(d));
     if per_batch > i32::MAX as usize {
-        let [c, h, w] = art.image_shape;
+        let [c, h, w] = image_shape;
         return Err(Error::Usage(format!(
             "--batch-size {batch_size} at the model's image_shape {c},{h},{w} makes batches of \
              {per_batch} values, more than one tensor can (2^31 − 1); use a smaller --batch-size"
@@ -159,38 +160,15 @@ pub(crate) fn check_batch_size(batch_size: usize, art: &ArtifactConfig) -> Resul
 }
 
 /// The `top_k` length: `--top-k` checked against the class count, or the default.
-pub(crate) fn resolve_top_k(top_k: Option<usize>, art: &ArtifactConfig) -> Result<usize, Error> {
+pub(crate) fn resolve_top_k(top_k: Option<usize>, num_classes: usize) -> Result<usize, Error> {
     match top_k {
-        None => Ok(DEFAULT_TOP_K.min(art.num_classes)),
+        None => Ok(DEFAULT_TOP_K.min(num_classes)),
         Some(0) => Err(Error::Usage("--top-k must be at least 1".into())),
-        Some(k) if k > art.num_classes => Err(Error::Usage(format!(
-            "--top-k {k} is more than the model's {} classes",
-            art.num_classes
+        Some(k) if k > num_classes => Err(Error::Usage(format!(
+            "--top-k {k} is more than the model's {num_classes} classes"
         ))),
         Some(k) => Ok(k),
     }
-}
-
-/// A model artifact whose `config.json` was read and whose weights file exists.
-pub(crate) struct Artifact {
-    pub(crate) config: ArtifactConfig,
-    pub(crate) weights: PathBuf,
-}
-
-/// Read the artifact in `dir`: its config, and the path of its weights (which must exist).
-pub(crate) fn open_artifact(dir: &std::path::Path) -> Result<Artifact, Error> {
-    let config = ArtifactConfig::load(dir).map_err(|e: ArtifactError| Error::Artifact {
-        dir: dir.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let weights = artifact::weights_path(dir);
-    if !weights.is_file() {
-        return Err(Error::MissingWeights {
-            path: weights,
-            dir: dir.to_path_buf(),
-        });
-    }
-    Ok(Artifact { config, weights })
 }
 
 /// Load the model in `cfg.model_dir`, predict every input, write the output to `out`
@@ -203,11 +181,9 @@ pub fn run(
     diag: &mut dyn Write,
 ) -> Result<Report, Error> {
     let load_start = Instant::now();
-    let Artifact {
-        config: art,
-        weights,
-    } = open_artifact(&cfg.model_dir)?;
-    let top_k = validate(cfg, &art)?;
+    let source = model::open(&cfg.model_dir)?;
+    let image_shape = source.image_shape();
+    let top_k = validate(cfg, image_shape, source.num_classes())?;
     // Open the inputs before the (slower) model, so a bad list fails at once.
     let inputs = input::open(&cfg.input, stdin)?;
     if let OutputMode::Dir(dir) = &cfg.output {
@@ -217,8 +193,7 @@ pub fn run(
         })?;
     }
     let mut classifier = model::load(
-        &weights,
-        &art,
+        &source,
         &cfg.device,
         cfg.precision,
         cfg.batch_size,
@@ -228,21 +203,22 @@ pub fn run(
     )?;
     let load_time = load_start.elapsed();
 
-    let pcfg = art.preprocess();
+    let pcfg = source.preprocess();
+    let eval_mode = source.eval_mode(cfg.eval_mode);
     let upscaled = AtomicU64::new(0);
     let preprocess = |bytes: &[u8], buf: &mut [f32]| {
         let prepared =
-            preprocess_eval_report(bytes, &pcfg, cfg.eval_mode, buf).map_err(|e| e.to_string())?;
+            preprocess_eval_report(bytes, &pcfg, eval_mode, buf).map_err(|e| e.to_string())?;
         if prepared.upscaled {
             upscaled.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     };
     let settings = pipeline::Settings {
-        shape: art.image_shape,
-        num_classes: art.num_classes,
-        class_names: art.class_names.clone(),
-        multi_label: art.multi_label,
+        shape: image_shape,
+        num_classes: source.num_classes(),
+        class_names: source.class_names(),
+        multi_label: source.multi_label(),
         batch_size: cfg.batch_size,
         workers: cfg.workers,
         prefetch_batches: cfg.prefetch_batches,
@@ -255,7 +231,7 @@ pub fn run(
 
     let upscaled = upscaled.into_inner();
     if upscaled > 0 {
-        let [_, h, w] = art.image_shape;
+        let [_, h, w] = image_shape;
         let _ = writeln!(
             diag,
             "{TOOL}: note: {upscaled} image(s) smaller than {w}x{h} were upscaled to fit"

@@ -36,6 +36,9 @@ Output: the artifact directory OUT:
                           last/ (the resumable state, see --resume)
   OUT/accuracy.svg        train/validation accuracy per epoch
   OUT/metrics.jsonl       one JSON object per epoch
+  OUT/model.tar.gz        with --export-mxnet: the model as SageMaker's MXNet
+                          artifact (rectrain --export-mxnet --out OUT converts
+                          an existing OUT without training)
 
 stdout carries one JSON object per epoch (the same lines as metrics.jsonl);
 SageMaker's log lines (`Epoch[0] Train-accuracy=...`,
@@ -79,7 +82,7 @@ pub struct Opts {
     #[arg(
         long,
         value_name = "TRAIN.rec",
-        required_unless_present = "train_lst",
+        required_unless_present_any = ["train_lst", "export_mxnet"],
         conflicts_with = "train_lst"
     )]
     train: Option<PathBuf>,
@@ -87,7 +90,7 @@ pub struct Opts {
     #[arg(
         long,
         value_name = "VAL.rec",
-        required_unless_present = "validation_lst",
+        required_unless_present_any = ["validation_lst", "export_mxnet"],
         conflicts_with = "validation_lst"
     )]
     validation: Option<PathBuf>,
@@ -133,6 +136,12 @@ pub struct Opts {
     /// has them.
     #[command(flatten)]
     device: DeviceArgs,
+    /// Also write the artifact as a SageMaker-style MXNet model, OUT/model.tar.gz
+    /// (image-classification-symbol.json, -NNNN.params, model-shapes.json; loadable by
+    /// MXNet's mx.mod.Module.load and by recpredict -m OUT/model.tar.gz). Without
+    /// training data: export the existing artifact in OUT and exit.
+    #[arg(long)]
+    export_mxnet: bool,
     /// Continue an interrupted run from OUT/checkpoints/last (give OUT or that folder).
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
@@ -201,6 +210,14 @@ fn read_classes(path: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Run `rectrain` with parsed options: train, and say how the run ended.
 pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
+    let training = opts.train.is_some() || opts.train_lst.is_some();
+    if opts.export_mxnet && !training {
+        if opts.validation.is_some() || opts.validation_lst.is_some() {
+            bail!("--export-mxnet with validation data but no training data: give both, or neither to export OUT");
+        }
+        export_mxnet(&opts.out)?;
+        return Ok(Outcome::Success);
+    }
     let mut raw = match &opts.hyperparameters {
         Some(path) => hparams::read_hyperparameters_file(path)?,
         None => RawHyperparameters::new(),
@@ -285,9 +302,25 @@ pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
     let mut stderr = io::stderr();
     let outcome = train::train(prepared, &mut stdout, &mut stderr, interrupt)?;
     Ok(match outcome {
-        TrainOutcome::Finished { .. } => Outcome::Success,
+        TrainOutcome::Finished { .. } => {
+            if opts.export_mxnet {
+                export_mxnet(&opts.out)?;
+            }
+            Outcome::Success
+        }
         TrainOutcome::Interrupted { .. } => Outcome::Interrupted,
     })
+}
+
+/// `--export-mxnet`: OUT/model.tar.gz from the artifact in OUT.
+fn export_mxnet(out: &Path) -> anyhow::Result<()> {
+    let tarball = out.join("model.tar.gz");
+    let members = crate::mxnet::export::export_tarball(out, &tarball)?;
+    cli::message(
+        TOOL,
+        format_args!("wrote {} ({})", tarball.display(), members.join(", ")),
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,11 +3,13 @@
 //! format live here and are shared with `recpredict`, so training and prediction can
 //! never preprocess differently.
 
-// Model and weights (torchvision layout and names), device selection, inference.
+// Model and weights (torchvision layout and names), device selection, inference;
+// MXNet checkpoints (SageMaker's model.tar.gz) read and run.
 pub mod backend;
 pub mod infer;
 pub mod kernels;
 pub mod model;
+pub mod mxnet;
 pub mod weights;
 
 // Data: shared preprocessing, training augmentation, the prefetching batch loader.

@@ -56,6 +56,16 @@ impl Normalization {
         }
     }
 
+    /// No normalisation: the raw 0–255 pixel values (mean 0, std 1/255), what MXNet
+    /// image-classification symbols such as SageMaker's ResNet take (they normalise
+    /// with a BatchNorm on the input).
+    pub fn raw() -> Self {
+        Normalization {
+            mean: [0.0; 3],
+            std: [1.0 / 255.0; 3],
+        }
+    }
+
     /// Per-channel `(scale, bias)` such that `out = pixel_u8 · scale + bias`.
     fn affine(&self) -> [(f32, f32); 3] {
         let mut coef = [(0.0, 0.0); 3];
@@ -465,6 +475,14 @@ pub(crate) mod tests {
     use super::*;
     use image::{ImageFormat, Luma, Rgb};
     use std::io::Cursor;
+
+    /// `Normalization::raw` gives exactly the pixel values (scale 1.0, bias 0.0).
+    #[test]
+    fn raw_normalization_is_exact() {
+        for (scale, bias) in Normalization::raw().affine() {
+            assert_eq!((scale, bias), (1.0, 0.0));
+        }
+    }
 
     /// PNG bytes of an RGB image whose pixel (x, y) is `f(x, y)`.
     pub(crate) fn png_rgb(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {

@@ -118,13 +118,13 @@ fn start_error(e: std::io::Error) -> Error {
 /// Messages (device notices, the listening address, one line per request, the
 /// shutdown) go to stderr; nothing is written on stdout.
 pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
-    let crate::Artifact {
-        config: art,
-        weights,
-    } = crate::open_artifact(&cfg.model_dir)?;
-    crate::check_batch_size(cfg.batch_size, &art)?;
-    let top_k = crate::resolve_top_k(cfg.top_k, &art)?;
-    let shape = art.image_shape;
+    let source = crate::model::open(&cfg.model_dir)?;
+    let shape = source.image_shape();
+    crate::check_batch_size(cfg.batch_size, shape)?;
+    let top_k = crate::resolve_top_k(cfg.top_k, source.num_classes())?;
+    let pcfg = source.preprocess();
+    let eval_mode = source.eval_mode(cfg.eval_mode);
+    let class_names = source.class_names();
     let load = Arc::new(Load::default());
 
     // The batcher thread loads the model (it owns it from then on) and says when it is
@@ -137,13 +137,12 @@ pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
         shape,
     };
     let batcher = {
-        let (art, weights, cfg, load) = (art.clone(), weights.clone(), cfg.clone(), load.clone());
+        let (cfg, load) = (cfg.clone(), load.clone());
         std::thread::Builder::new()
             .name("recpredict-model".into())
             .spawn(move || {
                 let loaded = crate::model::load(
-                    &weights,
-                    &art,
+                    &source,
                     &cfg.device,
                     cfg.precision,
                     cfg.batch_size,
@@ -167,8 +166,6 @@ pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
         Err(_) => return Err(ServeError::Batcher.into()),
     }
 
-    let pcfg = art.preprocess();
-    let eval_mode = cfg.eval_mode;
     let preprocess: Arc<PreprocessFn> = Arc::new(move |bytes: &[u8], buf: &mut [f32]| {
         preprocess_eval_report(bytes, &pcfg, eval_mode, buf)
             .map(|_| ())
@@ -188,7 +185,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
         admission: Arc::new(tokio::sync::Semaphore::new(cfg.queue_size.max(1))),
         queue_size: cfg.queue_size,
         max_payload: cfg.max_payload,
-        class_names: art.class_names.clone(),
+        class_names,
         top_k,
         load: load.clone(),
         served: http::Counters::default(),
@@ -216,7 +213,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
                 "serving {} on http://{local} (GET /ping, POST /invocations): input {c}x{h}x{w} \
                  ({}), batch size {}, max batch delay {} ms, queue {}, payload limit {} bytes",
                 cfg.model_dir.display(),
-                match cfg.eval_mode {
+                match eval_mode {
                     EvalMode::Squash => "squash",
                     EvalMode::ResizeCrop => "resize and centre crop",
                 },

@@ -1,0 +1,377 @@
+//! A compiled [`Plan`] run in burn, on any backend, and [`MxnetPredictor`]: batched class
+//! probabilities from it, like [`crate::infer::Predictor`] for rectrain's own models.
+//! Convolutions go through [`crate::kernels::conv2d`], so the kernel layer applies.
+
+use burn::module::Param;
+use burn::nn::conv::Conv2d;
+use burn::nn::PaddingConfig2d;
+use burn::tensor::activation;
+use burn::tensor::backend::Backend;
+use burn::tensor::module::{avg_pool2d, max_pool2d};
+use burn::tensor::{Tensor, TensorData};
+
+use super::graph::{Act, Op, Output, Plan};
+use super::params::NdArray;
+use crate::backend::{dispatch_infer, InferTask, Precision, ResolvedDevice};
+use crate::infer::{logits, probabilities_from_logits, InferError};
+use crate::kernels;
+
+enum Layer<B: Backend> {
+    Conv(Box<Conv2d<B>>),
+    Affine {
+        scale: Tensor<B, 4>,
+        shift: Tensor<B, 4>,
+    },
+    Act(Act),
+    Pool {
+        max: bool,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        pad: [usize; 2],
+        ceil: bool,
+        count_include_pad: bool,
+    },
+    GlobalPool {
+        max: bool,
+    },
+    Fc {
+        weight_t: Tensor<B, 2>,
+        bias: Option<Tensor<B, 2>>,
+    },
+    Add,
+    Flatten,
+    Identity,
+    Softmax(usize),
+    Concat(usize),
+}
+
+struct Step<B: Backend> {
+    layer: Layer<B>,
+    inputs: Vec<usize>,
+    /// Per input: this is the slot's last read, so the tensor can be moved out.
+    moves: Vec<bool>,
+    out: usize,
+}
+
+/// A [`Plan`]'s network with its weights on a device.
+pub struct Net<B: Backend> {
+    steps: Vec<Step<B>>,
+    input: usize,
+    logits: usize,
+    slots: usize,
+}
+
+fn tensor<B: Backend, const D: usize>(
+    a: &NdArray,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(a.data.clone(), shape), device)
+}
+
+fn per_channel<B: Backend>(v: &[f32], device: &B::Device) -> Tensor<B, 4> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [1, v.len(), 1, 1]), device)
+}
+
+impl<B: Backend> Net<B> {
+    /// Put `plan`'s weights on `device`.
+    pub fn new(plan: &Plan, device: &B::Device) -> Self {
+        let steps = plan
+            .steps
+            .iter()
+            .map(|s| {
+                let layer = match &s.op {
+                    Op::Conv {
+                        weight,
+                        bias,
+                        stride,
+                        pad,
+                        dilate,
+                        groups,
+                    } => {
+                        let [o, i, kh, kw] = [
+                            weight.shape[0],
+                            weight.shape[1],
+                            weight.shape[2],
+                            weight.shape[3],
+                        ];
+                        Layer::Conv(Box::new(Conv2d {
+                            weight: Param::from_tensor(tensor(weight, [o, i, kh, kw], device)),
+                            bias: bias
+                                .as_ref()
+                                .map(|b| Param::from_tensor(tensor(b, [o], device))),
+                            stride: *stride,
+                            kernel_size: [kh, kw],
+                            dilation: *dilate,
+                            groups: *groups,
+                            padding: PaddingConfig2d::Explicit(pad[0], pad[1], pad[0], pad[1]),
+                        }))
+                    }
+                    Op::BatchNorm { scale, shift } => Layer::Affine {
+                        scale: per_channel(scale, device),
+                        shift: per_channel(shift, device),
+                    },
+                    Op::Act(a) => Layer::Act(*a),
+                    Op::Pool {
+                        max,
+                        kernel,
+                        stride,
+                        pad,
+                        ceil,
+                        count_include_pad,
+                    } => Layer::Pool {
+                        max: *max,
+                        kernel: *kernel,
+                        stride: *stride,
+                        pad: *pad,
+                        ceil: *ceil,
+                        count_include_pad: *count_include_pad,
+                    },
+                    Op::GlobalPool { max } => Layer::GlobalPool { max: *max },
+                    Op::Fc { weight, bias } => {
+                        let [o, i] = [weight.shape[0], weight.shape[1]];
+                        Layer::Fc {
+                            weight_t: tensor::<B, 2>(weight, [o, i], device).transpose(),
+                            bias: bias.as_ref().map(|b| tensor(b, [1, o], device)),
+                        }
+                    }
+                    Op::Add => Layer::Add,
+                    Op::Flatten => Layer::Flatten,
+                    Op::Identity => Layer::Identity,
+                    Op::Softmax { dim } => Layer::Softmax(*dim),
+                    Op::Concat { dim } => Layer::Concat(*dim),
+                };
+                Step {
+                    layer,
+                    inputs: s.inputs.clone(),
+                    moves: Vec::new(),
+                    out: s.out,
+                }
+            })
+            .collect::<Vec<_>>();
+        // A slot is moved out at its last read (the logits never: they are the result).
+        let mut last_read = vec![None; plan.slots];
+        for (k, s) in steps.iter().enumerate() {
+            for (p, &i) in s.inputs.iter().enumerate() {
+                last_read[i] = Some((k, p));
+            }
+        }
+        let mut steps = steps;
+        for (k, s) in steps.iter_mut().enumerate() {
+            s.moves = s
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(p, &i)| i != plan.logits && last_read[i] == Some((k, p)))
+                .collect();
+        }
+        Net {
+            steps,
+            input: plan.input,
+            logits: plan.logits,
+            slots: plan.slots,
+        }
+    }
+
+    /// The logits (`[N, classes]`) of `x` (`[N, C, H, W]`).
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut slots: Vec<Option<Tensor<B, 4>>> = vec![None; self.slots];
+        slots[self.input] = Some(x);
+        for step in &self.steps {
+            let mut take = |p: usize| -> Tensor<B, 4> {
+                let i = step.inputs[p];
+                let t = if step.moves[p] {
+                    slots[i].take()
+                } else {
+                    slots[i].clone()
+                };
+                t.expect("plan order: inputs are computed before use")
+            };
+            let out = match &step.layer {
+                Layer::Conv(conv) => kernels::conv2d(conv, take(0)),
+                Layer::Affine { scale, shift } => take(0).mul(scale.clone()).add(shift.clone()),
+                Layer::Act(a) => {
+                    let x = take(0);
+                    match a {
+                        Act::Relu => activation::relu(x),
+                        Act::Sigmoid => activation::sigmoid(x),
+                        Act::Tanh => activation::tanh(x),
+                        Act::SoftRelu => activation::softplus(x, 1.0),
+                        Act::SoftSign => {
+                            let d = x.clone().abs().add_scalar(1.0);
+                            x.div(d)
+                        }
+                    }
+                }
+                Layer::Pool {
+                    max,
+                    kernel,
+                    stride,
+                    pad,
+                    ceil,
+                    count_include_pad,
+                } => {
+                    let x = take(0);
+                    if *max {
+                        max_pool2d(x, *kernel, *stride, *pad, [1, 1], *ceil)
+                    } else {
+                        avg_pool2d(x, *kernel, *stride, *pad, *count_include_pad, *ceil)
+                    }
+                }
+                Layer::GlobalPool { max } => {
+                    let x = take(0);
+                    let [n, c, h, w] = x.dims();
+                    let flat = x.reshape([n, c, h * w]);
+                    let r = if *max {
+                        flat.max_dim(2)
+                    } else {
+                        flat.mean_dim(2)
+                    };
+                    r.reshape([n, c, 1, 1])
+                }
+                Layer::Fc { weight_t, bias } => {
+                    let x = take(0);
+                    let [n, c, h, w] = x.dims();
+                    let y = x.reshape([n, c * h * w]).matmul(weight_t.clone());
+                    let y = match bias {
+                        Some(b) => y.add(b.clone()),
+                        None => y,
+                    };
+                    let [n, o] = y.dims();
+                    y.reshape([n, o, 1, 1])
+                }
+                Layer::Add => {
+                    let mut acc = take(0);
+                    for p in 1..step.inputs.len() {
+                        acc = acc.add(take(p));
+                    }
+                    acc
+                }
+                Layer::Flatten => {
+                    let x = take(0);
+                    let [n, c, h, w] = x.dims();
+                    x.reshape([n, c * h * w, 1, 1])
+                }
+                Layer::Identity => take(0),
+                Layer::Softmax(dim) => activation::softmax(take(0), *dim),
+                Layer::Concat(dim) => {
+                    let parts: Vec<_> = (0..step.inputs.len()).map(&mut take).collect();
+                    Tensor::cat(parts, *dim)
+                }
+            };
+            slots[step.out] = Some(out);
+        }
+        let z = slots[self.logits]
+            .take()
+            .expect("plan order: the logits are computed");
+        let [n, c, h, w] = z.dims();
+        z.reshape([n, c * h * w])
+    }
+}
+
+trait Run: Send {
+    fn logits(&self, images: &[f32], n: usize, shape: [usize; 3]) -> Vec<f32>;
+}
+
+struct Loaded<B: Backend> {
+    net: Net<B>,
+    device: B::Device,
+}
+
+impl<B: Backend> Run for Loaded<B> {
+    fn logits(&self, images: &[f32], n: usize, shape: [usize; 3]) -> Vec<f32> {
+        logits(|x| self.net.forward(x), images, n, shape, &self.device)
+    }
+}
+
+struct LoadTask<'a> {
+    plan: &'a Plan,
+}
+
+impl InferTask for LoadTask<'_> {
+    type Output = Box<dyn Run>;
+    fn run<B: Backend>(self, devices: Vec<B::Device>) -> Self::Output {
+        let device = devices.into_iter().next().unwrap_or_default();
+        Box::new(Loaded {
+            net: Net::<B>::new(self.plan, &device),
+            device,
+        })
+    }
+}
+
+/// An imported MXNet network on a device, turning preprocessed images into
+/// probabilities (softmax, or per-class sigmoids for a multi-label graph), computed in
+/// f64 from the logits.
+pub struct MxnetPredictor {
+    run: Box<dyn Run>,
+    input_shape: [usize; 3],
+    num_classes: usize,
+    output: Output,
+    batch_size: usize,
+}
+
+impl std::fmt::Debug for MxnetPredictor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MxnetPredictor")
+            .field("input_shape", &self.input_shape)
+            .field("num_classes", &self.num_classes)
+            .field("output", &self.output)
+            .field("batch_size", &self.batch_size)
+            .finish()
+    }
+}
+
+impl MxnetPredictor {
+    /// Put `plan`'s network on `device` with `precision`.
+    pub fn load(
+        plan: &Plan,
+        device: &ResolvedDevice,
+        precision: Precision,
+    ) -> Result<Self, InferError> {
+        let run = dispatch_infer(device, precision, LoadTask { plan })?;
+        Ok(MxnetPredictor {
+            run,
+            input_shape: plan.input_shape,
+            num_classes: plan.num_classes,
+            output: plan.output,
+            batch_size: crate::infer::DEFAULT_BATCH_SIZE,
+        })
+    }
+
+    /// Sets the number of images per forward pass (at least 1).
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Per-image probabilities for `n` preprocessed images of `shape`, which must be
+    /// the network's input shape.
+    pub fn predict(
+        &self,
+        images: &[f32],
+        n: usize,
+        shape: [usize; 3],
+    ) -> Result<Vec<Vec<f32>>, InferError> {
+        let per_image: usize = shape.iter().product();
+        if shape != self.input_shape || images.len() != n * per_image {
+            let expected = n * self.input_shape.iter().product::<usize>();
+            return Err(InferError::BadInput {
+                n,
+                shape: self.input_shape,
+                expected,
+                got: images.len(),
+            });
+        }
+        let mut out = Vec::with_capacity(n);
+        for chunk in images.chunks(self.batch_size * per_image.max(1)) {
+            let m = chunk.len() / per_image;
+            let z = self.run.logits(chunk, m, shape);
+            out.extend(probabilities_from_logits(
+                &z,
+                self.num_classes,
+                self.output == Output::Sigmoid,
+            ));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,345 @@
+//! recpredict on MXNet Module checkpoints written by the real MXNet 1.9.1
+//! (`scripts/make_mxnet_fixtures.py`: SageMaker's ResNet symbol, narrow, at 3×48×48, with
+//! random weights and calibrated-then-perturbed BatchNorm statistics): the probabilities
+//! equal MXNet's forward pass within 1e-4 for every form `--model` takes (the SageMaker
+//! `model.tar.gz`, a directory, a prefix, one `.params` file) and every input (files,
+//! `--rec` with `--evaluate`, `--sagemaker`); broken checkpoints exit 2 naming the file.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pipeline_tests::wire::{self, Prediction};
+use pipeline_tests::{list_and_pack, recpredict, run_expect, stderr_text, stdout_text};
+use serde::Deserialize;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/mxnet")
+}
+
+#[derive(Deserialize)]
+struct Expected {
+    images: Vec<String>,
+    probabilities: Vec<Vec<f32>>,
+}
+
+fn expected(model: &str) -> Expected {
+    let text = fs::read(fixtures().join(model).join("expected.json")).unwrap();
+    serde_json::from_slice(&text).unwrap()
+}
+
+fn images() -> Vec<PathBuf> {
+    expected("resnet18")
+        .images
+        .iter()
+        .map(|n| fixtures().join("images").join(n))
+        .collect()
+}
+
+/// The largest |ours − MXNet's| over every image and class (images matched by file name).
+fn max_diff(preds: &[Prediction], exp: &Expected) -> f32 {
+    assert_eq!(preds.len(), exp.images.len());
+    let mut max = 0f32;
+    for p in preds {
+        let path = p.path.as_deref().expect("a path");
+        let name = Path::new(path).file_name().unwrap().to_str().unwrap();
+        let i = exp.images.iter().position(|n| n == name).expect(name);
+        assert_eq!(p.prediction.len(), exp.probabilities[i].len());
+        for (a, b) in p.prediction.iter().zip(&exp.probabilities[i]) {
+            max = max.max((a - b).abs());
+        }
+    }
+    max
+}
+
+fn predict(model: &Path) -> Vec<Prediction> {
+    let out = run_expect(recpredict(model).args(images()), 0);
+    let (preds, summary) = wire::parse(&stdout_text(&out));
+    assert!(summary.is_none());
+    preds
+}
+
+#[test]
+fn sagemaker_tarball_gives_mxnets_probabilities() {
+    for (model, classes) in [("resnet18", 5), ("resnet50", 4)] {
+        let exp = expected(model);
+        let preds = predict(&fixtures().join(model).join("model.tar.gz"));
+        let diff = max_diff(&preds, &exp);
+        eprintln!("{model}: max abs difference from MXNet 1.9.1: {diff:e}");
+        assert!(diff <= 1e-4, "{model}: {diff}");
+        for p in &preds {
+            // No class names in a SageMaker model: indices only.
+            assert_eq!(p.label, None);
+            assert_eq!(p.prediction.len(), classes);
+            let best = (0..classes)
+                .max_by(|&a, &b| p.prediction[a].total_cmp(&p.prediction[b]))
+                .unwrap();
+            assert_eq!(p.class, best);
+            assert_eq!(p.top_k.len(), 5.min(classes));
+            assert_eq!(p.top_k[0].class, best);
+        }
+    }
+}
+
+#[test]
+fn directory_prefix_and_params_file_load_the_same_model() {
+    let reference = predict(&fixtures().join("resnet18/model.tar.gz"));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    checkpoint_copy(&dir);
+    for model in [
+        dir.clone(),
+        dir.join("image-classification"),
+        dir.join("image-classification-0003.params"),
+        dir.join("image-classification-symbol.json"),
+    ] {
+        let preds = predict(&model);
+        assert_eq!(preds, reference, "{}", model.display());
+    }
+}
+
+#[test]
+fn records_evaluate_and_sagemaker_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two class folders; packed byte for byte (--pass-through) so the pixels are the PNGs'.
+    let root = tmp.path().join("imgs");
+    for (i, img) in images().iter().enumerate() {
+        let class = if i < 2 { "a" } else { "b" };
+        fs::create_dir_all(root.join(class)).unwrap();
+        fs::copy(img, root.join(class).join(img.file_name().unwrap())).unwrap();
+    }
+    let rec = list_and_pack(
+        &tmp.path().join("set"),
+        &root,
+        &["--no-shuffle"],
+        &["--pass-through"],
+    );
+    let model = fixtures().join("resnet18/model.tar.gz");
+    let out = run_expect(
+        recpredict(&model)
+            .arg("--rec")
+            .arg(&rec)
+            .args(["--evaluate", "--top-k", "2"]),
+        0,
+    );
+    let (preds, summary) = wire::parse(&stdout_text(&out));
+    let summary = summary.expect("a summary line");
+    assert_eq!(summary.images, 5);
+    assert_eq!(summary.top_k, 2);
+    assert_eq!(summary.confusion_matrix.len(), 5);
+    // Records are in list order: a/gray4, a/photo0, b/photo1..3 (sorted walk).
+    let exp = expected("resnet18");
+    let mut max = 0f32;
+    for (p, e) in preds.iter().zip(&exp.probabilities) {
+        assert_eq!(p.top_k.len(), 2);
+        for (a, b) in p.prediction.iter().zip(e) {
+            max = max.max((a - b).abs());
+        }
+    }
+    assert!(max <= 1e-4, "--rec: {max}");
+
+    let out = run_expect(recpredict(&model).arg("--sagemaker").args(images()), 0);
+    let lines: Vec<serde_json::Value> = stdout_text(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    for (line, e) in lines.iter().zip(&exp.probabilities) {
+        let got: Vec<f32> = serde_json::from_value(line["prediction"].clone()).unwrap();
+        for (a, b) in got.iter().zip(e) {
+            assert!((a - b).abs() <= 1e-4, "{line}");
+        }
+    }
+}
+
+/// The resnet18 checkpoint's files (its model.tar.gz extracted) in `dir`.
+fn checkpoint_copy(dir: &Path) {
+    let status = Command::new("tar")
+        .arg("xzf")
+        .arg(fixtures().join("resnet18/model.tar.gz"))
+        .arg("-C")
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn fails_with(model: &Path, needles: &[&str]) {
+    let out = run_expect(recpredict(model).args(images()), 2);
+    let err = stderr_text(&out);
+    assert!(stdout_text(&out).is_empty(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "missing {n:?} in: {err}");
+    }
+}
+
+#[test]
+fn broken_checkpoints_exit_2_naming_the_file_and_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+
+    // Truncated parameters.
+    let t = d.join("truncated");
+    fs::create_dir(&t).unwrap();
+    checkpoint_copy(&t);
+    let params = t.join("image-classification-0003.params");
+    let bytes = fs::read(&params).unwrap();
+    fs::write(&params, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(&t, &["image-classification-0003.params", "truncated"]);
+
+    // An operator we do not run.
+    let u = d.join("unknown");
+    fs::create_dir(&u).unwrap();
+    checkpoint_copy(&u);
+    let sym = u.join("image-classification-symbol.json");
+    let text = fs::read_to_string(&sym).unwrap();
+    fs::write(
+        &sym,
+        text.replacen("\"Flatten\"", "\"SpatialTransformer\"", 1),
+    )
+    .unwrap();
+    fails_with(
+        &u,
+        &[
+            "image-classification-symbol.json",
+            "flatten1",
+            "SpatialTransformer is not supported",
+        ],
+    );
+
+    // A parameter whose shape does not match the graph.
+    let s = d.join("shape");
+    fs::create_dir(&s).unwrap();
+    checkpoint_copy(&s);
+    let sym = s.join("image-classification-symbol.json");
+    let text = fs::read_to_string(&sym).unwrap();
+    fs::write(
+        &sym,
+        text.replace("\"num_hidden\": \"5\"", "\"num_hidden\": \"7\""),
+    )
+    .unwrap();
+    fails_with(&s, &["fc1_weight", "[5, 32]", "[7, 32]", "-0003.params"]);
+
+    // A tarball without a symbol.
+    let nosym = d.join("nosym.tar.gz");
+    let status = Command::new("tar")
+        .arg("czf")
+        .arg(&nosym)
+        .arg("-C")
+        .arg(&t)
+        .args(["image-classification-0003.params", "model-shapes.json"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    fails_with(&nosym, &["nosym.tar.gz", "no *-symbol.json"]);
+
+    // Not a tarball at all.
+    let junk = d.join("junk.tar.gz");
+    fs::write(&junk, b"\x1f\x8bnot really gzip").unwrap();
+    fails_with(&junk, &["junk.tar.gz", "not a readable tar.gz archive"]);
+
+    // A symbol without its parameter file.
+    let m = d.join("missing");
+    fs::create_dir(&m).unwrap();
+    checkpoint_copy(&m);
+    fs::remove_file(m.join("image-classification-0003.params")).unwrap();
+    fails_with(
+        &m,
+        &["image-classification-NNNN.params", "no parameter file"],
+    );
+}
+
+/// `rectrain --export-mxnet` writes OUT/model.tar.gz; recpredict reads it back as an MXNet
+/// model (squash, raw pixels, `bn_data` doing the normalisation) with the probabilities
+/// of the artifact itself under `--squash`; exporting an existing OUT without training
+/// gives the same archive.
+#[test]
+fn rectrain_export_round_trips_through_recpredict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("imgs");
+    for (i, img) in images().iter().enumerate() {
+        let class = if i < 2 { "a" } else { "b" };
+        fs::create_dir_all(root.join(class)).unwrap();
+        fs::copy(img, root.join(class).join(img.file_name().unwrap())).unwrap();
+    }
+    let rec = list_and_pack(&tmp.path().join("set"), &root, &[], &["--pass-through"]);
+    let model = tmp.path().join("model");
+    pipeline_tests::train_tiny(
+        &rec,
+        &rec,
+        &model,
+        &[
+            "--image-shape",
+            "3,48,48",
+            "--epochs",
+            "1",
+            "--mini-batch-size",
+            "4",
+            "--export-mxnet",
+        ],
+    );
+    let tarball = model.join("model.tar.gz");
+    assert!(tarball.is_file());
+
+    // A one-epoch model's probabilities are 0 and 1 (nothing to compare): shrink its fc
+    // layer in model.safetensors until they are not, exporting again each time.
+    let weights = model.join("model.safetensors");
+    let original = fs::read(&weights).unwrap();
+    let mut ours = Vec::new();
+    for k in 0..8 {
+        let mut bytes = original.clone();
+        scale_fc(&mut bytes, 0.1f32.powi(k));
+        fs::write(&weights, &bytes).unwrap();
+        run_expect(
+            pipeline_tests::tool("rectrain")
+                .args(["--export-mxnet", "--out"])
+                .arg(&model),
+            0,
+        );
+        let out = run_expect(recpredict(&model).arg("--squash").args(images()), 0);
+        ours = wire::parse(&stdout_text(&out)).0;
+        if ours.iter().all(|p| p.probability < 0.99) {
+            break;
+        }
+    }
+    assert!(ours.iter().all(|p| p.probability < 0.99), "{ours:?}");
+    let first = fs::read(&tarball).unwrap();
+    let exported = predict(&tarball);
+    assert_eq!(ours.len(), exported.len());
+    let mut max = 0f32;
+    for (a, b) in ours.iter().zip(&exported) {
+        assert_eq!(a.path, b.path);
+        for (x, y) in a.prediction.iter().zip(&b.prediction) {
+            max = max.max((x - y).abs());
+        }
+    }
+    eprintln!("exported model vs the artifact: max abs difference {max:e}");
+    assert!(max <= 1e-5, "{max}");
+
+    // Export only: the same bytes again.
+    fs::remove_file(&tarball).unwrap();
+    run_expect(
+        pipeline_tests::tool("rectrain")
+            .args(["--export-mxnet", "--out"])
+            .arg(&model),
+        0,
+    );
+    assert_eq!(fs::read(&tarball).unwrap(), first);
+}
+
+/// Multiply `fc.weight` and `fc.bias` of a rectrain `model.safetensors` (F32) by `factor`.
+fn scale_fc(bytes: &mut [u8], factor: f32) {
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    for key in ["fc.weight", "fc.bias"] {
+        let info = &header[key];
+        assert_eq!(info["dtype"], "F32", "{key}");
+        let a = info["data_offsets"][0].as_u64().unwrap() as usize;
+        let b = info["data_offsets"][1].as_u64().unwrap() as usize;
+        for v in bytes[8 + n + a..8 + n + b].chunks_exact_mut(4) {
+            let x = f32::from_le_bytes(v.try_into().unwrap()) * factor;
+            v.copy_from_slice(&x.to_le_bytes());
+        }
+    }
+}
