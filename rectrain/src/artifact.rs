@@ -136,6 +136,8 @@ impl ArtifactConfig {
             ));
         }
         self.preprocess().validate().map_err(|e| e.to_string())?;
+        // The network itself: a depth we build, a class count its classifier can hold.
+        self.resnet().validate().map_err(|e| e.to_string())?;
         Ok(())
     }
 
@@ -308,6 +310,20 @@ mod tests {
         std::fs::write(config_path(dir.path()), "{}").unwrap();
         let err = ArtifactConfig::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("invalid model configuration"), "{err}");
+        // The network is checked when the file is read, so the error names config.json
+        // rather than the weights the network would be built for.
+        let mut cfg = sample();
+        cfg.num_layers = 7;
+        cfg.save(dir.path()).unwrap();
+        let err = ArtifactConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("config.json"), "{err}");
+        assert!(err.contains("num_layers 7 is not supported"), "{err}");
+        let mut cfg = sample();
+        cfg.num_classes = 5_000_000;
+        cfg.class_names = None;
+        cfg.save(dir.path()).unwrap();
+        let err = ArtifactConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("num_classes 5000000 is too large"), "{err}");
     }
 
     #[test]
