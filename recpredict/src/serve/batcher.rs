@@ -2,10 +2,11 @@
 //! or while it waits a moment for them, run together in one forward pass.
 //!
 //! The batcher takes the first waiting image, then every image already queued (up to
-//! the batch size). It waits for more only while other requests are still being
-//! decoded, and at most `max_delay` after the first image: a lone request is predicted
-//! at once, and under load the batches fill up (as Triton's and TorchServe's
-//! `max_batch_delay` do).
+//! the batch size). It waits for more, at most `max_delay` after the first image, while
+//! other requests are still being decoded, or when the previous batch had several
+//! requests (clients under load send again as soon as they are answered): a lone
+//! request is predicted at once, and under load the batches fill up (as with Triton's
+//! and TorchServe's batch delay).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -62,7 +63,12 @@ const POLL: Duration = Duration::from_micros(200);
 /// The next batch: blocks for the first job, then takes what is queued, and waits
 /// (within `max_delay` of the first job) while more requests are being decoded. Empty
 /// when every sender is gone.
-fn next_batch(jobs: &Receiver<Job>, batching: &Batching, load: &Load) -> Vec<Job> {
+fn next_batch(
+    jobs: &Receiver<Job>,
+    batching: &Batching,
+    load: &Load,
+    under_load: bool,
+) -> Vec<Job> {
     let mut batch = Vec::new();
     let Ok(first) = jobs.recv() else {
         return batch;
@@ -79,7 +85,7 @@ fn next_batch(jobs: &Receiver<Job>, batching: &Batching, load: &Load) -> Vec<Job
             Err(TryRecvError::Empty) => {}
         }
         let now = Instant::now();
-        if now >= deadline || load.decoding.load(Ordering::Acquire) == 0 {
+        if now >= deadline || (!under_load && load.decoding.load(Ordering::Acquire) == 0) {
             break;
         }
         match jobs.recv_timeout((deadline - now).min(POLL)) {
@@ -96,8 +102,12 @@ fn next_batch(jobs: &Receiver<Job>, batching: &Batching, load: &Load) -> Vec<Job
 /// went away meanwhile is skipped.
 pub fn run(jobs: Receiver<Job>, model: &mut dyn Classifier, batching: Batching, load: Arc<Load>) {
     let chw: usize = batching.shape.iter().product();
+    let mut under_load = false;
     loop {
-        let batch = next_batch(&jobs, &batching, &load);
+        let batch = next_batch(&jobs, &batching, &load, under_load);
+        // Several requests came together: clients are waiting on their answers and will
+        // send again, so the next batch waits out `max_delay` for them.
+        under_load = batch.len() > 1;
         if batch.is_empty() {
             return;
         }
@@ -212,7 +222,7 @@ mod tests {
         // Nothing else in flight: the batch of one goes at once, far within the minute
         // of `max_delay`.
         let t = Instant::now();
-        assert_eq!(next_batch(&rx, &BATCHING, &load).len(), 1);
+        assert_eq!(next_batch(&rx, &BATCHING, &load, false).len(), 1);
         assert!(t.elapsed() < Duration::from_secs(30));
 
         // One request still decoding: the batcher waits for it.
@@ -230,7 +240,7 @@ mod tests {
                 r
             }
         });
-        assert_eq!(next_batch(&rx, &BATCHING, &load).len(), 2);
+        assert_eq!(next_batch(&rx, &BATCHING, &load, false).len(), 2);
         drop(late.join().unwrap());
 
         // Still "decoding" but past max_delay: the batch goes without it.
@@ -242,7 +252,16 @@ mod tests {
         let (j, _r2) = job(0.3);
         tx.send(j).unwrap();
         let t = Instant::now();
-        assert_eq!(next_batch(&rx, &quick, &load).len(), 1);
+        assert_eq!(next_batch(&rx, &quick, &load, false).len(), 1);
+        assert!(t.elapsed() >= Duration::from_millis(20));
+
+        // Under load (the last batch had several requests), the batch waits out
+        // max_delay for more even when none is being decoded.
+        load.decoding.store(0, Ordering::Release);
+        let (j, _r3) = job(0.4);
+        tx.send(j).unwrap();
+        let t = Instant::now();
+        assert_eq!(next_batch(&rx, &quick, &load, true).len(), 1);
         assert!(t.elapsed() >= Duration::from_millis(20));
     }
 
