@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use pipeline_tests::{
-    check_code, list_and_pack, run_expect, run_with_stdin, spawn_piped, stderr_text, stdout_text,
-    tool, train_tiny,
+    check_code, dark_light_model, list_and_pack, run_expect, run_with_stdin, spawn_piped,
+    stderr_text, stdout_text, tool, train_tiny,
 };
 use serde::Deserialize;
 
@@ -44,42 +44,12 @@ struct Trained {
     model: PathBuf,
 }
 
-/// 28×28, the size of the images and of the network input (no resize, no crop).
-fn write_image(path: &Path, dark: bool, seed: u32) {
-    let img = image::RgbImage::from_fn(28, 28, |x, y| {
-        let t = ((x + y * 3 + seed * 7) % 20) as u8;
-        image::Rgb(if dark { [t, t, t] } else { [235 + t / 2; 3] })
-    });
-    img.save(path).unwrap();
-}
-
 /// Two classes (dark, light), six images each; one short epoch is enough here.
 fn trained() -> &'static Trained {
     static T: OnceLock<Trained> = OnceLock::new();
     T.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let images = dir.path().join("images");
-        for (c, name) in ["dark", "light"].iter().enumerate() {
-            fs::create_dir_all(images.join(name)).unwrap();
-            for i in 0..6 {
-                write_image(&images.join(name).join(format!("{i}.png")), c == 0, i);
-            }
-        }
-        let rec = list_and_pack(&dir.path().join("d"), &images, &[], &[]);
-        let model = dir.path().join("model");
-        train_tiny(
-            &rec,
-            &rec,
-            &model,
-            &[
-                "--image-shape",
-                "3,28,28",
-                "--epochs",
-                "1",
-                "--mini-batch-size",
-                "4",
-            ],
-        );
+        let (images, model) = dark_light_model(dir.path());
         Trained {
             _dir: dir,
             images,

@@ -14,7 +14,7 @@ use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pipeline_tests::{list_and_pack, run_expect, stdout_text, tool, train_tiny};
+use pipeline_tests::{dark_light_model, run_expect, stdout_text, tool};
 
 struct Trained {
     _dir: tempfile::TempDir,
@@ -23,39 +23,13 @@ struct Trained {
     images: Vec<(PathBuf, Vec<u8>, &'static str, String)>,
 }
 
-/// A 2-class model at 3×28×28, and test images of other sizes (PNG and JPEG) with the
+/// [`dark_light_model`] (2 classes at 3×28×28), and test images of other sizes (PNG and JPEG) with the
 /// batch mode's answers for them.
 fn trained() -> &'static Trained {
     static T: OnceLock<Trained> = OnceLock::new();
     T.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let train = dir.path().join("train");
-        for (c, name) in ["dark", "light"].iter().enumerate() {
-            fs::create_dir_all(train.join(name)).unwrap();
-            for i in 0..6u32 {
-                image::RgbImage::from_fn(28, 28, |x, y| {
-                    let t = ((x + y * 3 + i * 7) % 20) as u8;
-                    image::Rgb(if c == 0 { [t, t, t] } else { [235 + t / 2; 3] })
-                })
-                .save(train.join(name).join(format!("{i}.png")))
-                .unwrap();
-            }
-        }
-        let rec = list_and_pack(&dir.path().join("d"), &train, &[], &[]);
-        let model = dir.path().join("model");
-        train_tiny(
-            &rec,
-            &rec,
-            &model,
-            &[
-                "--image-shape",
-                "3,28,28",
-                "--epochs",
-                "1",
-                "--mini-batch-size",
-                "4",
-            ],
-        );
+        let (_, model) = dark_light_model(dir.path());
         let test = dir.path().join("test");
         fs::create_dir_all(&test).unwrap();
         let mut files = Vec::new();

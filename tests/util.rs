@@ -126,6 +126,45 @@ pub fn train_tiny(train: &Path, validation: &Path, out: &Path, args: &[&str]) ->
     )
 }
 
+/// A 28×28 PNG of the "dark" or "light" class (a faint pattern varied by `seed`), the
+/// size of [`dark_light_model`]'s network input.
+pub fn dark_light_png(path: &Path, dark: bool, seed: u32) {
+    let img = image::RgbImage::from_fn(28, 28, |x, y| {
+        let t = ((x + y * 3 + seed * 7) % 20) as u8;
+        image::Rgb(if dark { [t, t, t] } else { [235 + t / 2; 3] })
+    });
+    img.save(path).expect("writing a test image");
+}
+
+/// Two classes, `dark` and `light`, six [`dark_light_png`]s each, under `dir/images`, and
+/// a ResNet-18 at 3×28×28 trained on them for one short epoch by the real im2list,
+/// im2rec and rectrain into `dir/model`. Returns (images, model).
+pub fn dark_light_model(dir: &Path) -> (PathBuf, PathBuf) {
+    let images = dir.join("images");
+    for (c, name) in ["dark", "light"].iter().enumerate() {
+        std::fs::create_dir_all(images.join(name)).expect("creating a class folder");
+        for i in 0..6 {
+            dark_light_png(&images.join(name).join(format!("{i}.png")), c == 0, i);
+        }
+    }
+    let rec = list_and_pack(&dir.join("d"), &images, &[], &[]);
+    let model = dir.join("model");
+    train_tiny(
+        &rec,
+        &rec,
+        &model,
+        &[
+            "--image-shape",
+            "3,28,28",
+            "--epochs",
+            "1",
+            "--mini-batch-size",
+            "4",
+        ],
+    );
+    (images, model)
+}
+
 /// `recpredict -m MODEL --device cpu`, ready for more arguments.
 pub fn recpredict(model: &Path) -> Command {
     let mut cmd = tool("recpredict");
