@@ -144,7 +144,7 @@ fn recpredict_on_a_full_disk_exits_2_cleanly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("writing the output: ") && err.contains(disk.full_text()),
+        err.contains("writing to stdout: ") && err.contains(disk.full_text()),
         "{err}"
     );
 
@@ -158,7 +158,7 @@ fn recpredict_on_a_full_disk_exits_2_cleanly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("writing the output: No space left on device"),
+        err.contains("writing to stdout: No space left on device"),
         "{err}"
     );
 }

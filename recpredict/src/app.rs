@@ -372,7 +372,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
     let mut diag = io::stderr();
     let stdin = Box::new(io::BufReader::new(io::stdin()));
     let report = crate::run(&cfg, stdin, &mut out, &mut diag)?;
-    out.flush().context("writing the output")?;
+    out.flush().context("writing to stdout")?;
     if report.failed > 0 {
         cli::message(
             TOOL,

@@ -115,7 +115,7 @@ pub struct Report {
 #[non_exhaustive]
 pub enum PipelineError {
     /// Writing the output failed (a closed pipe ends up here too).
-    #[error("writing the output")]
+    #[error("writing to stdout")]
     Output(#[source] io::Error),
     /// Writing an `--output-dir` file failed.
     #[error("writing {path}")]
