@@ -11,6 +11,9 @@
 # classes) with --export-mxnet, its fc layer rescaled so the probabilities are not saturated;
 # MXNet's mx.mod.Module loads the exported model.tar.gz and its probabilities are compared with
 # recpredict's on our artifact (--squash), also within 1e-4.
+# Incremental training: rectrain --model trains MXNet's ResNet-18 checkpoint one epoch further
+# and exports it; MXNet loads it (same parameter names and shapes as the original), compared the
+# same way.
 # Usage: [BIN=target/debug] scripts/compat_mxnet_model.sh [WORKDIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -66,6 +69,55 @@ PY
   then status=1; fi
 done
 
+# compare_export MODEL LABEL [ORIGINAL]: recpredict on the artifact MODEL (--squash) against
+# mx.mod.Module.load of MODEL/model.tar.gz; with ORIGINAL (an MXNet checkpoint folder), also the
+# same parameter names and shapes, and probabilities that moved (training changed the weights).
+compare_export() {
+  "$recpredict" -m "$1" --device cpu --squash "$work"/images/*.png > "$1.jsonl"
+  "$py" - "$1" "$2" "$work/images" "${3:-}" <<'PY'
+import glob, json, os, sys, tarfile
+os.environ.setdefault('MXNET_SUBGRAPH_BACKEND', 'NONE')
+import mxnet as mx
+import numpy as np
+from PIL import Image
+model, label, images, original = sys.argv[1:5]
+with tarfile.open(os.path.join(model, 'model.tar.gz')) as t:
+    names = t.getnames()
+    t.extractall(os.path.join(model, 'mx'))
+params = [n for n in names if n.endswith('.params')][0]
+epoch = int(params.rsplit('-', 1)[1].split('.')[0])
+files = sorted(glob.glob(os.path.join(images, '*.png')))
+x = np.stack([np.asarray(Image.open(f).convert('RGB'), dtype=np.float32).transpose(2, 0, 1) for f in files])
+mod = mx.mod.Module.load(os.path.join(model, 'mx', 'image-classification'), epoch, label_names=['softmax_label'])
+mod.bind(data_shapes=[('data', x.shape)], label_shapes=[('softmax_label', (len(x),))], for_training=False)
+mod.forward(mx.io.DataBatch([mx.nd.array(x)], [mx.nd.zeros(len(x))]), is_train=False)
+prob = mod.get_outputs()[0].asnumpy()
+ours = {os.path.basename(l['path']): l['prediction'] for l in map(json.loads, open(model + '.jsonl'))}
+diff = max(abs(a - b) for f, row in zip(files, prob) for a, b in zip(ours[os.path.basename(f)], row))
+ok = diff <= 1e-4 and prob.max() < 0.999
+extra = ''
+if original:
+    # The original checkpoint, as MXNet reads it: the same parameters, and other values.
+    prefix = os.path.join(original, 'image-classification')
+    o_params = sorted(glob.glob(prefix + '-*.params'))[-1]
+    _, o_args, o_auxs = mx.model.load_checkpoint(prefix, int(o_params.rsplit('-', 1)[1].split('.')[0]))
+    _, n_args, n_auxs = mx.model.load_checkpoint(os.path.join(model, 'mx', 'image-classification'), epoch)
+    shapes = lambda d: {k: v.shape for k, v in d.items()}
+    same = shapes(o_args) == shapes(n_args) and shapes(o_auxs) == shapes(n_auxs)
+    exp = json.load(open(os.path.join(original, 'expected.json')))
+    before = {n: row for n, row in zip(exp['images'], exp['probabilities'])}
+    moved = max(abs(a - b) for f, row in zip(files, prob) for a, b in zip(before[os.path.basename(f)], row))
+    ok = ok and same and moved > 1e-4
+    extra = '; %d arg + %d aux parameters, names and shapes %s the original\'s; probabilities moved ' \
+            'by up to %.3g from the original' % (len(n_args), len(n_auxs), 'equal to' if same else 'NOT',
+                                                  moved)
+print('%s %s, loaded by mx.mod.Module.load: max abs difference from recpredict on the artifact = %.3g '
+      'over %d images, largest probability %.3f (%s)%s' % (
+          'PASS' if ok else 'FAIL', label, diff, len(files), prob.max(), ', '.join(names), extra))
+sys.exit(0 if ok else 1)
+PY
+}
+
 # Export: our artifact -> model.tar.gz -> MXNet.
 rm -rf "$work/train"; mkdir -p "$work/train/a" "$work/train/b"
 i=0
@@ -114,33 +166,18 @@ open(path, 'wb').write(bytes(raw))
 print('logit std %.3g: fc scaled by %.3g' % (z.std(), scale), file=sys.stderr)
 PY
   "$bin/rectrain" --export-mxnet --out "$model" 2>> "$model.log"
-  "$recpredict" -m "$model" --device cpu --squash "$work"/images/*.png > "$model.jsonl"
-  if ! "$py" - "$model" "$layers" "$work/images" <<'PY'
-import glob, json, os, sys, tarfile
-os.environ.setdefault('MXNET_SUBGRAPH_BACKEND', 'NONE')
-import mxnet as mx
-import numpy as np
-from PIL import Image
-model, layers, images = sys.argv[1:4]
-with tarfile.open(os.path.join(model, 'model.tar.gz')) as t:
-    names = t.getnames()
-    t.extractall(os.path.join(model, 'mx'))
-params = [n for n in names if n.endswith('.params')][0]
-epoch = int(params.rsplit('-', 1)[1].split('.')[0])
-files = sorted(glob.glob(os.path.join(images, '*.png')))
-x = np.stack([np.asarray(Image.open(f).convert('RGB'), dtype=np.float32).transpose(2, 0, 1) for f in files])
-mod = mx.mod.Module.load(os.path.join(model, 'mx', 'image-classification'), epoch, label_names=['softmax_label'])
-mod.bind(data_shapes=[('data', x.shape)], label_shapes=[('softmax_label', (len(x),))], for_training=False)
-mod.forward(mx.io.DataBatch([mx.nd.array(x)], [mx.nd.zeros(len(x))]), is_train=False)
-prob = mod.get_outputs()[0].asnumpy()
-ours = {os.path.basename(l['path']): l['prediction'] for l in map(json.loads, open(model + '.jsonl'))}
-diff = max(abs(a - b) for f, row in zip(files, prob) for a, b in zip(ours[os.path.basename(f)], row))
-ok = diff <= 1e-4 and prob.max() < 0.999
-print('%s rectrain ResNet-%s --export-mxnet loaded by mx.mod.Module.load: max abs difference from '
-      'recpredict on the artifact = %.3g over %d images, largest probability %.3f (%s)' % (
-          'PASS' if ok else 'FAIL', layers, diff, len(files), prob.max(), ', '.join(names)))
-sys.exit(0 if ok else 1)
-PY
-  then status=1; fi
+  if ! compare_export "$model" "rectrain ResNet-$layers --export-mxnet"; then status=1; fi
 done
+
+# Incremental training: SageMaker's ResNet-18 as MXNet built it above, trained one epoch further
+# by rectrain --model and exported: MXNet loads the result, which has the original's parameters
+# (same names and shapes) and gives recpredict's probabilities on our artifact.
+model="$work/incremental18"
+rm -rf "$model"
+"$bin/rectrain" --train "$work/set.rec" --validation "$work/set.rec" --out "$model" --device cpu \
+  --num-layers 18 --image-shape 3,224,224 --num-classes 10 --epochs 1 --mini-batch-size 4 \
+  --learning-rate 0.001 --model "$work/resnet18/model.tar.gz" --export-mxnet \
+  > /dev/null 2> "$model.log" || { cat "$model.log" >&2; exit 1; }
+if ! compare_export "$model" "rectrain --model (SageMaker's ResNet-18) trained further, exported" \
+  "$work/resnet18"; then status=1; fi
 exit $status

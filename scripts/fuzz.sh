@@ -4,7 +4,8 @@
 # the other, nice'd, one job. README.md, "Fuzzing", has the targets and results.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]      default: every im2rec target
-#   FUZZ_RECTRAIN=1 scripts/fuzz.sh 60         the rectrain targets (fuzz/rectrain; builds burn)
+#   FUZZ_RECTRAIN=1 scripts/fuzz.sh 60         the rectrain targets (fuzz/rectrain; builds burn,
+#                                               at opt-level 1: see fuzz/rectrain/Cargo.toml)
 #
 # New inputs that grow coverage are added to fuzz/corpus/<target>/ (commit the small
 # ones); a crash, panic, timeout or out-of-memory stops that target and leaves the input
@@ -23,18 +24,23 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 root=$PWD
 if [ "${FUZZ_RECTRAIN:-0}" = 1 ]; then
   dir=$root/fuzz/rectrain
-  default_targets="weights artifact_config hyperparameters"
+  default_targets="weights artifact_config hyperparameters mxnet_params mxnet_symbol"
+  # An optimised instrumented build of burn takes over an hour on two cores; the dev
+  # profile (opt-level 1, debug assertions) builds in minutes.
+  profile=(--dev)
 else
   dir=$root/fuzz
   default_targets="recordio rec_idx idx lst image_record image"
+  # Release build with debug assertions and overflow checks (-a).
+  profile=(-O -a)
 fi
 targets=${*:-$default_targets}
 if [ ! -d fuzz/corpus/recordio ]; then
   (cd fuzz/seedgen && cargo run -q --release -- ../corpus)
 fi
-# Release build with debug assertions and overflow checks (-a), no sanitizer. cargo runs
-# from inside the fuzz crate: the repository's cargo guard lets builds under fuzz/ pass.
-flags=(--sanitizer none -O -a)
+# No sanitizer. cargo runs from inside the fuzz crate: the repository's cargo guard lets
+# builds under fuzz/ pass.
+flags=(--sanitizer none "${profile[@]}")
 cd "$dir"
 nice cargo fuzz build --fuzz-dir "$dir" "${flags[@]}"
 failed=0

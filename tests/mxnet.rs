@@ -4,6 +4,8 @@
 //! equal MXNet's forward pass within 1e-4 for every form `--model` takes (the SageMaker
 //! `model.tar.gz`, a directory, a prefix, one `.params` file) and every input (files,
 //! `--rec` with `--evaluate`, `--sagemaker`); broken checkpoints exit 2 naming the file.
+//! rectrain exports its models as such checkpoints, and trains SageMaker's own network
+//! further from one (`--model`, incremental training).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -342,4 +344,333 @@ fn scale_fc(bytes: &mut [u8], factor: f32) {
             v.copy_from_slice(&x.to_le_bytes());
         }
     }
+}
+
+/// Deterministic values in [-1, 1) (a 64-bit LCG).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// A rectrain artifact of SageMaker's network, written here from the parameter list of
+/// MXNet's `resnet.py` (not from rectrain's code): the pre-activation ResNet-18 at
+/// full width (filters 64, 64, 128, 256, 512), `classes` outputs, 3×48×48 input, random
+/// weights (He-scaled) and BatchNorm statistics, `architecture: "mxnet-resnet"` and raw
+/// 0–255 input (`bn_data` normalises). `rectrain --export-mxnet` turns it into the
+/// `model.tar.gz` SageMaker would have saved.
+fn sagemaker_resnet18_artifact(dir: &Path, classes: usize) {
+    let mut params: Vec<(String, Vec<usize>)> = Vec::new();
+    let bn = |p: &mut Vec<(String, Vec<usize>)>, name: &str, c: usize| {
+        for k in ["gamma", "beta", "moving_mean", "moving_var"] {
+            p.push((format!("{name}_{k}"), vec![c]));
+        }
+    };
+    bn(&mut params, "bn_data", 3);
+    params.push(("conv0_weight".into(), vec![64, 3, 7, 7]));
+    bn(&mut params, "bn0", 64);
+    let mut inp = 64;
+    for (s, w) in [64, 128, 256, 512].into_iter().enumerate() {
+        for u in 1..=2 {
+            let n = format!("stage{}_unit{u}", s + 1);
+            bn(&mut params, &format!("{n}_bn1"), inp);
+            params.push((format!("{n}_conv1_weight"), vec![w, inp, 3, 3]));
+            bn(&mut params, &format!("{n}_bn2"), w);
+            params.push((format!("{n}_conv2_weight"), vec![w, w, 3, 3]));
+            if u == 1 {
+                params.push((format!("{n}_sc_weight"), vec![w, inp, 1, 1]));
+            }
+            inp = w;
+        }
+    }
+    bn(&mut params, "bn1", 512);
+    params.push(("fc1_weight".into(), vec![classes, 512]));
+    params.push(("fc1_bias".into(), vec![classes]));
+
+    let mut rng = Lcg(7);
+    let mut header = serde_json::Map::new();
+    let mut data: Vec<u8> = Vec::new();
+    for (name, shape) in &params {
+        let n: usize = shape.iter().product();
+        let fan_in: usize = shape[1..].iter().product::<usize>().max(1);
+        let values: Vec<f32> = (0..n)
+            .map(|_| {
+                let r = rng.next();
+                if name.starts_with("bn_data_") {
+                    match &name["bn_data_".len()..] {
+                        "gamma" => 1.0,
+                        "beta" => 0.0,
+                        "moving_mean" => 120.0 + 10.0 * r,
+                        _ => 4000.0 + 500.0 * r,
+                    }
+                } else if name.ends_with("_gamma") {
+                    1.0 + 0.2 * r
+                } else if name.ends_with("_beta") || name.ends_with("_moving_mean") {
+                    0.1 * r
+                } else if name.ends_with("_moving_var") {
+                    1.0 + 0.5 * r
+                } else if name == "fc1_bias" {
+                    0.1 * r
+                } else if name == "fc1_weight" {
+                    // Small, so that the probabilities are not all 0 and 1.
+                    0.002 * r
+                } else {
+                    r * (6.0 / fan_in as f32).sqrt()
+                }
+            })
+            .collect();
+        let start = data.len();
+        for v in &values {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&header);
+    file.extend_from_slice(&data);
+    fs::create_dir_all(dir).unwrap();
+    fs::write(dir.join("model.safetensors"), file).unwrap();
+    let config = serde_json::json!({
+        "format": "rectrain-model",
+        "format_version": 1,
+        "architecture": "mxnet-resnet",
+        "num_layers": 18,
+        "num_classes": classes,
+        "image_shape": [3, 48, 48],
+        "resize": null,
+        "multi_label": false,
+        "normalization": {"mean": [0.0, 0.0, 0.0], "std": [1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0]},
+        "class_names": null,
+        "hyperparameters": {},
+        "training": {"best_epoch": 2},
+    });
+    fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&config).unwrap(),
+    )
+    .unwrap();
+}
+
+/// The largest |a − b| over two prediction runs of the same files.
+fn max_pair_diff(a: &[Prediction], b: &[Prediction]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut max = 0f32;
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.path, y.path);
+        for (p, q) in x.prediction.iter().zip(&y.prediction) {
+            max = max.max((p - q).abs());
+        }
+    }
+    max
+}
+
+/// The fixture images in two class folders, packed into one `.rec` (training and
+/// validation set of the incremental-training tests).
+fn two_class_rec(dir: &Path) -> PathBuf {
+    let root = dir.join("imgs");
+    for (i, img) in images().iter().enumerate() {
+        let class = if i < 2 { "a" } else { "b" };
+        fs::create_dir_all(root.join(class)).unwrap();
+        fs::copy(img, root.join(class).join(img.file_name().unwrap())).unwrap();
+    }
+    list_and_pack(&dir.join("set"), &root, &[], &["--pass-through"])
+}
+
+/// SageMaker's incremental training: `rectrain --model model.tar.gz` trains SageMaker's
+/// own network (MXNet's pre-activation ResNet) further. Before training, rectrain's
+/// network and the checkpoint's graph give the same probabilities; after one epoch the
+/// artifact (`architecture: "mxnet-resnet"`) and its `--export-mxnet` archive agree, the
+/// weights have moved, and the exported archive trains further again.
+#[test]
+fn sagemaker_model_trains_further() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sm = tmp.path().join("sagemaker");
+    sagemaker_resnet18_artifact(&sm, 2);
+    run_expect(
+        pipeline_tests::tool("rectrain")
+            .args(["--export-mxnet", "--out"])
+            .arg(&sm),
+        0,
+    );
+    let tarball = sm.join("model.tar.gz");
+    let before = predict(&tarball);
+    let artifact = wire::parse(&stdout_text(&run_expect(
+        recpredict(&sm).arg("--squash").args(images()),
+        0,
+    )))
+    .0;
+    let d = max_pair_diff(&before, &artifact);
+    eprintln!("SageMaker's graph vs rectrain's network: max abs difference {d:e}");
+    assert!(d <= 1e-5, "graph vs rectrain's network: {d}");
+    assert!(before.iter().any(|p| p.probability < 0.99), "{before:?}");
+
+    let rec = two_class_rec(tmp.path());
+    let run = tmp.path().join("run");
+    let common = [
+        "--image-shape",
+        "3,48,48",
+        "--num-classes",
+        "2",
+        "--epochs",
+        "1",
+        "--mini-batch-size",
+        "2",
+        "--learning-rate",
+        "0.01",
+    ];
+    let out = pipeline_tests::train_tiny(
+        &rec,
+        &rec,
+        &run,
+        &[
+            &common[..],
+            &["--export-mxnet", "--model", tarball.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    let log = stderr_text(&out);
+    assert!(
+        log.contains("Continuing the training of") && log.contains("model.tar.gz"),
+        "{log}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architecture"], "mxnet-resnet");
+    assert_eq!(
+        config["normalization"]["mean"],
+        serde_json::json!([0.0, 0.0, 0.0])
+    );
+    assert!(config["training"]["initial_model"]
+        .as_str()
+        .unwrap()
+        .contains("image-classification-0003.params"));
+
+    let trained = run.join("model.tar.gz");
+    let exported = predict(&trained);
+    let ours = wire::parse(&stdout_text(&run_expect(
+        recpredict(&run).arg("--squash").args(images()),
+        0,
+    )))
+    .0;
+    let d = max_pair_diff(&exported, &ours);
+    assert!(d <= 1e-5, "exported vs artifact after training: {d}");
+    let moved = max_pair_diff(&before, &exported);
+    eprintln!("after one epoch: export vs artifact {d:e}; probabilities moved by up to {moved:e}");
+    assert!(moved > 1e-4, "training changed nothing: {moved}");
+
+    // The exported archive is SageMaker's network again: it trains further too.
+    pipeline_tests::train_tiny(
+        &rec,
+        &rec,
+        &tmp.path().join("again"),
+        &[&common[..], &["--model", trained.to_str().unwrap()]].concat(),
+    );
+}
+
+/// SageMaker's rule for incremental training (same num_layers, image_shape,
+/// num_classes) and checkpoints of another network are exit-2 errors naming the file.
+#[test]
+fn incremental_training_refuses_what_does_not_fit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sm = tmp.path().join("sagemaker");
+    sagemaker_resnet18_artifact(&sm, 2);
+    run_expect(
+        pipeline_tests::tool("rectrain")
+            .args(["--export-mxnet", "--out"])
+            .arg(&sm),
+        0,
+    );
+    let tarball = sm.join("model.tar.gz");
+    let rec = two_class_rec(tmp.path());
+    let refuse = |model: &Path, args: &[&str], needles: &[&str]| {
+        let out = run_expect(
+            pipeline_tests::tool("rectrain")
+                .arg("--train")
+                .arg(&rec)
+                .arg("--validation")
+                .arg(&rec)
+                .arg("--out")
+                .arg(tmp.path().join("out"))
+                .args(["--device", "cpu", "--epochs", "1", "--mini-batch-size", "2"])
+                .arg("--model")
+                .arg(model)
+                .args(args),
+            2,
+        );
+        let err = stderr_text(&out);
+        assert!(!err.contains("panicked"), "{err}");
+        for n in needles {
+            assert!(err.contains(n), "missing {n:?} in: {err}");
+        }
+        assert!(!tmp.path().join("out/config.json").exists());
+    };
+    refuse(
+        &tarball,
+        &[
+            "--num-layers",
+            "34",
+            "--image-shape",
+            "3,64,64",
+            "--num-classes",
+            "3",
+        ],
+        &[
+            "model.tar.gz",
+            "num_layers is 34 but the model has 18",
+            "image_shape is 3,64,64 but the model has 3,48,48",
+            "num_classes is 3 but the model has 2",
+        ],
+    );
+    refuse(
+        &tarball,
+        &[
+            "--num-layers",
+            "18",
+            "--image-shape",
+            "3,48,48",
+            "--num-classes",
+            "3",
+        ],
+        &["num_classes is 3 but the model has 2"],
+    );
+    // MXNet's own narrow fixture: the names fit, the shapes do not.
+    refuse(
+        &fixtures().join("resnet18/model.tar.gz"),
+        &[
+            "--num-layers",
+            "18",
+            "--image-shape",
+            "3,48,48",
+            "--num-classes",
+            "5",
+        ],
+        &[
+            "image-classification-0003.params",
+            "conv0_weight",
+            "not SageMaker's ResNet",
+        ],
+    );
+    // Not a checkpoint at all.
+    refuse(
+        &tmp.path().join("set.rec"),
+        &[
+            "--num-layers",
+            "18",
+            "--image-shape",
+            "3,48,48",
+            "--num-classes",
+            "2",
+        ],
+        &["set.rec", "not an MXNet checkpoint"],
+    );
 }

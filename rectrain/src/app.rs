@@ -62,7 +62,9 @@ Examples:
       --resize 256 --out model/ --hyperparameters hyperparameters.json
   rectrain --train train.rec --validation val.rec --out ft/ --num-layers 18 \\
       --use-pretrained-model 1 --pretrained resnet18-f37072fd.pth
-  rectrain --train train.rec --validation val.rec --out model/ --resume model/";
+  rectrain --train train.rec --validation val.rec --out model/ --resume model/
+  rectrain --train train.rec --validation val.rec --out more/ --num-layers 50 \\
+      --num-classes 10 --model sagemaker-output/model.tar.gz";
 
 /// Command-line options. Hyperparameters are taken as text and validated with
 /// SageMaker's rules, like the strings of hyperparameters.json. A flag given twice
@@ -129,6 +131,15 @@ pub struct Opts {
     /// instead of re-initialising it.
     #[arg(long, requires = "pretrained")]
     keep_head: bool,
+    /// SageMaker's model channel (incremental training): a model.tar.gz of SageMaker's
+    /// image classifier, or a folder or prefix with its -symbol.json and -NNNN.params,
+    /// to train further. num_layers, image_shape and num_classes must be the model's.
+    #[arg(
+        long,
+        value_name = "PATH",
+        conflicts_with_all = ["pretrained", "resume"]
+    )]
+    model: Option<PathBuf>,
     /// Seed of the initial weights, the shuffling and the augmentation.
     #[arg(long, value_name = "N", default_value_t = 0)]
     seed: u64,
@@ -278,6 +289,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
         classes_file,
         pretrained: opts.pretrained.clone(),
         keep_head: opts.keep_head,
+        model: opts.model.clone(),
         seed: opts.seed,
         device: opts.device.device.clone(),
         resume: opts.resume.clone(),

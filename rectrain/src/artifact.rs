@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::ResNetConfig;
+use crate::model::{Layout, ResNetConfig};
 use crate::preprocess::{Normalization, PreprocessConfig};
 
 /// `config.json`'s `format` value.
@@ -54,7 +54,8 @@ pub struct ArtifactConfig {
     pub format: String,
     /// Always [`FORMAT_VERSION`] for files written by this build.
     pub format_version: u32,
-    /// Always `"resnet"`.
+    /// `"resnet"` (torchvision's ResNet) or `"mxnet-resnet"` (MXNet's pre-activation
+    /// ResNet, SageMaker's, trained further from its `model.tar.gz`): [`Layout`].
     pub architecture: String,
     /// ResNet depth.
     pub num_layers: usize,
@@ -105,9 +106,9 @@ impl ArtifactConfig {
                 self.format_version
             ));
         }
-        if self.architecture != "resnet" {
+        if Layout::from_architecture(&self.architecture).is_none() {
             return Err(format!(
-                "architecture {:?} is not supported",
+                "architecture {:?} is not supported (\"resnet\" or \"mxnet-resnet\")",
                 self.architecture
             ));
         }
@@ -163,7 +164,12 @@ impl ArtifactConfig {
 
     /// The network configuration.
     pub fn resnet(&self) -> ResNetConfig {
-        ResNetConfig::new(self.num_layers, self.num_classes)
+        ResNetConfig::new(self.num_layers, self.num_classes).with_layout(self.layout())
+    }
+
+    /// The network's layout, from `architecture` (checked by [`ArtifactConfig::load`]).
+    pub fn layout(&self) -> Layout {
+        Layout::from_architecture(&self.architecture).unwrap_or_default()
     }
 
     /// The display name of class `i`: its name when known, else the index.

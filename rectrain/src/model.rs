@@ -15,6 +15,18 @@
 //! size of at least 1×1 works (the strided layers shrink the feature maps by 32, but
 //! never below 1×1: 28×28 Fashion-MNIST images give 1×1 maps before the pooling).
 //!
+//! [`Layout::Mxnet`] is the other network rectrain trains: MXNet's pre-activation ResNet
+//! ("ResNet v2", `example/image-classification/symbols/resnet.py`), the network of
+//! SageMaker's built-in image classifier, so that its `model.tar.gz` can be trained
+//! further (incremental training). The same fields hold it, under MXNet's order:
+//! `bn_data` (a BatchNorm with γ fixed at 1 on the raw 0–255 input), the stem
+//! `conv1`/`bn1` (MXNet's `conv0`/`bn0`), units whose BatchNorms come *before* their
+//! convolutions (`bn1 → relu → conv1 → bn2 → relu → conv2 [→ bn3 → relu → conv3]`, the
+//! projection shortcut a bare convolution of the first activation, in the first unit
+//! of every stage), then `bn_out` (MXNet's `bn1`) and a ReLU before the pooling.
+//! MXNet's BatchNorms use `eps = 2e-5` and move their running variance by the biased
+//! batch variance. The weight names of this layout are MXNet's (see [`crate::weights`]).
+//!
 //! Initialisation follows torchvision: convolutions are Kaiming-normal with
 //! `mode="fan_out"` and the ReLU gain, BatchNorm weights are 1 and biases 0, and `fc`
 //! keeps `nn.Linear`'s default `U(-1/√fan_in, 1/√fan_in)` for weight and bias.
@@ -30,6 +42,7 @@ use burn::prelude::Config;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
 use crate::kernels::conv2d;
 
@@ -77,13 +90,64 @@ impl BlockKind {
     }
 }
 
-/// Architecture of a ResNet: depth and number of output classes.
+/// Which ResNet (see the module documentation).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// torchvision's post-activation ResNet (v1.5): training from scratch and transfer
+    /// learning from torchvision weights.
+    #[default]
+    Torchvision,
+    /// MXNet's pre-activation ResNet, SageMaker's network: incremental training from
+    /// its `model.tar.gz`.
+    Mxnet,
+}
+
+impl Layout {
+    /// `config.json`'s `architecture` for this layout.
+    pub fn architecture(self) -> &'static str {
+        match self {
+            Layout::Torchvision => "resnet",
+            Layout::Mxnet => "mxnet-resnet",
+        }
+    }
+
+    /// The layout of an `architecture` name ([`Layout::architecture`]).
+    pub fn from_architecture(name: &str) -> Option<Self> {
+        [Layout::Torchvision, Layout::Mxnet]
+            .into_iter()
+            .find(|l| l.architecture() == name)
+    }
+
+    /// The pixel normalisation this network is trained with: ImageNet's mean and
+    /// standard deviation for torchvision's, raw 0–255 values for MXNet's (its `bn_data`
+    /// normalises; SageMaker's `ImageRecordIter` feeds raw pixels).
+    pub fn normalization(self) -> crate::preprocess::Normalization {
+        match self {
+            Layout::Torchvision => crate::preprocess::Normalization::imagenet(),
+            Layout::Mxnet => crate::preprocess::Normalization::raw(),
+        }
+    }
+
+    /// The BatchNorm epsilon of this network (torch's default; MXNet's `resnet.py`).
+    pub fn bn_epsilon(self) -> f64 {
+        match self {
+            Layout::Torchvision => 1e-5,
+            Layout::Mxnet => 2e-5,
+        }
+    }
+}
+
+/// Architecture of a ResNet: depth, number of output classes and layout.
 #[derive(Config, Debug, PartialEq, Eq)]
 pub struct ResNetConfig {
     /// Depth: 18, 34, 50, 101, 152 or 200.
     pub num_layers: usize,
     /// Size of the final fully connected layer.
     pub num_classes: usize,
+    /// torchvision's network or MXNet's pre-activation one.
+    #[config(default = "Layout::Torchvision")]
+    pub layout: Layout,
 }
 
 impl ResNetConfig {
@@ -149,12 +213,20 @@ impl ResNetConfig {
 
     fn build<B: Backend>(&self, fill: Fill, device: &B::Device) -> Result<ResNet<B>, ModelError> {
         let (kind, blocks) = self.layout()?;
+        let layout = self.layout;
+        let eps = layout.bn_epsilon();
         let mut in_planes = 64;
         let mut make_layer = |planes: usize, count: usize, stride: usize| {
             let mut layer = Vec::with_capacity(count);
             for i in 0..count {
                 let s = if i == 0 { stride } else { 1 };
-                layer.push(Block::new(kind, in_planes, planes, s, fill, device));
+                layer.push(match layout {
+                    Layout::Torchvision => Block::new(kind, in_planes, planes, s, fill, device),
+                    // resnet.py: every stage's first unit projects its shortcut.
+                    Layout::Mxnet => {
+                        Block::new_preact(kind, in_planes, planes, s, i == 0, fill, device)
+                    }
+                });
                 in_planes = planes * kind.expansion();
             }
             layer
@@ -163,9 +235,11 @@ impl ResNetConfig {
         let layer2 = make_layer(128, blocks[1], 2);
         let layer3 = make_layer(256, blocks[2], 2);
         let layer4 = make_layer(512, blocks[3], 2);
+        let preact = layout == Layout::Mxnet;
         Ok(ResNet {
+            bn_data: preact.then(|| batch_norm(3, eps, device)),
             conv1: conv(3, 64, 7, 2, 3, fill, device),
-            bn1: batch_norm(64, device),
+            bn1: batch_norm(64, eps, device),
             maxpool: MaxPool2dConfig::new([3, 3])
                 .with_strides([2, 2])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -174,6 +248,7 @@ impl ResNetConfig {
             layer2,
             layer3,
             layer4,
+            bn_out: preact.then(|| batch_norm(512 * kind.expansion(), eps, device)),
             fc: {
                 let fc = LinearConfig::new(512 * kind.expansion(), self.num_classes);
                 match fill {
@@ -219,27 +294,32 @@ fn conv<B: Backend>(
         .init(device)
 }
 
-fn batch_norm<B: Backend>(features: usize, device: &B::Device) -> BatchNorm<B> {
+/// BatchNorm with momentum 0.1 (torch's; MXNet's `momentum = 0.9` is the same update).
+fn batch_norm<B: Backend>(features: usize, eps: f64, device: &B::Device) -> BatchNorm<B> {
     BatchNormConfig::new(features)
-        .with_epsilon(1e-5)
+        .with_epsilon(eps)
         .with_momentum(0.1)
         .init(device)
 }
 
 /// torchvision's `downsample`: a strided 1×1 convolution (`downsample.0`) and a
-/// BatchNorm (`downsample.1`) on the shortcut when the shape changes.
+/// BatchNorm (`downsample.1`) on the shortcut when the shape changes. MXNet's
+/// pre-activation units project with the convolution alone (`_sc`, no BatchNorm).
 #[derive(Module, Debug)]
 pub struct Downsample<B: Backend> {
     /// `downsample.0`: 1×1 convolution.
     pub conv: Conv2d<B>,
-    /// `downsample.1`: BatchNorm.
-    pub bn: BatchNorm<B>,
+    /// `downsample.1`: BatchNorm (torchvision's layout only).
+    pub bn: Option<BatchNorm<B>>,
 }
 
 /// One residual block. A basic block has `conv1`, `bn1`, `conv2`, `bn2`; a bottleneck
-/// block also has `conv3`, `bn3` (the names torchvision uses for both).
+/// block also has `conv3`, `bn3` (the names torchvision uses for both). In a
+/// pre-activation block (`preact`), `bnK` normalises the input of `convK`.
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
+    /// MXNet's pre-activation unit ([`Layout::Mxnet`]) instead of torchvision's block.
+    pub preact: bool,
     /// 3×3 (basic, strided) or 1×1 (bottleneck) convolution.
     pub conv1: Conv2d<B>,
     /// BatchNorm after `conv1`.
@@ -266,36 +346,84 @@ impl<B: Backend> Block<B> {
         device: &B::Device,
     ) -> Self {
         let out = planes * kind.expansion();
+        let eps = Layout::Torchvision.bn_epsilon();
         let downsample = (stride != 1 || in_planes != out).then(|| Downsample {
             conv: conv(in_planes, out, 1, stride, 0, fill, device),
-            bn: batch_norm(out, device),
+            bn: Some(batch_norm(out, eps, device)),
         });
         match kind {
             BlockKind::Basic => Block {
+                preact: false,
                 conv1: conv(in_planes, planes, 3, stride, 1, fill, device),
-                bn1: batch_norm(planes, device),
+                bn1: batch_norm(planes, eps, device),
                 conv2: conv(planes, planes, 3, 1, 1, fill, device),
-                bn2: batch_norm(planes, device),
+                bn2: batch_norm(planes, eps, device),
                 conv3: None,
                 bn3: None,
                 downsample,
             },
             BlockKind::Bottleneck => Block {
+                preact: false,
                 conv1: conv(in_planes, planes, 1, 1, 0, fill, device),
-                bn1: batch_norm(planes, device),
+                bn1: batch_norm(planes, eps, device),
                 conv2: conv(planes, planes, 3, stride, 1, fill, device),
-                bn2: batch_norm(planes, device),
+                bn2: batch_norm(planes, eps, device),
                 conv3: Some(conv(planes, out, 1, 1, 0, fill, device)),
-                bn3: Some(batch_norm(out, device)),
+                bn3: Some(batch_norm(out, eps, device)),
                 downsample,
             },
         }
     }
 
+    /// MXNet's pre-activation unit (`residual_unit` of `resnet.py`): the same
+    /// convolutions as [`Block::new`] (the stride on the 3×3 one), each after a
+    /// BatchNorm and a ReLU; `project` gives the shortcut its 1×1 convolution.
+    fn new_preact(
+        kind: BlockKind,
+        in_planes: usize,
+        planes: usize,
+        stride: usize,
+        project: bool,
+        fill: Fill,
+        device: &B::Device,
+    ) -> Self {
+        let out = planes * kind.expansion();
+        let eps = Layout::Mxnet.bn_epsilon();
+        let downsample = project.then(|| Downsample {
+            conv: conv(in_planes, out, 1, stride, 0, fill, device),
+            bn: None,
+        });
+        let bottleneck = kind == BlockKind::Bottleneck;
+        let (k1, s1, p1, s2) = if bottleneck {
+            (1, 1, 0, stride)
+        } else {
+            (3, stride, 1, 1)
+        };
+        Block {
+            preact: true,
+            bn1: batch_norm(in_planes, eps, device),
+            conv1: conv(in_planes, planes, k1, s1, p1, fill, device),
+            bn2: batch_norm(planes, eps, device),
+            conv2: conv(planes, planes, 3, s2, 1, fill, device),
+            bn3: bottleneck.then(|| batch_norm(planes, eps, device)),
+            conv3: bottleneck.then(|| conv(planes, out, 1, 1, 0, fill, device)),
+            downsample,
+        }
+    }
+
     /// `[N, in, H, W]` → `[N, out, H/stride, W/stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        if self.preact {
+            return self.forward_preact(x);
+        }
         let identity = match &self.downsample {
-            Some(d) => norm(&d.bn, conv2d(&d.conv, x.clone())),
+            Some(d) => {
+                let y = conv2d(&d.conv, x.clone());
+                match &d.bn {
+                    Some(bn) => norm(bn, y),
+                    None => y,
+                }
+            }
             None => x.clone(),
         };
         let mut out = relu(norm(&self.bn1, conv2d(&self.conv1, x)));
@@ -305,11 +433,30 @@ impl<B: Backend> Block<B> {
         }
         relu(out + identity)
     }
+
+    /// The pre-activation unit: `bn1 → relu` feeds `conv1` and the projection, and the
+    /// sum is not activated (the next unit's BatchNorm and ReLU come first).
+    fn forward_preact(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let act1 = relu(norm_mxnet(&self.bn1, x.clone()));
+        let shortcut = match &self.downsample {
+            Some(d) => conv2d(&d.conv, act1.clone()),
+            None => x,
+        };
+        let mut out = conv2d(&self.conv1, act1);
+        out = conv2d(&self.conv2, relu(norm_mxnet(&self.bn2, out)));
+        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
+            out = conv2d(conv3, relu(norm_mxnet(bn3, out)));
+        }
+        out + shortcut
+    }
 }
 
 /// A ResNet classifier with torchvision's field names.
 #[derive(Module, Debug)]
 pub struct ResNet<B: Backend> {
+    /// [`Layout::Mxnet`] only: MXNet's `bn_data`, a BatchNorm with γ fixed at 1 on
+    /// the input.
+    pub bn_data: Option<BatchNorm<B>>,
     /// Stem: 7×7 stride-2 convolution, 3 → 64 channels.
     pub conv1: Conv2d<B>,
     /// Stem BatchNorm.
@@ -324,6 +471,8 @@ pub struct ResNet<B: Backend> {
     pub layer3: Vec<Block<B>>,
     /// Stage 4 (512 planes, stride 2).
     pub layer4: Vec<Block<B>>,
+    /// [`Layout::Mxnet`] only: the BatchNorm (MXNet's `bn1`) before the final ReLU.
+    pub bn_out: Option<BatchNorm<B>>,
     /// Classifier: `512 × expansion` → `num_classes`.
     pub fc: Linear<B>,
 }
@@ -337,12 +486,34 @@ impl<B: Backend> ResNet<B> {
 
     /// Everything but `fc`: `[N, 3, H, W]` → pooled `[N, 512 × expansion]` features.
     pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = relu(norm(&self.bn1, conv2d(&self.conv1, x)));
+        let preact = self.layout() == Layout::Mxnet;
+        let mut x = match &self.bn_data {
+            Some(bn) => norm_fixed_gamma(bn, x),
+            None => x,
+        };
+        x = conv2d(&self.conv1, x);
+        x = relu(if preact {
+            norm_mxnet(&self.bn1, x)
+        } else {
+            norm(&self.bn1, x)
+        });
         x = self.maxpool.forward(x);
         for block in self.blocks() {
             x = block.forward(x);
         }
+        if let Some(bn) = &self.bn_out {
+            x = relu(norm_mxnet(bn, x));
+        }
         global_average_pool(x)
+    }
+
+    /// Which network this is: MXNet's has the input BatchNorm.
+    pub fn layout(&self) -> Layout {
+        if self.bn_data.is_some() {
+            Layout::Mxnet
+        } else {
+            Layout::Torchvision
+        }
     }
 
     /// The residual blocks of the four stages, in order.
@@ -359,7 +530,13 @@ impl<B: Backend> ResNet<B> {
     /// channel: `conv(x, w·s) + (β − μ·s)` with `s = γ / √(σ² + ε)`). It gives the
     /// logits of `forward` in eval mode, up to rounding, without BatchNorm's four
     /// broadcast operations per layer (about half of a CPU forward pass at 224²).
+    ///
+    /// MXNet's pre-activation network keeps its BatchNorms (each follows a sum or the
+    /// input, not a convolution): its "folded" form is the network itself in eval mode.
     pub fn fold_batch_norm(&self) -> FoldedResNet<B> {
+        if self.layout() == Layout::Mxnet {
+            return FoldedResNet(Folded::Unfolded(self.clone()));
+        }
         let blocks = self
             .blocks()
             .map(|b| {
@@ -369,16 +546,19 @@ impl<B: Backend> ResNet<B> {
                 }
                 FoldedBlock {
                     convs,
-                    downsample: b.downsample.as_ref().map(|d| fold(&d.conv, &d.bn)),
+                    downsample: b.downsample.as_ref().map(|d| match &d.bn {
+                        Some(bn) => fold(&d.conv, bn),
+                        None => d.conv.clone(),
+                    }),
                 }
             })
             .collect();
-        FoldedResNet {
+        FoldedResNet(Folded::Folded {
             conv1: fold(&self.conv1, &self.bn1),
             maxpool: self.maxpool.clone(),
             blocks,
             fc: self.fc.clone(),
-        }
+        })
     }
 
     /// Learnable parameters, counted like torch's `sum(p.numel() for p in
@@ -387,10 +567,15 @@ impl<B: Backend> ResNet<B> {
     pub fn parameter_count(&self) -> usize {
         let bn = |b: &BatchNorm<B>| 2 * b.gamma.dims()[0];
         let mut running = bn(&self.bn1);
+        running += self.bn_data.as_ref().map_or(0, bn) + self.bn_out.as_ref().map_or(0, bn);
         for block in self.blocks() {
             running += bn(&block.bn1) + bn(&block.bn2);
             running += block.bn3.as_ref().map_or(0, bn);
-            running += block.downsample.as_ref().map_or(0, |d| bn(&d.bn));
+            running += block
+                .downsample
+                .as_ref()
+                .and_then(|d| d.bn.as_ref())
+                .map_or(0, bn);
         }
         self.num_params() - running
     }
@@ -417,6 +602,7 @@ impl<B: Backend> ResNet<B> {
             2 + per_block * blocks.iter().sum::<usize>(),
             self.num_classes(),
         )
+        .with_layout(self.layout())
     }
 }
 
@@ -431,6 +617,27 @@ impl<B: Backend> ResNet<B> {
 /// indices on burn-flex: about 40% of a CPU training step). Autodiff differentiates
 /// through `s` and `t`, which gives BatchNorm's full gradient.
 fn norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    batch_norm_forward(bn, x, true, false)
+}
+
+/// MXNet's BatchNorm: as [`norm`], but the running variance moves by the batch's
+/// biased variance.
+fn norm_mxnet<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    batch_norm_forward(bn, x, false, false)
+}
+
+/// MXNet's BatchNorm with `fix_gamma=True` (`bn_data`): γ is 1 whatever the parameter
+/// holds, and gets no gradient.
+fn norm_fixed_gamma<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    batch_norm_forward(bn, x, false, true)
+}
+
+fn batch_norm_forward<B: Backend>(
+    bn: &BatchNorm<B>,
+    x: Tensor<B, 4>,
+    unbiased_running_var: bool,
+    fix_gamma: bool,
+) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let device = x.device();
     let (mean, var) = if B::ad_enabled(&device) {
@@ -439,7 +646,7 @@ fn norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let var = (flat - mean.clone()).square().mean_dim(1).reshape([c]);
         let mean = mean.reshape([c]);
         let count = (n * h * w) as f64;
-        let unbiased = if count > 1.0 {
+        let unbiased = if count > 1.0 && unbiased_running_var {
             count / (count - 1.0)
         } else {
             1.0
@@ -461,7 +668,13 @@ fn norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
             bn.running_var.value().to_device(&device),
         )
     };
-    let (scale, shift) = affine(bn, mean, var);
+    let (scale, shift) = if fix_gamma {
+        let scale = var.add_scalar(bn.epsilon).sqrt().recip();
+        let shift = bn.beta.val() - mean * scale.clone();
+        (scale, shift)
+    } else {
+        affine(bn, mean, var)
+    };
     let per_channel = |t: Tensor<B, 1>| t.reshape([1, c, 1, 1]).repeat_dim(0, n);
     x * per_channel(scale) + per_channel(shift)
 }
@@ -528,22 +741,39 @@ impl<B: Backend> FoldedBlock<B> {
 /// An inference-only [`ResNet`] whose BatchNorms are folded into the convolutions;
 /// made by [`ResNet::fold_batch_norm`]. Prediction and validation use it.
 #[derive(Debug)]
-pub struct FoldedResNet<B: Backend> {
-    conv1: Conv2d<B>,
-    maxpool: MaxPool2d,
-    blocks: Vec<FoldedBlock<B>>,
-    fc: Linear<B>,
+pub struct FoldedResNet<B: Backend>(Folded<B>);
+
+#[derive(Debug)]
+enum Folded<B: Backend> {
+    Folded {
+        conv1: Conv2d<B>,
+        maxpool: MaxPool2d,
+        blocks: Vec<FoldedBlock<B>>,
+        fc: Linear<B>,
+    },
+    /// [`Layout::Mxnet`]: nothing to fold.
+    Unfolded(ResNet<B>),
 }
 
 impl<B: Backend> FoldedResNet<B> {
     /// `[N, 3, H, W]` normalised images → `[N, num_classes]` logits, as
     /// [`ResNet::forward`] in eval mode.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = self.maxpool.forward(relu(self.conv1.forward(x)));
-        for block in &self.blocks {
-            x = block.forward(x);
+        match &self.0 {
+            Folded::Folded {
+                conv1,
+                maxpool,
+                blocks,
+                fc,
+            } => {
+                let mut x = maxpool.forward(relu(conv1.forward(x)));
+                for block in blocks {
+                    x = block.forward(x);
+                }
+                fc.forward(global_average_pool(x))
+            }
+            Folded::Unfolded(m) => m.forward(x),
         }
-        self.fc.forward(global_average_pool(x))
     }
 }
 
@@ -588,6 +818,37 @@ mod tests {
             let fc = zeroed.fc.weight.val().abs().sum().into_scalar();
             assert_eq!((w, fc), (0.0, 0.0), "resnet{depth} zeroed");
         }
+    }
+
+    /// MXNet's layout: every depth builds and reads back its configuration; every
+    /// stage's first unit (only) projects its shortcut, with a bare convolution; the
+    /// logits come one row per image; `bn_data`'s γ gets no gradient (`fix_gamma`)
+    /// while its β does.
+    #[test]
+    fn mxnet_layout_is_resnet_py() {
+        let device = Default::default();
+        for depth in [18, 34, 50, 101, 152, 200] {
+            let cfg = ResNetConfig::new(depth, 4).with_layout(Layout::Mxnet);
+            let m = cfg.try_init_zeroed::<B>(&device).unwrap();
+            assert_eq!(m.config(), cfg, "resnet{depth}");
+            for layer in [&m.layer1, &m.layer2, &m.layer3, &m.layer4] {
+                assert!(layer[0].preact);
+                assert!(layer[0].downsample.as_ref().is_some_and(|d| d.bn.is_none()));
+                assert!(layer[1..].iter().all(|b| b.downsample.is_none()));
+            }
+        }
+        type Ad = burn::backend::Autodiff<B>;
+        let m = ResNetConfig::new(18, 3)
+            .with_layout(Layout::Mxnet)
+            .init::<Ad>(&device);
+        let x = Tensor::<Ad, 4>::random([2, 3, 40, 40], Distribution::Uniform(0.0, 255.0), &device);
+        let y = m.forward(x);
+        assert_eq!(y.dims(), [2, 3]);
+        let grads = y.sum().backward();
+        let bn = m.bn_data.as_ref().unwrap();
+        assert!(bn.gamma.val().grad(&grads).is_none());
+        assert!(bn.beta.val().grad(&grads).is_some());
+        assert!(m.layer1[0].bn1.gamma.val().grad(&grads).is_some());
     }
 
     #[test]
@@ -643,8 +904,8 @@ mod tests {
                 if let Some(bn3) = &mut block.bn3 {
                     perturb(bn3);
                 }
-                if let Some(d) = &mut block.downsample {
-                    perturb(&mut d.bn);
+                if let Some(bn) = block.downsample.as_mut().and_then(|d| d.bn.as_mut()) {
+                    perturb(bn);
                 }
             }
             let x = Tensor::<B, 4>::random([3, 3, 40, 36], Distribution::Normal(0.0, 1.0), &device);
@@ -690,7 +951,7 @@ mod tests {
             [1.5f32, 0.6, 1.1],
         );
         let make = || {
-            let mut bn = batch_norm::<A>(c, &device);
+            let mut bn = batch_norm::<A>(c, 1e-5, &device);
             bn.gamma = Param::from_tensor(Tensor::from_floats(gamma, &device));
             bn.beta = Param::from_tensor(Tensor::from_floats(beta, &device));
             bn.running_mean = RunningState::new(Tensor::from_floats(rm, &device));

@@ -10,6 +10,9 @@
 //! residual unit `stageS_unitU_{conv1,bn1,relu1,conv2,bn2[,relu2,conv3,bn3][,sc,sc_bn],plus,relu}`,
 //! `pool1` (global average), `flatten0`, `fc1` and `softmax` (`SoftmaxOutput`; a
 //! multi-label model ends in `LogisticRegressionOutput`, per-class sigmoids).
+//! An artifact of MXNet's own pre-activation network (trained further from SageMaker's
+//! `model.tar.gz`, [`Layout::Mxnet`]) is written as the graph MXNet's `resnet.py` builds,
+//! with the same node and parameter names, so it goes back to SageMaker as its own.
 //! The epoch number NNNN is the artifact's best epoch + 1, as SageMaker numbers it.
 
 use std::io::Write;
@@ -19,6 +22,7 @@ use serde_json::{json, Value};
 
 use super::params::{write_params, NdArray};
 use crate::artifact::{self, ArtifactConfig};
+use crate::model::Layout;
 use crate::weights::{read_state_dict, HostData, StateDict};
 
 /// Why an artifact cannot be exported.
@@ -58,9 +62,20 @@ struct Builder<'a> {
     params: Vec<(String, NdArray)>,
     sd: &'a StateDict,
     weights: String,
+    /// The state dict holds MXNet's names ([`Layout::Mxnet`]), not torchvision's.
+    mxnet_names: bool,
 }
 
 impl Builder<'_> {
+    /// The state-dict key of layer `key`'s tensor (torchvision's suffix, MXNet's).
+    fn key(&self, key: &str, torch: &str, mxnet: &str) -> String {
+        if self.mxnet_names {
+            format!("{key}_{mxnet}")
+        } else {
+            format!("{key}.{torch}")
+        }
+    }
+
     fn tensor(&self, key: &str) -> Result<NdArray, ExportError> {
         let t = self.sd.get(key).ok_or_else(|| ExportError::Weights {
             path: self.weights.clone(),
@@ -106,7 +121,7 @@ impl Builder<'_> {
         key: &str,
         stride: usize,
     ) -> Result<usize, ExportError> {
-        let w = self.tensor(&format!("{key}.weight"))?;
+        let w = self.tensor(&self.key(key, "weight", "weight"))?;
         let (filters, k) = (w.shape[0], w.shape[2]);
         let pad = k / 2;
         let attrs = json!({
@@ -142,12 +157,29 @@ impl Builder<'_> {
 
     fn bn(&mut self, x: usize, name: &str, key: &str) -> Result<usize, ExportError> {
         let arrays = [
-            self.tensor(&format!("{key}.weight"))?,
-            self.tensor(&format!("{key}.bias"))?,
-            self.tensor(&format!("{key}.running_mean"))?,
-            self.tensor(&format!("{key}.running_var"))?,
+            self.tensor(&self.key(key, "weight", "gamma"))?,
+            self.tensor(&self.key(key, "bias", "beta"))?,
+            self.tensor(&self.key(key, "running_mean", "moving_mean"))?,
+            self.tensor(&self.key(key, "running_var", "moving_var"))?,
         ];
-        Ok(self.bn_with(x, name, false, BN_EPS, arrays))
+        let eps = if self.mxnet_names {
+            Layout::Mxnet.bn_epsilon()
+        } else {
+            BN_EPS
+        };
+        Ok(self.bn_with(x, name, false, eps, arrays))
+    }
+
+    /// MXNet's own layer, named as in the state dict.
+    fn bn_mxnet(&mut self, x: usize, name: &str) -> Result<usize, ExportError> {
+        self.bn(x, name, name)
+    }
+
+    fn missing(&self, message: String) -> ExportError {
+        ExportError::Weights {
+            path: self.weights.clone(),
+            message,
+        }
     }
 
     fn relu(&mut self, x: usize, name: &str) -> usize {
@@ -169,7 +201,138 @@ pub fn artifact_to_mxnet(dir: &Path) -> Result<(ArtifactConfig, Vec<u8>, Vec<u8>
         params: Vec::new(),
         sd: &sd,
         weights: wpath.display().to_string(),
+        mxnet_names: art.layout() == Layout::Mxnet,
     };
+    let x = match art.layout() {
+        Layout::Torchvision => torchvision_graph(&mut b, &art)?,
+        Layout::Mxnet => preact_graph(&mut b)?,
+    };
+    let fw = b.tensor(&b.key(fc_name(art.layout()), "weight", "weight"))?;
+    let fb = b.tensor(&b.key(fc_name(art.layout()), "bias", "bias"))?;
+    let hidden = fw.shape[0];
+    let wv = b.variable("fc1_weight", Some(("arg", fw)));
+    let bv = b.variable("fc1_bias", Some(("arg", fb)));
+    let x = b.op(
+        "FullyConnected",
+        "fc1",
+        json!({"num_hidden": hidden.to_string()}),
+        &[x, wv, bv],
+    );
+    let label = b.variable("softmax_label", None);
+    let head = if art.multi_label {
+        b.op(
+            "LogisticRegressionOutput",
+            "softmax",
+            json!({}),
+            &[x, label],
+        )
+    } else {
+        b.op("SoftmaxOutput", "softmax", json!({}), &[x, label])
+    };
+    let symbol = json!({
+        "nodes": b.nodes,
+        "arg_nodes": b.arg_nodes,
+        "heads": [[head, 0, 0]],
+        "attrs": {"mxnet_version": ["int", 10901]},
+    });
+    let symbol = serde_json::to_vec_pretty(&symbol).expect("JSON values serialise");
+    Ok((art, symbol, write_params(&b.params)))
+}
+
+/// The classifier's name in the state dict.
+fn fc_name(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Torchvision => "fc",
+        Layout::Mxnet => "fc1",
+    }
+}
+
+/// MXNet's `resnet.py` network (SageMaker's), node for node as MXNet builds it
+/// (ImageNet stem): `id`, `bn_data`, `conv0`/`bn0`/`relu0`/`pooling0`, pre-activation
+/// units `stageS_unitU_{bn1,relu1,conv1,bn2,relu2,conv2[,bn3,relu3,conv3][,sc]}` and
+/// their sums, `bn1`/`relu1`/`pool1`/`flatten0`. Returns the flattened features.
+fn preact_graph(b: &mut Builder) -> Result<usize, ExportError> {
+    let data = b.variable(super::DATA_NAME, None);
+    let mut x = b.op("_copy", "id", json!({}), &[data]);
+    let arrays = [
+        b.tensor("bn_data_gamma")?,
+        b.tensor("bn_data_beta")?,
+        b.tensor("bn_data_moving_mean")?,
+        b.tensor("bn_data_moving_var")?,
+    ];
+    x = b.bn_with(x, "bn_data", true, Layout::Mxnet.bn_epsilon(), arrays);
+    x = b.conv(x, "conv0", "conv0", 2)?;
+    x = b.bn_mxnet(x, "bn0")?;
+    x = b.relu(x, "relu0");
+    x = b.op(
+        "Pooling",
+        "pooling0",
+        json!({"kernel": "(3, 3)", "pad": "(1, 1)", "pool_type": "max", "stride": "(2, 2)"}),
+        &[x],
+    );
+    let bottleneck = b.sd.contains_key("stage1_unit1_conv3_weight");
+    let mut plus = 0;
+    for stage in 1..=4 {
+        let mut unit = 1;
+        while b
+            .sd
+            .contains_key(&format!("stage{stage}_unit{unit}_conv1_weight"))
+        {
+            let name = format!("stage{stage}_unit{unit}");
+            let stride = if stage > 1 && unit == 1 { 2 } else { 1 };
+            let input = x;
+            let mut y = b.bn_mxnet(input, &format!("{name}_bn1"))?;
+            let act1 = b.relu(y, &format!("{name}_relu1"));
+            let convs = if bottleneck { 3 } else { 2 };
+            y = act1;
+            for k in 1..=convs {
+                if k > 1 {
+                    y = b.bn_mxnet(y, &format!("{name}_bn{k}"))?;
+                    y = b.relu(y, &format!("{name}_relu{k}"));
+                }
+                // The stride sits on the 3×3 convolution: the first of a basic
+                // unit, the second of a bottleneck.
+                let s = if (bottleneck && k == 2) || (!bottleneck && k == 1) {
+                    stride
+                } else {
+                    1
+                };
+                let conv = format!("{name}_conv{k}");
+                y = b.conv(y, &conv, &conv, s)?;
+            }
+            let sc = format!("{name}_sc");
+            let shortcut = if b.sd.contains_key(&format!("{sc}_weight")) {
+                b.conv(act1, &sc, &sc, stride)?
+            } else {
+                input
+            };
+            x = b.op(
+                "elemwise_add",
+                &format!("_plus{plus}"),
+                json!({}),
+                &[y, shortcut],
+            );
+            plus += 1;
+            unit += 1;
+        }
+        if unit == 1 {
+            return Err(b.missing(format!("no residual units in stage{stage}")));
+        }
+    }
+    x = b.bn_mxnet(x, "bn1")?;
+    x = b.relu(x, "relu1");
+    x = b.op(
+        "Pooling",
+        "pool1",
+        json!({"global_pool": "True", "kernel": "(7, 7)", "pool_type": "avg"}),
+        &[x],
+    );
+    Ok(b.op("Flatten", "flatten0", json!({}), &[x]))
+}
+
+/// rectrain's torchvision network with MXNet operators (see the module
+/// documentation). Returns the flattened features.
+fn torchvision_graph(b: &mut Builder, art: &ArtifactConfig) -> Result<usize, ExportError> {
     let c = art.image_shape[0];
     let data = b.variable(super::DATA_NAME, None);
     // bn_data: (x − 255·mean) / sqrt(255²·std² − eps + eps) = (x/255 − mean)/std.
@@ -205,15 +368,18 @@ pub fn artifact_to_mxnet(dir: &Path) -> Result<(ArtifactConfig, Vec<u8>, Vec<u8>
         json!({"kernel": "(3, 3)", "pad": "(1, 1)", "pool_type": "max", "stride": "(2, 2)"}),
         &[x],
     );
-    let bottleneck = sd.contains_key("layer1.0.conv3.weight");
+    let bottleneck = b.sd.contains_key("layer1.0.conv3.weight");
     for stage in 1..=4 {
         let mut unit = 0;
-        while sd.contains_key(&format!("layer{stage}.{unit}.conv1.weight")) {
+        while b
+            .sd
+            .contains_key(&format!("layer{stage}.{unit}.conv1.weight"))
+        {
             let key = format!("layer{stage}.{unit}");
             let name = format!("stage{stage}_unit{}", unit + 1);
             let stride = if stage > 1 && unit == 0 { 2 } else { 1 };
             let input = x;
-            let shortcut = if sd.contains_key(&format!("{key}.downsample.0.weight")) {
+            let shortcut = if b.sd.contains_key(&format!("{key}.downsample.0.weight")) {
                 let s = b.conv(
                     input,
                     &format!("{name}_sc"),
@@ -246,10 +412,7 @@ pub fn artifact_to_mxnet(dir: &Path) -> Result<(ArtifactConfig, Vec<u8>, Vec<u8>
             unit += 1;
         }
         if unit == 0 {
-            return Err(ExportError::Weights {
-                path: b.weights.clone(),
-                message: format!("no residual units in layer{stage}"),
-            });
+            return Err(b.missing(format!("no residual units in layer{stage}")));
         }
     }
     x = b.op(
@@ -258,37 +421,7 @@ pub fn artifact_to_mxnet(dir: &Path) -> Result<(ArtifactConfig, Vec<u8>, Vec<u8>
         json!({"global_pool": "True", "kernel": "(7, 7)", "pool_type": "avg"}),
         &[x],
     );
-    x = b.op("Flatten", "flatten0", json!({}), &[x]);
-    let fw = b.tensor("fc.weight")?;
-    let fb = b.tensor("fc.bias")?;
-    let hidden = fw.shape[0];
-    let wv = b.variable("fc1_weight", Some(("arg", fw)));
-    let bv = b.variable("fc1_bias", Some(("arg", fb)));
-    x = b.op(
-        "FullyConnected",
-        "fc1",
-        json!({"num_hidden": hidden.to_string()}),
-        &[x, wv, bv],
-    );
-    let label = b.variable("softmax_label", None);
-    let head = if art.multi_label {
-        b.op(
-            "LogisticRegressionOutput",
-            "softmax",
-            json!({}),
-            &[x, label],
-        )
-    } else {
-        b.op("SoftmaxOutput", "softmax", json!({}), &[x, label])
-    };
-    let symbol = json!({
-        "nodes": b.nodes,
-        "arg_nodes": b.arg_nodes,
-        "heads": [[head, 0, 0]],
-        "attrs": {"mxnet_version": ["int", 10901]},
-    });
-    let symbol = serde_json::to_vec_pretty(&symbol).expect("JSON values serialise");
-    Ok((art, symbol, write_params(&b.params)))
+    Ok(b.op("Flatten", "flatten0", json!({}), &[x]))
 }
 
 /// The checkpoint's epoch number: the artifact's best epoch + 1 (SageMaker's NNNN), or 0.

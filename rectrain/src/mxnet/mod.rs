@@ -8,7 +8,8 @@
 //! - [`graph`]: the graph checked against the parameters and compiled to a [`graph::Plan`];
 //! - [`net`]: the plan run in burn on any backend ([`net::MxnetPredictor`]);
 //! - [`archive`]: finding the files (tarball, directory, prefix);
-//! - [`export`]: rectrain's artifact written as a SageMaker-style `model.tar.gz`.
+//! - [`export`]: rectrain's artifact written as a SageMaker-style `model.tar.gz`;
+//! - [`resnet`]: SageMaker's ResNet checkpoint opened for further training.
 //!
 //! [`MxnetModel::open`] does all of it up to the plan. Its preprocessing
 //! ([`MxnetModel::preprocess`]) is SageMaker's endpoint's: the image squashed to
@@ -20,6 +21,7 @@ pub mod export;
 pub mod graph;
 pub mod net;
 pub mod params;
+pub mod resnet;
 pub mod symbol;
 
 use std::collections::HashMap;

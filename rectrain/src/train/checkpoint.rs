@@ -10,7 +10,6 @@ use crate::artifact::{self, ArtifactConfig};
 use crate::metrics::{self, EpochMetrics};
 use crate::model::ResNet;
 use crate::plot;
-use crate::preprocess::PreprocessConfig;
 use crate::sagemaker_log::{epoch_log_lines, info};
 use crate::weights;
 
@@ -162,13 +161,13 @@ impl<B: AutodiffBackend> Run<'_, B> {
         let cfg = ArtifactConfig {
             format: artifact::FORMAT.into(),
             format_version: artifact::FORMAT_VERSION,
-            architecture: "resnet".into(),
+            architecture: p.layout.architecture().into(),
             num_layers: h.num_layers,
             num_classes: p.num_classes,
             image_shape: h.image_shape,
             resize: h.resize,
             multi_label: h.multi_label,
-            normalization: PreprocessConfig::new(h.image_shape, h.resize).normalization,
+            normalization: p.preprocess().normalization,
             class_names: p.cfg.class_names.clone(),
             hyperparameters: h.to_json(),
             training: serde_json::json!({
@@ -182,6 +181,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
                 "num_validation_samples": p.validation.len(),
                 "device": self.device_name(),
                 "pretrained": p.cfg.pretrained.as_ref().map(|x| x.display().to_string()),
+                "initial_model": p.initial.as_ref().map(|m| m.source.clone()),
                 "mean_images_per_second": mean_ips,
             }),
         };

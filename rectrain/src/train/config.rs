@@ -75,6 +75,9 @@ pub struct TrainConfig {
     pub pretrained: Option<PathBuf>,
     /// Keep the pretrained classifier instead of re-initialising it.
     pub keep_head: bool,
+    /// SageMaker's `model` channel: an MXNet checkpoint of SageMaker's ResNet
+    /// (`model.tar.gz`, a folder or a prefix) to train further (incremental training).
+    pub model: Option<PathBuf>,
     /// Seed of the weight initialisation, the shuffling and the augmentation.
     pub seed: u64,
     /// Which device to train on.

@@ -19,7 +19,6 @@ use crate::infer::probabilities_from_logits;
 use crate::loader::{self, Batch, LoaderConfig};
 use crate::metrics::{Accumulator, EpochMetrics};
 use crate::model::ResNet;
-use crate::preprocess::PreprocessConfig;
 use crate::sagemaker_log::{info, Speedometer};
 
 use super::data_parallel::DataParallel;
@@ -115,7 +114,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
             } else {
                 AugmentationType::None
             },
-            preprocess: PreprocessConfig::new(h.image_shape, h.resize),
+            preprocess: self.p.preprocess(),
             workers: match self.p.cfg.workers {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n => n,
@@ -135,7 +134,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
     ) -> Result<TrainOutcome, TrainError> {
         let p = self.p;
         let h = &p.cfg.hparams;
-        let mut state = ResumeState::start(h, p.cfg.seed);
+        let mut state = ResumeState::start(h, p.cfg.seed, p.layout);
         if let Some((dir, saved)) = &p.resume {
             (model, optim) = resume::load(dir, model, optim, &self.device)?;
             state = saved.continued(h);

@@ -63,7 +63,7 @@ use burn::tensor::backend::AutodiffBackend;
 use crate::artifact;
 use crate::backend::{self, BackendTask, Precision};
 use crate::hparams::{self, OptimizerKind};
-use crate::model::{ResNet, ResNetConfig};
+use crate::model::ResNet;
 use crate::sagemaker_log::{configuration_lines, info, parameter_lines};
 use crate::weights::{self, HeadPolicy};
 
@@ -192,7 +192,7 @@ impl TrainTask<'_> {
         let Some(device) = devices.first().cloned() else {
             return Err(TrainError::NoDevice);
         };
-        let resnet = ResNetConfig::new(h.num_layers, p.num_classes);
+        let resnet = p.network();
         if devices.len() > 1 {
             let sizes = shard_sizes(h.mini_batch_size, devices.len());
             info(
@@ -219,6 +219,19 @@ impl TrainTask<'_> {
         }
         B::seed(&device, p.cfg.seed);
         let mut model: ResNet<B> = resnet.init(&device);
+        if let Some(initial) = &p.initial {
+            let source = std::path::Path::new(&initial.source);
+            model = weights::load_state_dict(model, &initial.weights, source, &device)
+                .map_err(weights_err(source))?;
+            info(
+                self.log,
+                &format!(
+                    "Continuing the training of {} (incremental training: MXNet's \
+                     pre-activation ResNet-{}, {} classes)",
+                    initial.source, h.num_layers, p.num_classes
+                ),
+            );
+        }
         if let (true, Some(path)) = (h.use_pretrained_model, &p.cfg.pretrained) {
             let policy = if p.cfg.keep_head {
                 HeadPolicy::Keep

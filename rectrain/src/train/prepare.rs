@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::loader::{self, RecDataset};
-use crate::model::ResNetConfig;
+use crate::model::{Layout, ResNetConfig};
+use crate::mxnet::resnet::{open_trainable, TrainableCheckpoint};
+use crate::preprocess::PreprocessConfig;
 
 use super::resume::{self, ResumeState};
 use super::{TrainConfig, TrainError};
@@ -28,6 +30,74 @@ pub struct Prepared {
     pub pos_weights: Option<Vec<f32>>,
     /// The state to resume from.
     pub resume: Option<(PathBuf, ResumeState)>,
+    /// The network trained: torchvision's, or MXNet's when training goes on from
+    /// SageMaker's model (`--model`, or a resumed run that did).
+    pub layout: Layout,
+    /// `--model`'s checkpoint, the starting weights.
+    pub initial: Option<TrainableCheckpoint>,
+}
+
+impl Prepared {
+    /// The network's configuration.
+    pub fn network(&self) -> ResNetConfig {
+        ResNetConfig::new(self.cfg.hparams.num_layers, self.num_classes).with_layout(self.layout)
+    }
+
+    /// The preprocessing of training and validation: `image_shape`, `resize` and the
+    /// layout's pixel normalisation (stored in the artifact for prediction).
+    pub fn preprocess(&self) -> PreprocessConfig {
+        let h = &self.cfg.hparams;
+        PreprocessConfig {
+            normalization: self.layout.normalization(),
+            ..PreprocessConfig::new(h.image_shape, h.resize)
+        }
+    }
+}
+
+/// `--model`: SageMaker's rule for incremental training — the same `num_layers`,
+/// `image_shape` and `num_classes` as the model (and the same `multi_label`).
+fn check_initial_model(
+    path: &std::path::Path,
+    h: &crate::hparams::Hyperparameters,
+    num_classes: usize,
+) -> Result<TrainableCheckpoint, TrainError> {
+    let ck = open_trainable(path).map_err(|e| TrainError::Config(format!("--model: {e}")))?;
+    let mut differences = Vec::new();
+    if ck.network.num_layers != h.num_layers {
+        differences.push(format!(
+            "num_layers is {} but the model has {}",
+            h.num_layers, ck.network.num_layers
+        ));
+    }
+    if ck.image_shape != h.image_shape {
+        let [c, ih, iw] = ck.image_shape;
+        let [hc, hh, hw] = h.image_shape;
+        differences.push(format!(
+            "image_shape is {hc},{hh},{hw} but the model has {c},{ih},{iw}"
+        ));
+    }
+    if ck.network.num_classes != num_classes {
+        differences.push(format!(
+            "num_classes is {num_classes} but the model has {}",
+            ck.network.num_classes
+        ));
+    }
+    if ck.multi_label != h.multi_label {
+        differences.push(format!(
+            "multi_label is {} but the model's is {}",
+            u8::from(h.multi_label),
+            u8::from(ck.multi_label)
+        ));
+    }
+    if !differences.is_empty() {
+        return Err(TrainError::Config(format!(
+            "--model {}: incremental training keeps the model's network: {} (set them to the \
+             model's)",
+            ck.source,
+            differences.join("; ")
+        )));
+    }
+    Ok(ck)
 }
 
 /// Check every label against the class count (the loader's error names the record).
@@ -200,7 +270,24 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
             .collect()
     });
 
+    let initial = cfg
+        .model
+        .as_deref()
+        .map(|path| check_initial_model(path, &cfg.hparams, num_classes))
+        .transpose()?;
     let resume = resume::check(&mut cfg, &mut warn)?;
+    let layout = match (&initial, &resume) {
+        (Some(_), _) => Layout::Mxnet,
+        (None, Some((_, state))) => state.layout,
+        (None, None) => Layout::Torchvision,
+    };
+    if layout == Layout::Mxnet && cfg.hparams.use_pretrained_model {
+        return Err(TrainError::Config(
+            "use_pretrained_model=1 starts from torchvision weights; training on from a \
+             SageMaker model (--model) takes that model's weights instead: drop one of them"
+                .into(),
+        ));
+    }
 
     Ok(Prepared {
         cfg,
@@ -209,5 +296,7 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
         num_classes,
         pos_weights,
         resume,
+        layout,
+        initial,
     })
 }

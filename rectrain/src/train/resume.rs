@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::artifact;
 use crate::hparams::{self, Hyperparameters, RawHyperparameters};
 use crate::metrics::{Accumulator, BestTracker, EarlyStopping, EpochMetrics};
-use crate::model::ResNet;
+use crate::model::{Layout, ResNet};
 
 use super::error::{io_err, state_err};
 use super::{TrainConfig, TrainError};
@@ -44,6 +44,9 @@ pub struct ResumeState {
     pub hyperparameters: RawHyperparameters,
     /// The best checkpoint file, relative to the artifact directory.
     pub best_checkpoint: Option<String>,
+    /// The network trained (absent in states written before MXNet's layout existed).
+    #[serde(default)]
+    pub layout: Layout,
 }
 
 pub(super) const STATE_FORMAT: &str = "rectrain-state";
@@ -169,7 +172,7 @@ pub(super) fn check(
 
 impl ResumeState {
     /// The state of a run before its first step: epoch 0, nothing recorded yet.
-    pub(super) fn start(h: &Hyperparameters, seed: u64) -> Self {
+    pub(super) fn start(h: &Hyperparameters, seed: u64, layout: Layout) -> Self {
         ResumeState {
             format: STATE_FORMAT.into(),
             epoch: 0,
@@ -187,6 +190,7 @@ impl ResumeState {
             history: Vec::new(),
             hyperparameters: h.to_raw(),
             best_checkpoint: None,
+            layout,
         }
     }
 

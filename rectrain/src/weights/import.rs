@@ -14,7 +14,7 @@ use burn::tensor::{Tensor, TensorData};
 use crate::model::ResNet;
 
 use super::error::list;
-use super::mapping::{key_list, map_model, transpose, LeafMapper, Slot};
+use super::mapping::{key_list, map_model, transpose, Keys, LeafMapper, Slot};
 use super::{HostData, StateDict, WeightsError};
 
 /// What to do with the final fully connected layer when loading pretrained weights.
@@ -91,7 +91,7 @@ impl<B: Backend> Importer<'_, B> {
         };
         self.used.insert(full);
         if t.shape != shape {
-            let hint = if key.starts_with("fc.") {
+            let hint = if key.starts_with("fc.") || key.starts_with("fc1_") {
                 " (the file's classifier has another class count)".to_string()
             } else {
                 " (was the file saved for another num_layers?)".to_string()
@@ -149,26 +149,27 @@ impl<B: Backend> Importer<'_, B> {
 }
 
 impl<B: Backend> LeafMapper<B> for Importer<'_, B> {
-    fn conv(&mut self, name: &str, mut c: Conv2d<B>) -> Result<Conv2d<B>, WeightsError> {
-        c.weight = self.param(c.weight, &format!("{name}.weight"))?;
+    fn conv(&mut self, k: &Keys, mut c: Conv2d<B>) -> Result<Conv2d<B>, WeightsError> {
+        c.weight = self.param(c.weight, &k.weight())?;
         if let Some(b) = c.bias.take() {
-            c.bias = Some(self.param(b, &format!("{name}.bias"))?);
+            c.bias = Some(self.param(b, &k.bias())?);
         }
         Ok(c)
     }
-    fn bn(&mut self, name: &str, mut b: BatchNorm<B>) -> Result<BatchNorm<B>, WeightsError> {
-        b.gamma = self.param(b.gamma, &format!("{name}.weight"))?;
-        b.beta = self.param(b.beta, &format!("{name}.bias"))?;
-        b.running_mean = self.running(b.running_mean, &format!("{name}.running_mean"))?;
-        b.running_var = self.running(b.running_var, &format!("{name}.running_var"))?;
+    fn bn(&mut self, k: &Keys, mut b: BatchNorm<B>) -> Result<BatchNorm<B>, WeightsError> {
+        b.gamma = self.param(b.gamma, &k.gamma())?;
+        b.beta = self.param(b.beta, &k.beta())?;
+        b.running_mean = self.running(b.running_mean, &k.mean())?;
+        b.running_var = self.running(b.running_var, &k.var())?;
         // num_batches_tracked: accepted and ignored.
-        self.used
-            .insert(format!("{}{name}.num_batches_tracked", self.prefix));
+        if let Some(counter) = k.counter() {
+            self.used.insert(format!("{}{counter}", self.prefix));
+        }
         Ok(b)
     }
-    fn linear(&mut self, name: &str, mut l: Linear<B>) -> Result<Linear<B>, WeightsError> {
+    fn linear(&mut self, k: &Keys, mut l: Linear<B>) -> Result<Linear<B>, WeightsError> {
         let [i, o] = l.weight.dims();
-        let key = format!("{name}.weight");
+        let key = k.weight();
         if let Some(values) = self.fetch(&key, &[o, i])? {
             let t = Tensor::<B, 2>::from_data(
                 TensorData::new(transpose(&values, o, i), [i, o]),
@@ -178,7 +179,7 @@ impl<B: Backend> LeafMapper<B> for Importer<'_, B> {
             l.weight = l.weight.transform_for_load(t, id);
         }
         if let Some(b) = l.bias.take() {
-            l.bias = Some(self.param(b, &format!("{name}.bias"))?);
+            l.bias = Some(self.param(b, &k.bias())?);
         }
         Ok(l)
     }

@@ -1,4 +1,5 @@
-//! The model under torchvision's state-dict names: walking it leaf by leaf
+//! The model under its tensor names (torchvision's state-dict keys, or MXNet's
+//! parameter names for MXNet's layout): walking it leaf by leaf
 //! ([`LeafVisitor`], [`visit`]), rebuilding it leaf by leaf ([`LeafMapper`],
 //! [`map_model`]), the list of its keys and shapes ([`KeyLister`]) and its export as a
 //! state dict ([`Exporter`]).
@@ -8,74 +9,233 @@ use burn::nn::{BatchNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-use crate::model::{Block, Downsample, ResNet};
+use crate::model::{Block, Downsample, Layout, ResNet};
 
 use super::{HostData, HostTensor, StateDict, WeightsError};
 
 // ---------------------------------------------------------------------------
-// Walking the model with torchvision names
+// Walking the model with torchvision's or MXNet's names
 // ---------------------------------------------------------------------------
 
-/// Calls `f` on every leaf layer with its torchvision name (`conv1`, `layer1.0.bn2`,
-/// `layer2.0.downsample.0`, `fc`, …), in torchvision's state-dict order.
+/// How tensors are named: torchvision's state-dict keys (`layer1.0.bn1.running_mean`,
+/// for [`Layout::Torchvision`]) or MXNet's parameter names without their `arg:`/`aux:`
+/// prefix (`stage1_unit1_bn1_moving_mean`, for [`Layout::Mxnet`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Naming {
+    Torch,
+    Mxnet,
+}
+
+impl Naming {
+    pub(super) fn of(layout: Layout) -> Self {
+        match layout {
+            Layout::Torchvision => Naming::Torch,
+            Layout::Mxnet => Naming::Mxnet,
+        }
+    }
+}
+
+/// The names of one layer's tensors.
+pub(super) struct Keys {
+    layer: String,
+    naming: Naming,
+}
+
+impl Keys {
+    fn key(&self, torch: &str, mxnet: &str) -> String {
+        match self.naming {
+            Naming::Torch => format!("{}.{torch}", self.layer),
+            Naming::Mxnet => format!("{}_{mxnet}", self.layer),
+        }
+    }
+    /// A convolution's or a linear layer's weight.
+    pub(super) fn weight(&self) -> String {
+        self.key("weight", "weight")
+    }
+    /// A convolution's or a linear layer's bias.
+    pub(super) fn bias(&self) -> String {
+        self.key("bias", "bias")
+    }
+    /// A BatchNorm's γ.
+    pub(super) fn gamma(&self) -> String {
+        self.key("weight", "gamma")
+    }
+    /// A BatchNorm's β.
+    pub(super) fn beta(&self) -> String {
+        self.key("bias", "beta")
+    }
+    /// A BatchNorm's running mean.
+    pub(super) fn mean(&self) -> String {
+        self.key("running_mean", "moving_mean")
+    }
+    /// A BatchNorm's running variance.
+    pub(super) fn var(&self) -> String {
+        self.key("running_var", "moving_var")
+    }
+    /// torch's `num_batches_tracked` (MXNet has none).
+    pub(super) fn counter(&self) -> Option<String> {
+        (self.naming == Naming::Torch).then(|| self.key("num_batches_tracked", ""))
+    }
+}
+
+/// Walks the model leaf by leaf with names, in the state-dict order of its layout
+/// (torchvision's, or MXNet's parameter order), calling the visitor's `conv`, `bn`,
+/// `linear`.
 pub(super) trait LeafVisitor<B: Backend> {
-    fn conv(&mut self, name: &str, c: &Conv2d<B>);
-    fn bn(&mut self, name: &str, b: &BatchNorm<B>);
-    fn linear(&mut self, name: &str, l: &Linear<B>);
+    fn conv(&mut self, k: &Keys, c: &Conv2d<B>);
+    fn bn(&mut self, k: &Keys, b: &BatchNorm<B>);
+    fn linear(&mut self, k: &Keys, l: &Linear<B>);
+}
+
+/// A convolution or a BatchNorm of a block.
+enum LeafRef<'a, B: Backend> {
+    Conv(&'a Conv2d<B>),
+    Bn(&'a BatchNorm<B>),
+}
+
+/// The projection shortcut's layer names: torchvision's `downsample.0`/`.1`, MXNet's
+/// `sc` (a convolution alone).
+fn shortcut_names(preact: bool) -> (&'static str, &'static str) {
+    if preact {
+        ("sc", "sc_bn")
+    } else {
+        ("downsample.0", "downsample.1")
+    }
+}
+
+/// A block's layers in its layout's order with their names (torchvision's `conv1`,
+/// `bn1`, …, `downsample.0`/`.1`; MXNet's `bn1`, `conv1`, …, `sc`).
+fn block_leaves<B: Backend>(b: &Block<B>) -> Vec<(&'static str, LeafRef<'_, B>)> {
+    let mut v = vec![
+        ("conv1", LeafRef::Conv(&b.conv1)),
+        ("bn1", LeafRef::Bn(&b.bn1)),
+        ("conv2", LeafRef::Conv(&b.conv2)),
+        ("bn2", LeafRef::Bn(&b.bn2)),
+    ];
+    if let (Some(c3), Some(b3)) = (&b.conv3, &b.bn3) {
+        v.push(("conv3", LeafRef::Conv(c3)));
+        v.push(("bn3", LeafRef::Bn(b3)));
+    }
+    if b.preact {
+        // Each BatchNorm before its convolution.
+        for pair in v.chunks_mut(2) {
+            pair.swap(0, 1);
+        }
+    }
+    if let Some(d) = &b.downsample {
+        let (conv, bn) = shortcut_names(b.preact);
+        v.push((conv, LeafRef::Conv(&d.conv)));
+        if let Some(b) = &d.bn {
+            v.push((bn, LeafRef::Bn(b)));
+        }
+    }
+    v
+}
+
+/// The name of block `bi` (0-based) of stage `li` (1-based).
+fn block_name(naming: Naming, li: usize, bi: usize) -> String {
+    match naming {
+        Naming::Torch => format!("layer{li}.{bi}"),
+        Naming::Mxnet => format!("stage{li}_unit{}", bi + 1),
+    }
+}
+
+/// The name of a block's layer: `layer1.0.conv1`, `stage1_unit1_conv1`.
+fn leaf_name(naming: Naming, block: &str, leaf: &str) -> String {
+    match naming {
+        Naming::Torch => format!("{block}.{leaf}"),
+        Naming::Mxnet => format!("{block}_{leaf}"),
+    }
+}
+
+/// The names of the layers outside the blocks: input BatchNorm, stem convolution and
+/// BatchNorm, final BatchNorm, classifier.
+struct Outer {
+    bn_data: &'static str,
+    conv1: &'static str,
+    bn1: &'static str,
+    bn_out: &'static str,
+    fc: &'static str,
+}
+
+fn outer(naming: Naming) -> Outer {
+    match naming {
+        Naming::Torch => Outer {
+            bn_data: "bn_data",
+            conv1: "conv1",
+            bn1: "bn1",
+            bn_out: "bn_out",
+            fc: "fc",
+        },
+        Naming::Mxnet => Outer {
+            bn_data: "bn_data",
+            conv1: "conv0",
+            bn1: "bn0",
+            bn_out: "bn1",
+            fc: "fc1",
+        },
+    }
 }
 
 pub(super) fn visit<B: Backend>(m: &ResNet<B>, v: &mut impl LeafVisitor<B>) {
-    v.conv("conv1", &m.conv1);
-    v.bn("bn1", &m.bn1);
+    let naming = Naming::of(m.layout());
+    let keys = |layer: String| Keys { layer, naming };
+    let o = outer(naming);
+    if let Some(bn) = &m.bn_data {
+        v.bn(&keys(o.bn_data.into()), bn);
+    }
+    v.conv(&keys(o.conv1.into()), &m.conv1);
+    v.bn(&keys(o.bn1.into()), &m.bn1);
     for (li, layer) in [&m.layer1, &m.layer2, &m.layer3, &m.layer4]
         .iter()
         .enumerate()
     {
         for (bi, block) in layer.iter().enumerate() {
-            let p = format!("layer{}.{bi}", li + 1);
-            v.conv(&format!("{p}.conv1"), &block.conv1);
-            v.bn(&format!("{p}.bn1"), &block.bn1);
-            v.conv(&format!("{p}.conv2"), &block.conv2);
-            v.bn(&format!("{p}.bn2"), &block.bn2);
-            if let (Some(c3), Some(b3)) = (&block.conv3, &block.bn3) {
-                v.conv(&format!("{p}.conv3"), c3);
-                v.bn(&format!("{p}.bn3"), b3);
-            }
-            if let Some(d) = &block.downsample {
-                v.conv(&format!("{p}.downsample.0"), &d.conv);
-                v.bn(&format!("{p}.downsample.1"), &d.bn);
+            let p = block_name(naming, li + 1, bi);
+            for (name, leaf) in block_leaves(block) {
+                let k = keys(leaf_name(naming, &p, name));
+                match leaf {
+                    LeafRef::Conv(c) => v.conv(&k, c),
+                    LeafRef::Bn(b) => v.bn(&k, b),
+                }
             }
         }
     }
-    v.linear("fc", &m.fc);
+    if let Some(bn) = &m.bn_out {
+        v.bn(&keys(o.bn_out.into()), bn);
+    }
+    v.linear(&keys(o.fc.into()), &m.fc);
 }
-
-/// Rebuilds the model leaf by leaf (same names and order as [`visit`]).
+/// Rebuilds the model leaf by leaf (same names as [`visit`]).
 pub(super) trait LeafMapper<B: Backend> {
-    fn conv(&mut self, name: &str, c: Conv2d<B>) -> Result<Conv2d<B>, WeightsError>;
-    fn bn(&mut self, name: &str, b: BatchNorm<B>) -> Result<BatchNorm<B>, WeightsError>;
-    fn linear(&mut self, name: &str, l: Linear<B>) -> Result<Linear<B>, WeightsError>;
+    fn conv(&mut self, k: &Keys, c: Conv2d<B>) -> Result<Conv2d<B>, WeightsError>;
+    fn bn(&mut self, k: &Keys, b: BatchNorm<B>) -> Result<BatchNorm<B>, WeightsError>;
+    fn linear(&mut self, k: &Keys, l: Linear<B>) -> Result<Linear<B>, WeightsError>;
 }
 
 fn map_block<B: Backend>(
     f: &mut impl LeafMapper<B>,
+    naming: Naming,
     p: &str,
     b: Block<B>,
 ) -> Result<Block<B>, WeightsError> {
+    let k = |leaf: &str| Keys {
+        layer: leaf_name(naming, p, leaf),
+        naming,
+    };
+    let (sc_conv, sc_bn) = shortcut_names(b.preact);
     Ok(Block {
-        conv1: f.conv(&format!("{p}.conv1"), b.conv1)?,
-        bn1: f.bn(&format!("{p}.bn1"), b.bn1)?,
-        conv2: f.conv(&format!("{p}.conv2"), b.conv2)?,
-        bn2: f.bn(&format!("{p}.bn2"), b.bn2)?,
-        conv3: b
-            .conv3
-            .map(|c| f.conv(&format!("{p}.conv3"), c))
-            .transpose()?,
-        bn3: b.bn3.map(|c| f.bn(&format!("{p}.bn3"), c)).transpose()?,
+        preact: b.preact,
+        conv1: f.conv(&k("conv1"), b.conv1)?,
+        bn1: f.bn(&k("bn1"), b.bn1)?,
+        conv2: f.conv(&k("conv2"), b.conv2)?,
+        bn2: f.bn(&k("bn2"), b.bn2)?,
+        conv3: b.conv3.map(|c| f.conv(&k("conv3"), c)).transpose()?,
+        bn3: b.bn3.map(|c| f.bn(&k("bn3"), c)).transpose()?,
         downsample: match b.downsample {
             Some(d) => Some(Downsample {
-                conv: f.conv(&format!("{p}.downsample.0"), d.conv)?,
-                bn: f.bn(&format!("{p}.downsample.1"), d.bn)?,
+                conv: f.conv(&k(sc_conv), d.conv)?,
+                bn: d.bn.map(|bn| f.bn(&k(sc_bn), bn)).transpose()?,
             }),
             None => None,
         },
@@ -84,23 +244,30 @@ fn map_block<B: Backend>(
 
 fn map_layer<B: Backend>(
     f: &mut impl LeafMapper<B>,
+    naming: Naming,
     li: usize,
     layer: Vec<Block<B>>,
 ) -> Result<Vec<Block<B>>, WeightsError> {
     layer
         .into_iter()
         .enumerate()
-        .map(|(bi, b)| map_block(f, &format!("layer{li}.{bi}"), b))
+        .map(|(bi, b)| map_block(f, naming, &block_name(naming, li, bi), b))
         .collect()
 }
 
-/// Rebuilds the model through `f`, leaf by leaf, in the order of [`visit`] (so errors
-/// name the first offending tensor in torchvision's order).
+/// Rebuilds the model through `f`, leaf by leaf, with the names of [`visit`].
 pub(super) fn map_model<B: Backend>(
     m: ResNet<B>,
     f: &mut impl LeafMapper<B>,
 ) -> Result<ResNet<B>, WeightsError> {
+    let naming = Naming::of(m.layout());
+    let keys = |layer: &str| Keys {
+        layer: layer.to_string(),
+        naming,
+    };
+    let o = outer(naming);
     let ResNet {
+        bn_data,
         conv1,
         bn1,
         maxpool,
@@ -108,17 +275,20 @@ pub(super) fn map_model<B: Backend>(
         layer2,
         layer3,
         layer4,
+        bn_out,
         fc,
     } = m;
     Ok(ResNet {
-        conv1: f.conv("conv1", conv1)?,
-        bn1: f.bn("bn1", bn1)?,
+        bn_data: bn_data.map(|b| f.bn(&keys(o.bn_data), b)).transpose()?,
+        conv1: f.conv(&keys(o.conv1), conv1)?,
+        bn1: f.bn(&keys(o.bn1), bn1)?,
         maxpool,
-        layer1: map_layer(f, 1, layer1)?,
-        layer2: map_layer(f, 2, layer2)?,
-        layer3: map_layer(f, 3, layer3)?,
-        layer4: map_layer(f, 4, layer4)?,
-        fc: f.linear("fc", fc)?,
+        layer1: map_layer(f, naming, 1, layer1)?,
+        layer2: map_layer(f, naming, 2, layer2)?,
+        layer3: map_layer(f, naming, 3, layer3)?,
+        layer4: map_layer(f, naming, 4, layer4)?,
+        bn_out: bn_out.map(|b| f.bn(&keys(o.bn_out), b)).transpose()?,
+        fc: f.linear(&keys(o.fc), fc)?,
     })
 }
 
@@ -134,32 +304,27 @@ pub(super) enum Slot {
 pub(super) struct KeyLister(Vec<(String, Vec<usize>, Slot)>);
 
 impl<B: Backend> LeafVisitor<B> for KeyLister {
-    fn conv(&mut self, name: &str, c: &Conv2d<B>) {
-        self.0.push((
-            format!("{name}.weight"),
-            c.weight.dims().to_vec(),
-            Slot::Float,
-        ));
+    fn conv(&mut self, k: &Keys, c: &Conv2d<B>) {
+        self.0
+            .push((k.weight(), c.weight.dims().to_vec(), Slot::Float));
         if let Some(b) = &c.bias {
-            self.0
-                .push((format!("{name}.bias"), b.dims().to_vec(), Slot::Float));
+            self.0.push((k.bias(), b.dims().to_vec(), Slot::Float));
         }
     }
-    fn bn(&mut self, name: &str, b: &BatchNorm<B>) {
+    fn bn(&mut self, k: &Keys, b: &BatchNorm<B>) {
         let n = b.gamma.dims().to_vec();
-        for k in ["weight", "bias", "running_mean", "running_var"] {
-            self.0.push((format!("{name}.{k}"), n.clone(), Slot::Float));
+        for key in [k.gamma(), k.beta(), k.mean(), k.var()] {
+            self.0.push((key, n.clone(), Slot::Float));
         }
-        self.0
-            .push((format!("{name}.num_batches_tracked"), vec![], Slot::Counter));
+        if let Some(key) = k.counter() {
+            self.0.push((key, vec![], Slot::Counter));
+        }
     }
-    fn linear(&mut self, name: &str, l: &Linear<B>) {
+    fn linear(&mut self, k: &Keys, l: &Linear<B>) {
         let [i, o] = l.weight.dims();
-        self.0
-            .push((format!("{name}.weight"), vec![o, i], Slot::Float));
+        self.0.push((k.weight(), vec![o, i], Slot::Float));
         if let Some(b) = &l.bias {
-            self.0
-                .push((format!("{name}.bias"), b.dims().to_vec(), Slot::Float));
+            self.0.push((k.bias(), b.dims().to_vec(), Slot::Float));
         }
     }
 }
@@ -202,44 +367,34 @@ impl Exporter {
 }
 
 impl<B: Backend> LeafVisitor<B> for Exporter {
-    fn conv(&mut self, name: &str, c: &Conv2d<B>) {
-        self.put(
-            format!("{name}.weight"),
-            c.weight.dims().to_vec(),
-            to_f32(c.weight.val()),
-        );
+    fn conv(&mut self, k: &Keys, c: &Conv2d<B>) {
+        self.put(k.weight(), c.weight.dims().to_vec(), to_f32(c.weight.val()));
         if let Some(b) = &c.bias {
-            self.put(format!("{name}.bias"), b.dims().to_vec(), to_f32(b.val()));
+            self.put(k.bias(), b.dims().to_vec(), to_f32(b.val()));
         }
     }
-    fn bn(&mut self, name: &str, b: &BatchNorm<B>) {
+    fn bn(&mut self, k: &Keys, b: &BatchNorm<B>) {
         let n = b.gamma.dims().to_vec();
-        self.put(format!("{name}.weight"), n.clone(), to_f32(b.gamma.val()));
-        self.put(format!("{name}.bias"), n.clone(), to_f32(b.beta.val()));
-        self.put(
-            format!("{name}.running_mean"),
-            n.clone(),
-            to_f32(b.running_mean.value_sync()),
-        );
-        self.put(
-            format!("{name}.running_var"),
-            n,
-            to_f32(b.running_var.value_sync()),
-        );
-        self.0.insert(
-            format!("{name}.num_batches_tracked"),
-            HostTensor {
-                shape: vec![],
-                data: HostData::I64(vec![0]),
-            },
-        );
+        self.put(k.gamma(), n.clone(), to_f32(b.gamma.val()));
+        self.put(k.beta(), n.clone(), to_f32(b.beta.val()));
+        self.put(k.mean(), n.clone(), to_f32(b.running_mean.value_sync()));
+        self.put(k.var(), n, to_f32(b.running_var.value_sync()));
+        if let Some(key) = k.counter() {
+            self.0.insert(
+                key,
+                HostTensor {
+                    shape: vec![],
+                    data: HostData::I64(vec![0]),
+                },
+            );
+        }
     }
-    fn linear(&mut self, name: &str, l: &Linear<B>) {
+    fn linear(&mut self, k: &Keys, l: &Linear<B>) {
         let [i, o] = l.weight.dims();
         let w = to_f32(l.weight.val());
-        self.put(format!("{name}.weight"), vec![o, i], transpose(&w, i, o));
+        self.put(k.weight(), vec![o, i], transpose(&w, i, o));
         if let Some(b) = &l.bias {
-            self.put(format!("{name}.bias"), b.dims().to_vec(), to_f32(b.val()));
+            self.put(k.bias(), b.dims().to_vec(), to_f32(b.val()));
         }
     }
 }

@@ -472,6 +472,7 @@ fn data_parallel_training_on_two_cpu_replicas() {
             classes_file: None,
             pretrained: None,
             keep_head: false,
+            model: None,
             seed: 3,
             device: DeviceSpec::Cpu,
             resume: None,
