@@ -402,8 +402,8 @@ fn sagemaker_resnet18_artifact(dir: &Path, classes: usize) {
         let values: Vec<f32> = (0..n)
             .map(|_| {
                 let r = rng.next();
-                if name.starts_with("bn_data_") {
-                    match &name["bn_data_".len()..] {
+                if let Some(field) = name.strip_prefix("bn_data_") {
+                    match field {
                         "gamma" => 1.0,
                         "beta" => 0.0,
                         "moving_mean" => 120.0 + 10.0 * r,

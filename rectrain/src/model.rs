@@ -743,6 +743,8 @@ impl<B: Backend> FoldedBlock<B> {
 #[derive(Debug)]
 pub struct FoldedResNet<B: Backend>(Folded<B>);
 
+// One value per loaded model: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Folded<B: Backend> {
     Folded {
