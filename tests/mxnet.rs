@@ -674,3 +674,81 @@ fn incremental_training_refuses_what_does_not_fit() {
         &["set.rec", "not an MXNet checkpoint"],
     );
 }
+
+/// `--pretrained` with a model SageMaker trained: transfer learning on SageMaker's network
+/// (its weights, a new classifier for this data's classes); another depth is refused.
+#[test]
+fn sagemaker_model_as_pretrained_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sm = tmp.path().join("sagemaker");
+    sagemaker_resnet18_artifact(&sm, 5);
+    run_expect(
+        pipeline_tests::tool("rectrain")
+            .args(["--export-mxnet", "--out"])
+            .arg(&sm),
+        0,
+    );
+    let tarball = sm.join("model.tar.gz");
+    let rec = two_class_rec(tmp.path());
+    let run = tmp.path().join("run");
+    let out = pipeline_tests::train_tiny(
+        &rec,
+        &rec,
+        &run,
+        &[
+            "--image-shape",
+            "3,48,48",
+            "--epochs",
+            "1",
+            "--mini-batch-size",
+            "2",
+            "--pretrained",
+            tarball.to_str().unwrap(),
+        ],
+    );
+    let log = stderr_text(&out);
+    assert!(
+        log.contains("Loaded pretrained weights from")
+            && log.contains("fc re-initialised")
+            && log.contains("transfer learning of SageMaker's network"),
+        "{log}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architecture"], "mxnet-resnet");
+    assert_eq!(config["num_classes"], 2);
+    let preds = wire::parse(&stdout_text(&run_expect(
+        recpredict(&run).args(images()),
+        0,
+    )))
+    .0;
+    assert!(preds.iter().all(|p| p.prediction.len() == 2));
+
+    let out = run_expect(
+        pipeline_tests::tool("rectrain")
+            .arg("--train")
+            .arg(&rec)
+            .arg("--validation")
+            .arg(&rec)
+            .arg("--out")
+            .arg(tmp.path().join("deeper"))
+            .args([
+                "--device",
+                "cpu",
+                "--num-layers",
+                "34",
+                "--image-shape",
+                "3,48,48",
+                "--mini-batch-size",
+                "2",
+            ])
+            .arg("--pretrained")
+            .arg(&tarball),
+        2,
+    );
+    let err = stderr_text(&out);
+    assert!(
+        err.contains("model.tar.gz") && err.contains("num_layers is 34 but the model has 18"),
+        "{err}"
+    );
+}

@@ -123,8 +123,9 @@ pub struct Opts {
     #[command(flatten)]
     hparam_flags: HyperparameterArgs,
 
-    /// Pretrained weights: a torchvision ResNet .pth or .safetensors (implies
-    /// --use-pretrained-model 1). Nothing can be downloaded.
+    /// Pretrained weights: a torchvision ResNet .pth or .safetensors, or a model
+    /// SageMaker trained (model.tar.gz: its network is trained, with a new classifier)
+    /// (implies --use-pretrained-model 1). Nothing can be downloaded.
     #[arg(long, value_name = "PATH")]
     pretrained: Option<PathBuf>,
     /// With --pretrained: keep its final fully connected layer (same classes)

@@ -75,10 +75,11 @@ impl LoaderConfig {
         if self.batch_size == 0 {
             return Err(LoaderError::Config("batch_size must be positive".into()));
         }
-        if self.workers > 1024 {
+        if self.workers > crate::cli::MAX_WORKERS {
             return Err(LoaderError::Config(format!(
-                "{} workers is too many (at most 1024)",
-                self.workers
+                "{} workers is too many (at most {})",
+                self.workers,
+                crate::cli::MAX_WORKERS
             )));
         }
         self.preprocess

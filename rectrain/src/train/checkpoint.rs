@@ -181,7 +181,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
                 "num_validation_samples": p.validation.len(),
                 "device": self.device_name(),
                 "pretrained": p.cfg.pretrained.as_ref().map(|x| x.display().to_string()),
-                "initial_model": p.initial.as_ref().map(|m| m.source.clone()),
+                "initial_model": p.cfg.model.as_ref().and(p.initial.as_ref()).map(|m| m.checkpoint.source.clone()),
                 "mean_images_per_second": mean_ips,
             }),
         };

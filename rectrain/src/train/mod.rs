@@ -71,7 +71,7 @@ pub use config::{DataSource, TrainConfig, TrainOutcome};
 pub use data_parallel::{shard_sizes, DataParallel, ParallelStep};
 pub use error::TrainError;
 pub use optim::all_finite;
-pub use prepare::{prepare, Prepared, TOO_FEW_IMAGES};
+pub use prepare::{prepare, InitialModel, Prepared, TOO_FEW_IMAGES};
 pub use resume::{find_resume_dir, read_resume_state, ResumeState};
 
 use epoch::Run;
@@ -220,19 +220,36 @@ impl TrainTask<'_> {
         B::seed(&device, p.cfg.seed);
         let mut model: ResNet<B> = resnet.init(&device);
         if let Some(initial) = &p.initial {
-            let source = std::path::Path::new(&initial.source);
-            model = weights::load_state_dict(model, &initial.weights, source, &device)
-                .map_err(weights_err(source))?;
+            let ck = &initial.checkpoint;
+            let source = std::path::Path::new(&ck.source);
+            let (m, report) = weights::load_state_dict_with_head(
+                model,
+                &ck.weights,
+                source,
+                initial.head,
+                &device,
+            )
+            .map_err(weights_err(source))?;
+            model = m;
+            let what = if p.cfg.model.is_some() {
+                format!(
+                    "Continuing the training of {} (incremental training",
+                    ck.source
+                )
+            } else {
+                format!(
+                    "Loaded pretrained weights from {}: {report} (transfer learning",
+                    ck.source
+                )
+            };
             info(
                 self.log,
                 &format!(
-                    "Continuing the training of {} (incremental training: MXNet's \
-                     pre-activation ResNet-{}, {} classes)",
-                    initial.source, h.num_layers, p.num_classes
+                    "{what} of SageMaker's network: MXNet's pre-activation ResNet-{}, {} classes)",
+                    h.num_layers, p.num_classes
                 ),
             );
-        }
-        if let (true, Some(path)) = (h.use_pretrained_model, &p.cfg.pretrained) {
+        } else if let (true, Some(path)) = (h.use_pretrained_model, &p.cfg.pretrained) {
             let policy = if p.cfg.keep_head {
                 HeadPolicy::Keep
             } else {

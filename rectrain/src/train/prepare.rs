@@ -8,6 +8,7 @@ use crate::loader::{self, RecDataset};
 use crate::model::{Layout, ResNetConfig};
 use crate::mxnet::resnet::{open_trainable, TrainableCheckpoint};
 use crate::preprocess::PreprocessConfig;
+use crate::weights::HeadPolicy;
 
 use super::resume::{self, ResumeState};
 use super::{TrainConfig, TrainError};
@@ -33,8 +34,19 @@ pub struct Prepared {
     /// The network trained: torchvision's, or MXNet's when training goes on from
     /// SageMaker's model (`--model`, or a resumed run that did).
     pub layout: Layout,
-    /// `--model`'s checkpoint, the starting weights.
-    pub initial: Option<TrainableCheckpoint>,
+    /// The starting weights when they are SageMaker's network (`--model`, or
+    /// `--pretrained` naming an MXNet checkpoint).
+    pub initial: Option<InitialModel>,
+}
+
+/// SageMaker's network as the starting point of a run.
+pub struct InitialModel {
+    /// The checkpoint.
+    pub checkpoint: TrainableCheckpoint,
+    /// [`HeadPolicy::Keep`] for `--model` (incremental training) and `--pretrained`
+    /// with `--keep-head`; [`HeadPolicy::Reinit`] for `--pretrained` (transfer
+    /// learning: a fresh `fc1` for `num_classes`).
+    pub head: HeadPolicy,
 }
 
 impl Prepared {
@@ -52,6 +64,41 @@ impl Prepared {
             ..PreprocessConfig::new(h.image_shape, h.resize)
         }
     }
+}
+
+/// `--pretrained` naming a SageMaker model: transfer learning from SageMaker's network.
+/// `num_layers` must be the model's (the network is the model's); the classifier is
+/// re-initialised for `num_classes`, or kept with `--keep-head` (then `num_classes`
+/// must be the model's too).
+fn check_pretrained_model(
+    path: &std::path::Path,
+    h: &crate::hparams::Hyperparameters,
+    num_classes: usize,
+    keep_head: bool,
+) -> Result<InitialModel, TrainError> {
+    let ck = open_trainable(path).map_err(|e| TrainError::Config(format!("--pretrained: {e}")))?;
+    if ck.network.num_layers != h.num_layers {
+        return Err(TrainError::Config(format!(
+            "--pretrained {}: num_layers is {} but the model has {} (transfer learning keeps \
+             the model's network)",
+            ck.source, h.num_layers, ck.network.num_layers
+        )));
+    }
+    if keep_head && ck.network.num_classes != num_classes {
+        return Err(TrainError::Config(format!(
+            "--pretrained {} --keep-head: num_classes is {num_classes} but the model's \
+             classifier has {}",
+            ck.source, ck.network.num_classes
+        )));
+    }
+    Ok(InitialModel {
+        checkpoint: ck,
+        head: if keep_head {
+            HeadPolicy::Keep
+        } else {
+            HeadPolicy::Reinit
+        },
+    })
 }
 
 /// `--model`: SageMaker's rule for incremental training — the same `num_layers`,
@@ -211,7 +258,15 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
             names.extend((names.len()..num_classes).map(|i| i.to_string()));
         }
     }
-    if let Some(path) = &cfg.pretrained {
+    // --pretrained may also be a model SageMaker trained (an MXNet checkpoint: a
+    // model.tar.gz, a folder, a prefix): transfer learning from SageMaker's network.
+    let pretrained_mxnet = match &cfg.pretrained {
+        Some(path) => crate::mxnet::archive::locate(path)
+            .map_err(|e| TrainError::Config(format!("--pretrained: {e}")))?
+            .is_some(),
+        None => false,
+    };
+    if let (Some(path), false) = (&cfg.pretrained, pretrained_mxnet) {
         if let Err(e) = loader::not_a_directory(path) {
             return Err(TrainError::Config(format!(
                 "pretrained weights {}: {e}",
@@ -270,23 +325,32 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
             .collect()
     });
 
-    let initial = cfg
-        .model
-        .as_deref()
-        .map(|path| check_initial_model(path, &cfg.hparams, num_classes))
-        .transpose()?;
+    let initial = match (&cfg.model, &cfg.pretrained) {
+        (Some(path), _) => Some(InitialModel {
+            checkpoint: check_initial_model(path, &cfg.hparams, num_classes)?,
+            head: HeadPolicy::Keep,
+        }),
+        (None, Some(path)) if pretrained_mxnet => Some(check_pretrained_model(
+            path,
+            &cfg.hparams,
+            num_classes,
+            cfg.keep_head,
+        )?),
+        _ => None,
+    };
     let resume = resume::check(&mut cfg, &mut warn)?;
     let layout = match (&initial, &resume) {
         (Some(_), _) => Layout::Mxnet,
         (None, Some((_, state))) => state.layout,
         (None, None) => Layout::Torchvision,
     };
-    if layout == Layout::Mxnet && cfg.hparams.use_pretrained_model {
-        return Err(TrainError::Config(
-            "use_pretrained_model=1 starts from torchvision weights; training on from a \
-             SageMaker model (--model) takes that model's weights instead: drop one of them"
-                .into(),
-        ));
+    if layout == Layout::Mxnet && cfg.hparams.image_shape[1] <= 32 {
+        let [c, ih, iw] = cfg.hparams.image_shape;
+        return Err(TrainError::Config(format!(
+            "image_shape {c},{ih},{iw}: SageMaker's network (--model, or --pretrained with a \
+             SageMaker model) is trained here for images over 32 pixels high; for smaller ones \
+             its resnet.py builds another stem (a 3×3 convolution, no pooling)"
+        )));
     }
 
     Ok(Prepared {

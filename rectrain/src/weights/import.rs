@@ -11,7 +11,7 @@ use burn::nn::{BatchNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::model::ResNet;
+use crate::model::{Layout, ResNet};
 
 use super::error::list;
 use super::mapping::{key_list, map_model, transpose, Keys, LeafMapper, Slot};
@@ -238,8 +238,14 @@ pub(super) fn apply_state_dict<B: Backend>(
     } else {
         find_prefix(&file_keys, &model_keys)
     };
+    // The classifier's tensors: torchvision's `fc.*`, MXNet's `fc1_*`.
+    let head_prefix = match model.layout() {
+        Layout::Torchvision => "fc.",
+        Layout::Mxnet => "fc1_",
+    };
+    let is_head = |k: &str| k.starts_with(head_prefix);
     let skip: BTreeSet<String> = match head {
-        HeadPolicy::Reinit => ["fc.weight", "fc.bias"].map(String::from).into(),
+        HeadPolicy::Reinit => model_keys.iter().filter(|k| is_head(k)).cloned().collect(),
         HeadPolicy::Keep => BTreeSet::new(),
     };
     let mut imp = Importer {
@@ -255,7 +261,7 @@ pub(super) fn apply_state_dict<B: Backend>(
     // Check every key before touching the model, so errors list all missing keys.
     let backbone_missing: Vec<String> = model_keys
         .iter()
-        .filter(|k| !(head == HeadPolicy::Reinit && k.starts_with("fc.")))
+        .filter(|k| !(head == HeadPolicy::Reinit && is_head(k)))
         .filter(|k| !file_keys.contains(format!("{prefix}{k}").as_str()))
         .cloned()
         .collect();
@@ -269,8 +275,7 @@ pub(super) fn apply_state_dict<B: Backend>(
                  not a torchvision ResNet state dict?)",
                 sample.join(", ")
             )
-        } else if head == HeadPolicy::Keep && backbone_missing.iter().all(|k| k.starts_with("fc."))
-        {
+        } else if head == HeadPolicy::Keep && backbone_missing.iter().all(|k| is_head(k)) {
             " (the file has no fc: re-initialise the head instead of keeping it)".to_string()
         } else {
             " (was the file saved for another num_layers?)".to_string()

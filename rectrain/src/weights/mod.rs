@@ -97,6 +97,19 @@ pub fn load_safetensors<B: Backend>(
     apply_state_dict(model, &sd, path, HeadPolicy::Keep, true, device).map(|(m, _)| m)
 }
 
+/// Applies an in-memory state dict strictly (every key the model has, right shapes,
+/// none extra), except that with [`HeadPolicy::Reinit`] the model keeps its own fresh
+/// classifier (the file's is ignored). `origin` names the source in errors.
+pub fn load_state_dict_with_head<B: Backend>(
+    model: ResNet<B>,
+    sd: &StateDict,
+    origin: &Path,
+    head: HeadPolicy,
+    device: &B::Device,
+) -> Result<(ResNet<B>, LoadReport), WeightsError> {
+    apply_state_dict(model, sd, origin, head, true, device)
+}
+
 /// Applies an in-memory state dict strictly (all keys, right shapes, none extra).
 /// `origin` names the source in errors.
 pub fn load_state_dict<B: Backend>(
