@@ -103,8 +103,26 @@ pub fn logits<B: Backend>(
         .expect("converted to f32")
 }
 
-trait Run: Send {
+/// A network loaded on a device (behind the backend type): logits of a batch.
+pub(crate) trait Run: Send {
+    /// `[n, classes]` row-major logits of `n` images of `shape`.
     fn logits(&self, images: &[f32], n: usize, shape: [usize; 3]) -> Vec<f32>;
+}
+
+/// `run`'s logits of `images` (`n` images of `shape`, the length already checked), in
+/// forward passes of at most `batch_size` images: `[n, classes]` row-major.
+pub(crate) fn logits_in_passes(
+    run: &dyn Run,
+    images: &[f32],
+    shape: [usize; 3],
+    batch_size: usize,
+) -> Vec<f32> {
+    let per_image = shape.iter().product::<usize>().max(1);
+    let mut out = Vec::new();
+    for chunk in images.chunks(batch_size.max(1) * per_image) {
+        out.extend(run.logits(chunk, chunk.len() / per_image, shape));
+    }
+    out
 }
 
 struct Loaded<B: Backend> {
@@ -231,13 +249,8 @@ impl Predictor {
         if h == 0 || w == 0 {
             return Err(InferError::TooSmall { h, w });
         }
-        let mut out = Vec::with_capacity(n);
-        for chunk in images.chunks(self.batch_size * per_image) {
-            let m = chunk.len() / per_image;
-            let z = self.run.logits(chunk, m, shape);
-            out.extend(z.chunks(self.num_classes).map(<[f32]>::to_vec));
-        }
-        Ok(out)
+        let z = logits_in_passes(self.run.as_ref(), images, shape, self.batch_size);
+        Ok(z.chunks(self.num_classes).map(<[f32]>::to_vec).collect())
     }
 
     /// Per-image probabilities: softmax over classes, or per-class sigmoid when the

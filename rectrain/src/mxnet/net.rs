@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, TensorData};
 use super::graph::{Act, Op, Output, Plan};
 use super::params::NdArray;
 use crate::backend::{dispatch_infer, InferTask, Precision, ResolvedDevice};
-use crate::infer::{logits, probabilities_from_logits, InferError};
+use crate::infer::{logits, logits_in_passes, probabilities_from_logits, InferError, Run};
 use crate::kernels;
 
 enum Layer<B: Backend> {
@@ -269,10 +269,6 @@ impl<B: Backend> Net<B> {
     }
 }
 
-trait Run: Send {
-    fn logits(&self, images: &[f32], n: usize, shape: [usize; 3]) -> Vec<f32>;
-}
-
 struct Loaded<B: Backend> {
     net: Net<B>,
     device: B::Device,
@@ -362,16 +358,11 @@ impl MxnetPredictor {
                 got: images.len(),
             });
         }
-        let mut out = Vec::with_capacity(n);
-        for chunk in images.chunks(self.batch_size * per_image.max(1)) {
-            let m = chunk.len() / per_image;
-            let z = self.run.logits(chunk, m, shape);
-            out.extend(probabilities_from_logits(
-                &z,
-                self.num_classes,
-                self.output == Output::Sigmoid,
-            ));
-        }
-        Ok(out)
+        let z = logits_in_passes(self.run.as_ref(), images, shape, self.batch_size);
+        Ok(probabilities_from_logits(
+            &z,
+            self.num_classes,
+            self.output == Output::Sigmoid,
+        ))
     }
 }
