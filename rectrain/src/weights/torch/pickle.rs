@@ -131,9 +131,11 @@ impl<'a> Unpickler<'a> {
         }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], TorchError> {
+        // `n` comes from the file (an 8-byte length): `pos + n` may overflow.
         let s = self
-            .b
-            .get(self.pos..self.pos + n)
+            .pos
+            .checked_add(n)
+            .and_then(|end| self.b.get(self.pos..end))
             .ok_or_else(|| self.err(self.pos, "unexpected end of pickle"))?;
         self.pos += n;
         Ok(s)
@@ -560,6 +562,17 @@ mod tests {
         let b = [0x80, 2, 0x8a, 2, 0xff, 0xfe, b'.'];
         let v = Unpickler::new(&b, "t").run().unwrap();
         assert!(matches!(v, Value::Int(-257)), "{v:?}");
+    }
+
+    /// Found by the `weights` fuzz target: BINUNICODE8 (0x8d) whose 8-byte length is
+    /// 2^64 − 2 made `pos + n` overflow (a panic with overflow checks on).
+    #[test]
+    fn a_length_near_u64_max_is_an_error() {
+        let mut b = vec![0x80, 2, b']', 0x8d];
+        b.extend_from_slice(&u64::MAX.wrapping_sub(1).to_le_bytes());
+        b.extend_from_slice(b"rrrr.");
+        let e = Unpickler::new(&b, "t").run().unwrap_err();
+        assert!(e.to_string().contains("unexpected end of pickle"), "{e}");
     }
 
     #[test]
