@@ -4,6 +4,7 @@
 # the other, nice'd, one job. README.md, "Fuzzing", has the targets and results.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]      default: every im2rec target
+#   FUZZ_RUNS=1000000 scripts/fuzz.sh 3600 lst  stop each target after 10^6 executions (or the time)
 #   FUZZ_RECTRAIN=1 scripts/fuzz.sh 60         the rectrain targets (fuzz/rectrain; builds burn,
 #                                               at opt-level 1: see fuzz/rectrain/Cargo.toml)
 #
@@ -54,7 +55,7 @@ for t in $targets; do
   log="$dir/artifacts/$t/last-run.log"
   status=0
   nice cargo fuzz run --fuzz-dir "$dir" "${flags[@]}" "$t" "$root/fuzz/corpus/$t" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=3072 -max_len=65536 \
+    -max_total_time="$seconds" -runs="${FUZZ_RUNS:--1}" -timeout=10 -rss_limit_mb=3072 -max_len=65536 \
     -print_final_stats=1 "${dict[@]}" -artifact_prefix="$dir/artifacts/$t/" >"$log" 2>&1 || status=$?
   grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)|panicked|^SUMMARY|^==[0-9]+== ERROR|Test unit written' "$log" || true
   if [ "$status" != 0 ]; then
