@@ -34,9 +34,11 @@ fn jpeg_error(detail: impl std::fmt::Display) -> ImageOpError {
 
 /// What the JPEG's headers say, read by zune-jpeg or, for the files it does not parse
 /// (arithmetic coding), by libjpeg.
-struct JpegHeader {
-    width: u32,
-    height: u32,
+pub(super) struct JpegHeader {
+    pub(super) width: u32,
+    pub(super) height: u32,
+    /// Components in the file (1 grey, 3 YCbCr/RGB, 4 CMYK/YCCK).
+    pub(super) components: u8,
     /// Stored as one grey component.
     luma: bool,
     /// Stored as grey or YCbCr: grey output is the Y channel. Otherwise (RGB, CMYK,
@@ -47,7 +49,10 @@ struct JpegHeader {
     exif_orientation: Option<image::metadata::Orientation>,
 }
 
-fn jpeg_header(bytes: &[u8]) -> Result<JpegHeader, ImageOpError> {
+/// The frame header as the decoders will see it: zune-jpeg's reader, else
+/// libjpeg-turbo's (which reads files zune-jpeg refuses). [`super::probe`] uses it too,
+/// so that a JPEG that decodes always probes with the size it decodes to.
+pub(super) fn jpeg_header(bytes: &[u8]) -> Result<JpegHeader, ImageOpError> {
     use zune_core::colorspace::ColorSpace;
     let mut dec = zune_jpeg::JpegDecoder::new_with_options(
         zune_core::bytestream::ZCursor::new(bytes),
@@ -60,6 +65,7 @@ fn jpeg_header(bytes: &[u8]) -> Result<JpegHeader, ImageOpError> {
             Ok(JpegHeader {
                 width: u32::from(info.width),
                 height: u32::from(info.height),
+                components: info.components,
                 luma: input == ColorSpace::Luma,
                 has_luma_channel: matches!(input, ColorSpace::Luma | ColorSpace::YCbCr),
                 zune: true,
@@ -74,6 +80,7 @@ fn jpeg_header(bytes: &[u8]) -> Result<JpegHeader, ImageOpError> {
             Ok(h) => Ok(JpegHeader {
                 width: h.width,
                 height: h.height,
+                components: if h.gray { 1 } else { 3 },
                 luma: h.gray,
                 has_luma_channel: true,
                 zune: false,

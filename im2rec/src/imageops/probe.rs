@@ -7,7 +7,6 @@ use std::io::Cursor;
 
 use image::{ImageDecoder, ImageFormat};
 
-use super::jpeg::zune_options;
 use super::{Encoding, ImageOpError, MAX_PIXELS, MAX_SIDE};
 
 /// Format, size and channel count of an encoded image, read from its header only.
@@ -30,17 +29,14 @@ pub struct ImageInfo {
 pub fn probe(bytes: &[u8]) -> Option<ImageInfo> {
     match sniff(bytes).ok()? {
         ImageFormat::Jpeg => {
-            let mut dec = zune_jpeg::JpegDecoder::new_with_options(
-                zune_core::bytestream::ZCursor::new(bytes),
-                zune_options(),
-            );
-            dec.decode_headers().ok()?;
-            let info = dec.info()?;
+            // The decoders' own header reader: a JPEG that zune-jpeg refuses but
+            // libjpeg-turbo decodes probes too (with the size it decodes to).
+            let h = super::jpeg::jpeg_header(bytes).ok()?;
             Some(ImageInfo {
                 format: "jpeg".into(),
-                width: u32::from(info.width),
-                height: u32::from(info.height),
-                channels: info.components,
+                width: h.width,
+                height: h.height,
+                channels: h.components,
             })
         }
         format @ (ImageFormat::Png

@@ -571,3 +571,15 @@ fn resize_and_interpolations() {
     );
     assert_eq!(Interpolation::from_cv2_code(9), None);
 }
+
+/// Found by the `image` fuzz target (a 10-second timeout): zune-jpeg refuses this
+/// JPEG's headers while libjpeg-turbo reads them (12850×8272, 106 megapixels, with 1 kB
+/// of data that the decoder pads), so `probe` gave nothing and a size check made on the
+/// probe let the whole decode through. Probe and decoders now read one header.
+#[test]
+fn a_jpeg_that_decodes_probes_with_its_size() {
+    let bytes = include_bytes!("../../tests/fixtures/probe_zune_refuses.jpg");
+    let info = probe(bytes).expect("a JPEG libjpeg-turbo reads probes");
+    assert_eq!((info.width, info.height, info.channels), (12850, 8272, 3));
+    assert_eq!(info.format, "jpeg");
+}
