@@ -575,6 +575,48 @@ fn sagemaker_model_trains_further() {
         &tmp.path().join("again"),
         &[&common[..], &["--model", trained.to_str().unwrap()]].concat(),
     );
+
+    // An interrupted incremental run resumes as one (the state records the layout).
+    let part = tmp.path().join("part");
+    let interrupted = run_expect(
+        pipeline_tests::tool("rectrain")
+            .arg("--train")
+            .arg(&rec)
+            .arg("--validation")
+            .arg(&rec)
+            .arg("--out")
+            .arg(&part)
+            .args(["--num-layers", "18", "--device", "cpu"])
+            .args(common)
+            .args(["--epochs", "2", "--stop-after-steps", "1", "--model"])
+            .arg(&trained),
+        130,
+    );
+    assert!(
+        !part.join("config.json").exists(),
+        "{}",
+        stderr_text(&interrupted)
+    );
+    pipeline_tests::train_tiny(
+        &rec,
+        &rec,
+        &part,
+        &[
+            &common[..],
+            &["--epochs", "2", "--resume", part.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(part.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architecture"], "mxnet-resnet");
+    assert_eq!(config["training"]["epochs_run"], 2);
+    let resumed = wire::parse(&stdout_text(&run_expect(
+        recpredict(&part).arg("--squash").args(images()),
+        0,
+    )))
+    .0;
+    assert_eq!(resumed.len(), images().len());
 }
 
 /// SageMaker's rule for incremental training (same num_layers, image_shape,
