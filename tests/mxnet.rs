@@ -461,6 +461,19 @@ fn sagemaker_resnet18_artifact(dir: &Path, classes: usize) {
     .unwrap();
 }
 
+/// [`sagemaker_resnet18_artifact`] in `dir`, exported by `rectrain --export-mxnet` as the
+/// `model.tar.gz` SageMaker would have saved; returns the tarball.
+fn sagemaker_model(dir: &Path, classes: usize) -> PathBuf {
+    sagemaker_resnet18_artifact(dir, classes);
+    run_expect(
+        pipeline_tests::tool("rectrain")
+            .args(["--export-mxnet", "--out"])
+            .arg(dir),
+        0,
+    );
+    dir.join("model.tar.gz")
+}
+
 /// The largest |a − b| over two prediction runs of the same files.
 fn max_pair_diff(a: &[Prediction], b: &[Prediction]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -495,14 +508,7 @@ fn two_class_rec(dir: &Path) -> PathBuf {
 fn sagemaker_model_trains_further() {
     let tmp = tempfile::tempdir().unwrap();
     let sm = tmp.path().join("sagemaker");
-    sagemaker_resnet18_artifact(&sm, 2);
-    run_expect(
-        pipeline_tests::tool("rectrain")
-            .args(["--export-mxnet", "--out"])
-            .arg(&sm),
-        0,
-    );
-    let tarball = sm.join("model.tar.gz");
+    let tarball = sagemaker_model(&sm, 2);
     let before = predict(&tarball);
     let artifact = wire::parse(&stdout_text(&run_expect(
         recpredict(&sm).arg("--squash").args(images()),
@@ -625,14 +631,7 @@ fn sagemaker_model_trains_further() {
 fn incremental_training_refuses_what_does_not_fit() {
     let tmp = tempfile::tempdir().unwrap();
     let sm = tmp.path().join("sagemaker");
-    sagemaker_resnet18_artifact(&sm, 2);
-    run_expect(
-        pipeline_tests::tool("rectrain")
-            .args(["--export-mxnet", "--out"])
-            .arg(&sm),
-        0,
-    );
-    let tarball = sm.join("model.tar.gz");
+    let tarball = sagemaker_model(&sm, 2);
     let rec = two_class_rec(tmp.path());
     let refuse = |model: &Path, args: &[&str], needles: &[&str]| {
         let out = run_expect(
@@ -723,14 +722,7 @@ fn incremental_training_refuses_what_does_not_fit() {
 fn sagemaker_model_as_pretrained_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let sm = tmp.path().join("sagemaker");
-    sagemaker_resnet18_artifact(&sm, 5);
-    run_expect(
-        pipeline_tests::tool("rectrain")
-            .args(["--export-mxnet", "--out"])
-            .arg(&sm),
-        0,
-    );
-    let tarball = sm.join("model.tar.gz");
+    let tarball = sagemaker_model(&sm, 5);
     let rec = two_class_rec(tmp.path());
     let run = tmp.path().join("run");
     let out = pipeline_tests::train_tiny(

@@ -182,6 +182,17 @@ impl Builder<'_> {
         }
     }
 
+    /// `pool1` (global average) and `flatten0`: both networks' features.
+    fn global_pool_flatten(&mut self, x: usize) -> usize {
+        let x = self.op(
+            "Pooling",
+            "pool1",
+            json!({"global_pool": "True", "kernel": "(7, 7)", "pool_type": "avg"}),
+            &[x],
+        );
+        self.op("Flatten", "flatten0", json!({}), &[x])
+    }
+
     fn relu(&mut self, x: usize, name: &str) -> usize {
         self.op("Activation", name, json!({"act_type": "relu"}), &[x])
     }
@@ -321,13 +332,7 @@ fn preact_graph(b: &mut Builder) -> Result<usize, ExportError> {
     }
     x = b.bn_mxnet(x, "bn1")?;
     x = b.relu(x, "relu1");
-    x = b.op(
-        "Pooling",
-        "pool1",
-        json!({"global_pool": "True", "kernel": "(7, 7)", "pool_type": "avg"}),
-        &[x],
-    );
-    Ok(b.op("Flatten", "flatten0", json!({}), &[x]))
+    Ok(b.global_pool_flatten(x))
 }
 
 /// rectrain's torchvision network with MXNet operators (see the module
@@ -415,13 +420,7 @@ fn torchvision_graph(b: &mut Builder, art: &ArtifactConfig) -> Result<usize, Exp
             return Err(b.missing(format!("no residual units in layer{stage}")));
         }
     }
-    x = b.op(
-        "Pooling",
-        "pool1",
-        json!({"global_pool": "True", "kernel": "(7, 7)", "pool_type": "avg"}),
-        &[x],
-    );
-    Ok(b.op("Flatten", "flatten0", json!({}), &[x]))
+    Ok(b.global_pool_flatten(x))
 }
 
 /// The checkpoint's epoch number: the artifact's best epoch + 1 (SageMaker's NNNN), or 0.
