@@ -610,12 +610,11 @@ impl<B: Backend> ResNet<B> {
 /// when the backend records gradients (training; the running statistics move by
 /// `momentum`, the variance unbiased as in torch), else with the running statistics.
 ///
-/// The same function as burn's `BatchNorm::forward` written as one multiply-add per
-/// element, `x·s + t` with per-channel `s = γ/√(σ²+ε)` and `t = β − μ·s`, whose
-/// `[N, C, 1, 1]` operands are materialised so that CPU backends take their
-/// contiguous broadcast kernels (burn's four `[1, C, 1, 1]` broadcasts walk strided
-/// indices on burn-flex: about 40% of a CPU training step). Autodiff differentiates
-/// through `s` and `t`, which gives BatchNorm's full gradient.
+/// The same function as burn's `BatchNorm::forward`: in training the kernel layer's
+/// [`batch_norm_train`](crate::kernels::batch_norm_train) (cuDNN on CUDA, a closed-form
+/// backward step on the CPU); with running statistics one multiply-add per element,
+/// `x·s + t` with per-channel `s = γ/√(σ²+ε)` and `t = β − μ·s` on materialised
+/// `[N, C, 1, 1]` operands (CPU backends take their contiguous broadcast kernels).
 fn norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     batch_norm_forward(bn, x, true, false)
 }
@@ -640,11 +639,13 @@ fn batch_norm_forward<B: Backend>(
 ) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let device = x.device();
-    let (mean, var) = if B::ad_enabled(&device) {
-        let flat = x.clone().swap_dims(0, 1).reshape([c, n * h * w]);
-        let mean = flat.clone().mean_dim(1); // [C, 1]
-        let var = (flat - mean.clone()).square().mean_dim(1).reshape([c]);
-        let mean = mean.reshape([c]);
+    if B::ad_enabled(&device) {
+        let gamma = if fix_gamma {
+            Tensor::ones([c], &device)
+        } else {
+            bn.gamma.val()
+        };
+        let out = crate::kernels::batch_norm_train(x, gamma, bn.beta.val(), bn.epsilon);
         let count = (n * h * w) as f64;
         let unbiased = if count > 1.0 && unbiased_running_var {
             count / (count - 1.0)
@@ -654,20 +655,16 @@ fn batch_norm_forward<B: Backend>(
         let m = bn.momentum;
         let running_mean = bn.running_mean.value_sync().to_device(&device);
         let running_var = bn.running_var.value_sync().to_device(&device);
-        bn.running_mean.update(
-            (running_mean.mul_scalar(1.0 - m) + mean.clone().detach().mul_scalar(m)).detach(),
-        );
-        bn.running_var.update(
-            (running_var.mul_scalar(1.0 - m) + var.clone().detach().mul_scalar(m * unbiased))
-                .detach(),
-        );
-        (mean, var)
-    } else {
-        (
-            bn.running_mean.value().to_device(&device),
-            bn.running_var.value().to_device(&device),
-        )
-    };
+        bn.running_mean
+            .update((running_mean.mul_scalar(1.0 - m) + out.mean.mul_scalar(m)).detach());
+        bn.running_var
+            .update((running_var.mul_scalar(1.0 - m) + out.var.mul_scalar(m * unbiased)).detach());
+        return out.y;
+    }
+    let (mean, var) = (
+        bn.running_mean.value().to_device(&device),
+        bn.running_var.value().to_device(&device),
+    );
     let (scale, shift) = if fix_gamma {
         let scale = var.add_scalar(bn.epsilon).sqrt().recip();
         let shift = bn.beta.val() - mean * scale.clone();

@@ -2,25 +2,41 @@
 //! implementation chosen here, in one place, so that [`crate::model`] reads like a
 //! ResNet and every backend trick lives in this module.
 //!
-//! | operation | `Autodiff<Flex>` (CPU training) | `Flex` (CPU inference) | other backends (CUDA) |
-//! |---|---|---|---|
-//! | [`conv2d()`] | [`cpu_conv`]: burn-flex's convolution with a batch-parallel input gradient | burn's | burn's |
-//! | [`contiguous()`] | burn's (the autodiff wrapper) | [`contiguous`](mod@contiguous): block copies over the threads | a reshape round trip |
+//! | operation | CPU training (`Autodiff<Flex>`) | CPU inference (`Flex`) | CUDA training | CUDA inference | other backends |
+//! |---|---|---|---|---|---|
+//! | [`conv2d()`] | [`cpu`]: burn-flex's convolution with a batch-parallel input gradient | burn's | cuDNN (else implicit GEMM) | cuDNN (else implicit GEMM) + bias | burn's |
+//! | [`batch_norm_train()`] | [`cpu`]: `x·s + t` and a closed-form backward step | — | cuDNN | — | burn's operations ([`batch_norm_ops`]) |
+//! | [`contiguous()`] | burn's (the autodiff wrapper) | [`contiguous`](mod@contiguous): block copies over the threads | a reshape round trip | a reshape round trip | a reshape round trip |
 //!
-//! [`Kernels::of`] is the only place that looks at the backend's type; the functions
-//! below match on its answer. The cuDNN kernels planned for CUDA (convolution and
-//! batch norm, forward and backward) get a `Kernels` variant and a module here.
+//! Training kernels enter burn's autodiff graph as one node each with their own
+//! backward step ([`autodiff`]), the same plumbing for every backend. [`Kernels::of`]
+//! is the only place that looks at the backend's type; the functions below match on
+//! its answer. On CUDA, [`cuda_convolutions`] decides once per process between cuDNN
+//! ([`cudnn`]) and burn-cubecl's implicit-GEMM convolutions ([`gemm`]), and says on
+//! stderr which it took and why.
 
+pub mod autodiff;
 pub mod contiguous;
-pub mod cpu_conv;
+pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cudnn;
+#[cfg(feature = "cuda")]
+pub mod gemm;
 
 use std::any::{Any, TypeId};
 
 use burn::backend::Autodiff;
 use burn::nn::conv::Conv2d;
+use burn::nn::PaddingConfig2d;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
+use burn::tensor::ops::{ConvOptions, FloatTensor};
+use burn::tensor::{Tensor, TensorPrimitive};
 use burn_flex::Flex;
+
+#[cfg(feature = "cuda")]
+use crate::backend::Precision;
+use autodiff::{ConvKernels, NormKernels};
+use cpu::CpuKernels;
 
 /// Which kernels a backend gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +45,12 @@ pub enum Kernels {
     CpuTrain,
     /// `Flex`: CPU inference, and the inner backend of CPU training (gradients).
     Cpu,
+    /// `Autodiff<Cuda<F>>` (burn-cuda without fusion): CUDA training.
+    #[cfg(feature = "cuda")]
+    CudaTrain(Precision, CudaConvolutions),
+    /// `Cuda<F>`: CUDA inference.
+    #[cfg(feature = "cuda")]
+    Cuda(Precision, CudaConvolutions),
     /// Any other backend: burn's own kernels.
     Burn,
 }
@@ -38,21 +60,334 @@ impl Kernels {
     pub fn of<B: Backend>() -> Self {
         let id = TypeId::of::<B>();
         if id == TypeId::of::<Autodiff<Flex>>() {
-            Kernels::CpuTrain
-        } else if id == TypeId::of::<Flex>() {
-            Kernels::Cpu
-        } else {
-            Kernels::Burn
+            return Kernels::CpuTrain;
         }
+        if id == TypeId::of::<Flex>() {
+            return Kernels::Cpu;
+        }
+        #[cfg(feature = "cuda")]
+        {
+            use burn::tensor::{bf16, f16};
+            use cudnn::Inner;
+            for (precision, inner, train) in [
+                (
+                    Precision::F32,
+                    TypeId::of::<Inner<f32>>(),
+                    TypeId::of::<Autodiff<Inner<f32>>>(),
+                ),
+                (
+                    Precision::F16,
+                    TypeId::of::<Inner<f16>>(),
+                    TypeId::of::<Autodiff<Inner<f16>>>(),
+                ),
+                (
+                    Precision::Bf16,
+                    TypeId::of::<Inner<bf16>>(),
+                    TypeId::of::<Autodiff<Inner<bf16>>>(),
+                ),
+            ] {
+                if id == train {
+                    return Kernels::CudaTrain(precision, cuda_convolutions());
+                }
+                if id == inner {
+                    return Kernels::Cuda(precision, cuda_convolutions());
+                }
+            }
+        }
+        Kernels::Burn
     }
+}
+
+/// Which kernels CUDA's convolutions (and batch norm) run on.
+#[cfg(feature = "cuda")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CudaConvolutions {
+    /// cuDNN's convolutions and batch norm ([`cudnn`]).
+    Cudnn,
+    /// burn-cubecl's implicit-GEMM convolutions ([`gemm`]); batch norm as burn's
+    /// operations.
+    ImplicitGemm,
+}
+
+/// The environment switch that turns cuDNN off (as `--no-cudnn`), for A/B runs.
+pub const NO_CUDNN_ENV: &str = "RECTRAIN_NO_CUDNN";
+
+static NO_CUDNN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `--no-cudnn`: CUDA uses the implicit-GEMM convolutions even where cuDNN loads.
+/// Takes effect when called before the first CUDA kernel runs.
+pub fn disable_cudnn() {
+    NO_CUDNN.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(feature = "cuda")]
+/// Whether cuDNN was switched off: `--no-cudnn`, or [`NO_CUDNN_ENV`] set to anything
+/// but empty or `0`.
+fn cudnn_switched_off() -> Option<&'static str> {
+    if NO_CUDNN.load(std::sync::atomic::Ordering::Relaxed) {
+        return Some("--no-cudnn");
+    }
+    match std::env::var(NO_CUDNN_ENV) {
+        Ok(v) if !v.is_empty() && v != "0" => Some(NO_CUDNN_ENV),
+        _ => None,
+    }
+}
+
+/// CUDA's convolutions for this process, decided at the first CUDA kernel: cuDNN
+/// when it loads and is not switched off, else implicit GEMM. Says once on stderr
+/// which and why.
+#[cfg(feature = "cuda")]
+pub fn cuda_convolutions() -> CudaConvolutions {
+    static CHOICE: std::sync::OnceLock<CudaConvolutions> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| {
+        let (choice, why) = match (cudnn_switched_off(), cudnn::probe()) {
+            (Some(switch), _) => (
+                CudaConvolutions::ImplicitGemm,
+                format!("cuDNN switched off ({switch})"),
+            ),
+            (None, Err(why)) => (CudaConvolutions::ImplicitGemm, why),
+            (None, Ok(version)) => (
+                CudaConvolutions::Cudnn,
+                format!(
+                    "cuDNN {}.{}.{}",
+                    version / 10_000,
+                    version % 10_000 / 100,
+                    version % 100
+                ),
+            ),
+        };
+        match choice {
+            CudaConvolutions::Cudnn => {
+                eprintln!("CUDA kernels: {why}: convolutions and batch norm on cuDNN")
+            }
+            CudaConvolutions::ImplicitGemm => eprintln!(
+                "CUDA kernels: {why}: convolutions on burn's implicit-GEMM kernels, \
+                 batch norm on burn's (slower; install cuDNN 9 for full speed)"
+            ),
+        }
+        choice
+    })
+}
+
+/// `f::<B, K>(args)` with the CUDA kernels `$family<F>` of `$precision`.
+#[cfg(feature = "cuda")]
+macro_rules! cuda_kernels {
+    ($precision:expr, $family:ident, $f:ident::<$b:ty>($($arg:expr),* $(,)?)) => {{
+        use burn::tensor::{bf16, f16};
+        match $precision {
+            Precision::F32 => $f::<$b, $family<f32>>($($arg),*),
+            Precision::F16 => $f::<$b, $family<f16>>($($arg),*),
+            Precision::Bf16 => $f::<$b, $family<bf16>>($($arg),*),
+        }
+    }};
 }
 
 /// `conv.forward(x)` with the backend's convolution kernel.
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let Some(options) = kernel_options(conv) else {
+        return conv.forward(x);
+    };
+    let trainable = conv.bias.is_none();
     match Kernels::of::<B>() {
-        Kernels::CpuTrain => cpu_conv::conv2d(conv, x),
-        Kernels::Cpu | Kernels::Burn => conv.forward(x),
+        Kernels::CpuTrain if trainable => train_conv::<B, CpuKernels>(conv, x, options),
+        #[cfg(feature = "cuda")]
+        Kernels::CudaTrain(precision, path) if trainable => {
+            use cudnn::Cudnn;
+            use gemm::Gemm;
+            match path {
+                CudaConvolutions::Cudnn => {
+                    cuda_kernels!(precision, Cudnn, train_conv::<B>(conv, x, options))
+                }
+                CudaConvolutions::ImplicitGemm => {
+                    cuda_kernels!(precision, Gemm, train_conv::<B>(conv, x, options))
+                }
+            }
+        }
+        #[cfg(feature = "cuda")]
+        Kernels::Cuda(precision, path) => {
+            use cudnn::Cudnn;
+            use gemm::Gemm;
+            match path {
+                CudaConvolutions::Cudnn => {
+                    cuda_kernels!(precision, Cudnn, infer_conv::<B>(conv, x, options))
+                }
+                CudaConvolutions::ImplicitGemm => {
+                    cuda_kernels!(precision, Gemm, infer_conv::<B>(conv, x, options))
+                }
+            }
+        }
+        _ => conv.forward(x),
     }
+}
+
+/// The convolution's options when the kernels take it (one group, symmetric
+/// explicit padding), else `None`.
+fn kernel_options<B: Backend>(conv: &Conv2d<B>) -> Option<ConvOptions<2>> {
+    let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
+        return None;
+    };
+    (conv.groups == 1 && top == bottom && left == right)
+        .then(|| ConvOptions::new(conv.stride, [top, left], conv.dilation, 1))
+}
+
+/// `B`'s float tensor as `T` (`B` is the backend [`Kernels::of`] selected `T`'s
+/// kernels for).
+fn to<B: Backend, T: 'static>(t: FloatTensor<B>) -> T {
+    cast::<FloatTensor<B>, T>(t)
+        .unwrap_or_else(|_| unreachable!("Kernels::of selected these kernels for B"))
+}
+
+fn from_primitive<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// A training convolution on `B = Autodiff<K::B>` through [`autodiff::conv2d`].
+fn train_conv<B: Backend, K: ConvKernels>(
+    conv: &Conv2d<B>,
+    x: Tensor<B, 4>,
+    options: ConvOptions<2>,
+) -> Tensor<B, 4> {
+    let x = to::<B, FloatTensor<Autodiff<K::B>>>(x.into_primitive().tensor());
+    let w = to::<B, FloatTensor<Autodiff<K::B>>>(conv.weight.val().into_primitive().tensor());
+    let y = autodiff::conv2d::<K>(x, w, options);
+    from_primitive(to::<Autodiff<K::B>, FloatTensor<B>>(y))
+}
+
+/// An inference convolution on `B = K::B`, and its bias.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn infer_conv<B: Backend, K: ConvKernels>(
+    conv: &Conv2d<B>,
+    x: Tensor<B, 4>,
+    options: ConvOptions<2>,
+) -> Tensor<B, 4> {
+    let x = to::<B, FloatTensor<K::B>>(x.into_primitive().tensor());
+    let w = to::<B, FloatTensor<K::B>>(conv.weight.val().into_primitive().tensor());
+    let y: Tensor<B, 4> = from_primitive(to::<K::B, FloatTensor<B>>(K::forward(x, w, &options)));
+    match &conv.bias {
+        Some(bias) => {
+            let k = bias.dims()[0];
+            y + bias.val().reshape([1, k, 1, 1])
+        }
+        None => y,
+    }
+}
+
+/// What [`batch_norm_train`] returns: the output and the batch's statistics (for the
+/// running statistics; no gradient flows through them).
+#[derive(Debug, Clone)]
+pub struct NormOutput<B: Backend> {
+    /// The normalised output, `[N, C, H, W]`.
+    pub y: Tensor<B, 4>,
+    /// The batch's per-channel mean, `[C]`.
+    pub mean: Tensor<B, 1>,
+    /// The batch's per-channel biased variance, `[C]`.
+    pub var: Tensor<B, 1>,
+}
+
+/// Training-mode batch norm over `[N, C, H, W]` with the batch's statistics:
+/// `y = γ·(x − μ)/√(σ² + ε) + β` per channel, with the backend's kernel.
+pub fn batch_norm_train<B: Backend>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+) -> NormOutput<B> {
+    match Kernels::of::<B>() {
+        Kernels::CpuTrain => train_norm::<B, CpuKernels>(x, gamma, beta, epsilon),
+        #[cfg(feature = "cuda")]
+        Kernels::CudaTrain(precision, CudaConvolutions::Cudnn)
+            if epsilon >= cudnn::MIN_EPSILON =>
+        {
+            use cudnn::Cudnn;
+            cuda_kernels!(precision, Cudnn, train_norm::<B>(x, gamma, beta, epsilon))
+        }
+        _ => {
+            let out = batch_norm_ops(x, gamma, beta, epsilon);
+            NormOutput {
+                y: out.y,
+                mean: out.mean.detach(),
+                var: out.var.detach(),
+            }
+        }
+    }
+}
+
+/// Training batch norm on `B = Autodiff<K::B>` through [`autodiff::batch_norm`].
+fn train_norm<B: Backend, K: NormKernels>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+) -> NormOutput<B> {
+    let ad = |t: FloatTensor<B>| to::<B, FloatTensor<Autodiff<K::B>>>(t);
+    let out = autodiff::batch_norm::<K>(
+        ad(x.into_primitive().tensor()),
+        ad(gamma.into_primitive().tensor()),
+        ad(beta.into_primitive().tensor()),
+        epsilon,
+    );
+    let back = |t| to::<Autodiff<K::B>, FloatTensor<B>>(t);
+    NormOutput {
+        y: from_primitive(back(out.y)),
+        mean: from_primitive(back(out.mean)),
+        var: from_primitive(back(out.var)),
+    }
+}
+
+/// Batch norm with the batch's statistics written as burn operations (which autodiff
+/// differentiates), with what a backward step needs: the CPU kernel's forward step,
+/// and every backend's where no kernel of its own exists.
+///
+/// `y = x·s + t` with per-channel `s = γ/√(σ²+ε)` and `t = β − μ·s`, whose
+/// `[N, C, 1, 1]` operands are materialised so that CPU backends take their contiguous
+/// broadcast kernels (burn's four `[1, C, 1, 1]` broadcasts walk strided indices on
+/// burn-flex: about 40% of a CPU training step).
+pub fn batch_norm_ops<B: Backend>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    epsilon: f64,
+) -> NormStatistics<B> {
+    let [n, c, h, w] = x.dims();
+    let flat = x.clone().swap_dims(0, 1).reshape([c, n * h * w]);
+    let mean = flat.clone().mean_dim(1); // [C, 1]
+    let var = (flat - mean.clone()).square().mean_dim(1).reshape([c]);
+    let mean = mean.reshape([c]);
+    let inv_std = var.clone().add_scalar(epsilon).sqrt().recip();
+    let scale = gamma * inv_std.clone();
+    let shift = beta - mean.clone() * scale.clone();
+    let y = x * per_channel(scale, n) + per_channel(shift, n);
+    NormStatistics {
+        y,
+        mean,
+        var,
+        inv_std,
+    }
+}
+
+/// [`batch_norm_ops`]' results.
+#[derive(Debug, Clone)]
+pub struct NormStatistics<B: Backend> {
+    /// The normalised output.
+    pub y: Tensor<B, 4>,
+    /// The per-channel mean.
+    pub mean: Tensor<B, 1>,
+    /// The per-channel biased variance.
+    pub var: Tensor<B, 1>,
+    /// `1/√(σ²+ε)` per channel.
+    pub inv_std: Tensor<B, 1>,
+}
+
+/// `t: [C]` as `[N, C, 1, 1]`, materialised.
+pub(crate) fn per_channel<B: Backend>(t: Tensor<B, 1>, n: usize) -> Tensor<B, 4> {
+    let c = t.dims()[0];
+    t.reshape([1, c, 1, 1]).repeat_dim(0, n)
+}
+
+/// Per-channel mean of `x: [N, C, H, W]` as `[C]`.
+pub(crate) fn channel_mean<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 1> {
+    let c = x.dims()[1];
+    x.mean_dim(0).mean_dim(2).mean_dim(3).reshape([c])
 }
 
 /// `t` with a contiguous layout (the same values, in row-major order): gradients before
@@ -60,7 +395,7 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
 pub fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
     match Kernels::of::<B>() {
         Kernels::Cpu => contiguous::contiguous(t),
-        Kernels::CpuTrain | Kernels::Burn => {
+        _ => {
             // Reshaping a strided tensor to one dimension copies it in order (and is
             // free when it is contiguous already).
             let dims = t.dims();
@@ -88,6 +423,20 @@ mod tests {
         assert_eq!(Kernels::of::<Autodiff<Flex>>(), Kernels::CpuTrain);
         assert_eq!(Kernels::of::<Flex>(), Kernels::Cpu);
         #[cfg(feature = "cuda")]
-        assert_eq!(Kernels::of::<burn::backend::Cuda>(), Kernels::Burn);
+        {
+            use burn::tensor::bf16;
+            assert!(matches!(
+                Kernels::of::<cudnn::Inner<f32>>(),
+                Kernels::Cuda(Precision::F32, _)
+            ));
+            assert!(matches!(
+                Kernels::of::<Autodiff<cudnn::Inner<bf16>>>(),
+                Kernels::CudaTrain(Precision::Bf16, _)
+            ));
+        }
+        // Another backend (autodiff with gradient checkpointing): burn's kernels.
+        type Checkpointed =
+            Autodiff<Flex, burn_autodiff::checkpoint::strategy::BalancedCheckpointing>;
+        assert_eq!(Kernels::of::<Checkpointed>(), Kernels::Burn);
     }
 }

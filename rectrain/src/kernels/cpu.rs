@@ -1,0 +1,297 @@
+//! The CPU's kernels ([`Flex`]): convolution with a backward step that uses every
+//! core, and batch norm as a few whole-tensor operations.
+//!
+//! burn's autodiff computes a convolution's input gradient with burn-flex's transposed
+//! convolution, which walks the batch one image at a time on one thread: a fifth of a
+//! CPU training step at 28×28 ran there while the other core waited. [`CpuKernels`]'
+//! backward step computes the input gradient for slices of the batch in parallel (each
+//! image's gradient is independent of the others, so the result is the same), beside
+//! the weight gradient (a strided view, which the training loop's `contiguous_grads`
+//! copies).
+//!
+//! Batch norm's forward step is `x·s + t` with per-channel `s = γ/√(σ²+ε)` and
+//! `t = β − μ·s`, its `[N, C, 1, 1]` operands materialised so that burn-flex takes its
+//! contiguous broadcast kernels (burn's four `[1, C, 1, 1]` broadcasts walk strided
+//! indices: about 40% of a CPU training step); the backward step is the closed form
+//! `dx = s·(dy − mean(dy) − x̂·mean(dy·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy`.
+
+use burn::tensor::ops::{ConvOptions, FloatTensorOps, ModuleOps};
+use burn::tensor::{Tensor, TensorPrimitive};
+use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
+
+use super::autodiff::{ConvKernels, NormForward, NormKernels};
+use super::{channel_mean, per_channel};
+
+/// The CPU's kernels.
+#[derive(Debug)]
+pub struct CpuKernels;
+
+impl ConvKernels for CpuKernels {
+    type B = Flex;
+
+    fn forward(x: FlexTensor, w: FlexTensor, options: &ConvOptions<2>) -> FlexTensor {
+        Flex::conv2d(x, w, None, options.clone())
+    }
+
+    fn backward(
+        x: FlexTensor,
+        w: FlexTensor,
+        dy: FlexTensor,
+        options: &ConvOptions<2>,
+        [want_x, want_w]: [bool; 2],
+    ) -> [Option<FlexTensor>; 2] {
+        let (dx, dw) = rayon::join(
+            || want_x.then(|| x_backward(&x, &w, &dy, options)),
+            || {
+                want_w.then(|| {
+                    Flex::conv2d_weight_backward(x.clone(), w.clone(), dy.clone(), options.clone())
+                })
+            },
+        );
+        [dx, dw]
+    }
+}
+
+/// The input gradient, computed for slices of the batch on rayon's threads.
+fn x_backward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    grad: &FlexTensor,
+    options: &ConvOptions<2>,
+) -> FlexTensor {
+    let n = x.layout().shape()[0];
+    let parts = rayon::current_num_threads().min(n);
+    if parts <= 1 {
+        return Flex::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
+    }
+    let per = n.div_ceil(parts);
+    let pieces: Vec<FlexTensor> = (0..n)
+        .step_by(per)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|start| {
+            let len = per.min(n - start);
+            Flex::conv2d_x_backward(
+                x.narrow(0, start, len),
+                weight.clone(),
+                grad.narrow(0, start, len),
+                options.clone(),
+            )
+        })
+        .collect();
+    Flex::float_cat(pieces, 0)
+}
+
+fn tensor<const D: usize>(t: FlexTensor) -> Tensor<Flex, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+fn primitive<const D: usize>(t: Tensor<Flex, D>) -> FlexTensor {
+    t.into_primitive().tensor()
+}
+
+impl NormKernels for CpuKernels {
+    type B = Flex;
+
+    fn forward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> NormForward<FlexTensor> {
+        let out = super::batch_norm_ops(tensor(x), tensor(gamma), tensor(beta), epsilon);
+        NormForward {
+            y: primitive(out.y),
+            mean: primitive(out.mean.clone()),
+            var: primitive(out.var),
+            saved: [primitive(out.mean), primitive(out.inv_std)],
+        }
+    }
+
+    fn backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        [mean, inv_std]: [FlexTensor; 2],
+        dy: FlexTensor,
+        _epsilon: f64,
+    ) -> [FlexTensor; 3] {
+        let (x, dy) = (tensor::<4>(x), tensor::<4>(dy));
+        let n = x.dims()[0];
+        let (mean, inv_std) = (tensor::<1>(mean), tensor::<1>(inv_std));
+        let x_hat = (x - per_channel(mean, n)) * per_channel(inv_std.clone(), n);
+        let mean_dy = channel_mean(dy.clone());
+        let mean_dy_x_hat = channel_mean(dy.clone() * x_hat.clone());
+        let count = dy.dims().iter().product::<usize>() / dy.dims()[1];
+        let d_beta = mean_dy.clone().mul_scalar(count as f64);
+        let d_gamma = mean_dy_x_hat.clone().mul_scalar(count as f64);
+        let scale = tensor::<1>(gamma) * inv_std;
+        let dx = (dy - per_channel(mean_dy, n) - x_hat * per_channel(mean_dy_x_hat, n))
+            * per_channel(scale, n);
+        [primitive(dx), primitive(d_gamma), primitive(d_beta)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::CpuBackend;
+    use crate::kernels::{batch_norm_ops, batch_norm_train, conv2d};
+    use burn::backend::Autodiff;
+    use burn::nn::conv::{Conv2d, Conv2dConfig};
+    use burn::nn::PaddingConfig2d;
+    use burn::tensor::backend::Backend;
+    use burn::tensor::{Distribution, Tensor};
+    use burn_autodiff::checkpoint::strategy::BalancedCheckpointing;
+    use burn_flex::Flex;
+
+    type Train = Autodiff<Flex>;
+    /// The same autodiff over the same CPU backend, but a type the kernel layer does
+    /// not know: burn's own operations, the reference.
+    type Reference = Autodiff<Flex, BalancedCheckpointing>;
+
+    fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().unwrap()
+    }
+
+    fn close(a: &[f32], b: &[f32], tolerance: f32, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+            .fold(0.0f32, f32::max);
+        assert!(worst <= tolerance, "{what}: relative error {worst}");
+    }
+
+    /// Output and both gradients equal burn's own convolution exactly, for the
+    /// convolutions a ResNet has (7×7/2 stem, 3×3/1, 3×3/2, 1×1/2 shortcut) and batch
+    /// sizes that do and do not split evenly over the threads.
+    #[test]
+    fn same_output_and_gradients_as_burns_convolution() {
+        let device = Default::default();
+        for (k, stride, pad, cin, cout, hw) in [
+            (7, 2, 3, 3, 8, 17),
+            (3, 1, 1, 6, 6, 9),
+            (3, 2, 1, 6, 12, 9),
+            (1, 2, 0, 6, 12, 8),
+        ] {
+            for n in [1, 2, 3, 5] {
+                let conv: Conv2d<Train> = Conv2dConfig::new([cin, cout], [k, k])
+                    .with_stride([stride, stride])
+                    .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                    .with_bias(false)
+                    .init(&device);
+                let x0 =
+                    Tensor::<Train, 4>::random([n, cin, hw, hw], Distribution::Default, &device);
+                let upstream = |y: &Tensor<Train, 4>| {
+                    Tensor::<Train, 4>::random(y.dims(), Distribution::Default, &device)
+                };
+                // burn's own convolution.
+                let x = x0.clone().require_grad();
+                let y_ref = conv.forward(x.clone());
+                let up = upstream(&y_ref);
+                let g = (y_ref.clone() * up.clone()).sum().backward();
+                let gx_ref = values(x.grad(&g).unwrap());
+                let gw_ref = values(conv.weight.grad(&g).unwrap());
+                // Ours, on the same input and upstream gradient.
+                let x = x0.clone().require_grad();
+                let y = conv2d(&conv, x.clone());
+                assert_eq!(values(y.clone()), values(y_ref), "{k}x{k}/{stride} n={n}");
+                let g = (y * up.clone()).sum().backward();
+                let case = format!("{k}x{k}/{stride} n={n}");
+                assert_eq!(values(x.grad(&g).unwrap()), gx_ref, "x grad {case}");
+                assert_eq!(
+                    values(conv.weight.grad(&g).unwrap()),
+                    gw_ref,
+                    "w grad {case}"
+                );
+                // An input without gradient (the stem's images): only the weight's.
+                let y = conv2d(&conv, x0.clone());
+                let g = (y * up).sum().backward();
+                assert_eq!(
+                    values(conv.weight.grad(&g).unwrap()),
+                    gw_ref,
+                    "w grad {case}"
+                );
+                assert!(x0.grad(&g).is_none());
+            }
+        }
+    }
+
+    /// Other backends (and inference on the CPU) take burn's own forward.
+    #[test]
+    fn other_backends_take_burns_forward() {
+        let device = Default::default();
+        let conv: Conv2d<CpuBackend> = Conv2dConfig::new([3, 4], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(true)
+            .init(&device);
+        let x = Tensor::<CpuBackend, 4>::random([2, 3, 5, 5], Distribution::Default, &device);
+        assert_eq!(values(conv2d(&conv, x.clone())), values(conv.forward(x)));
+    }
+
+    /// The batch norm node (forward kernel, closed-form backward step) gives burn's
+    /// autodiff of the same function: output, statistics and the gradients of x, γ
+    /// and β, for shapes with one and several images, and a γ without gradient
+    /// (MXNet's fixed γ).
+    #[test]
+    fn batch_norm_node_matches_burns_autodiff() {
+        let device = Default::default();
+        for [n, c, h, w] in [[1, 3, 4, 5], [4, 8, 3, 3], [7, 2, 1, 1], [2, 16, 7, 6]] {
+            let data =
+                Tensor::<Flex, 4>::random([n, c, h, w], Distribution::Normal(3.0, 2.0), &device)
+                    .into_data();
+            let gamma = Tensor::<Flex, 1>::random([c], Distribution::Normal(1.0, 0.5), &device)
+                .into_data();
+            let beta = Tensor::<Flex, 1>::random([c], Distribution::Default, &device).into_data();
+            let up = Tensor::<Flex, 4>::random([n, c, h, w], Distribution::Default, &device)
+                .into_data();
+            for fixed_gamma in [false, true] {
+                let case = format!("{n}x{c}x{h}x{w} fixed γ {fixed_gamma}");
+                // The reference: burn's operations and autodiff.
+                let x = Tensor::<Reference, 4>::from_data(data.clone(), &device).require_grad();
+                let g = Tensor::<Reference, 1>::from_data(gamma.clone(), &device);
+                let g = if fixed_gamma { g } else { g.require_grad() };
+                let b = Tensor::<Reference, 1>::from_data(beta.clone(), &device).require_grad();
+                let r = batch_norm_ops(x.clone(), g.clone(), b.clone(), 1e-5);
+                let u = Tensor::<Reference, 4>::from_data(up.clone(), &device);
+                let grads = (r.y.clone() * u).sum().backward();
+                // The kernel layer's node.
+                let x2 = Tensor::<Train, 4>::from_data(data.clone(), &device).require_grad();
+                let g2 = Tensor::<Train, 1>::from_data(gamma.clone(), &device);
+                let g2 = if fixed_gamma { g2 } else { g2.require_grad() };
+                let b2 = Tensor::<Train, 1>::from_data(beta.clone(), &device).require_grad();
+                let out = batch_norm_train(x2.clone(), g2.clone(), b2.clone(), 1e-5);
+                let u2 = Tensor::<Train, 4>::from_data(up.clone(), &device);
+                let grads2 = (out.y.clone() * u2).sum().backward();
+
+                close(&values(out.y), &values(r.y), 1e-5, &format!("y {case}"));
+                close(&values(out.mean), &values(r.mean), 1e-5, &format!("mean {case}"));
+                close(&values(out.var), &values(r.var), 1e-5, &format!("var {case}"));
+                let grad = |t: &Tensor<Reference, 4>| values(t.grad(&grads).unwrap());
+                close(
+                    &values(x2.grad(&grads2).unwrap()),
+                    &grad(&x),
+                    1e-4,
+                    &format!("dx {case}"),
+                );
+                close(
+                    &values(b2.grad(&grads2).unwrap()),
+                    &values(b.grad(&grads).unwrap()),
+                    1e-4,
+                    &format!("dβ {case}"),
+                );
+                if fixed_gamma {
+                    assert!(g2.grad(&grads2).is_none(), "{case}");
+                } else {
+                    close(
+                        &values(g2.grad(&grads2).unwrap()),
+                        &values(g.grad(&grads).unwrap()),
+                        1e-4,
+                        &format!("dγ {case}"),
+                    );
+                }
+            }
+        }
+    }
+}
