@@ -362,6 +362,7 @@ impl Opts {
 /// Run `recpredict` with parsed options: predict every input, print the lines, and say
 /// whether some inputs failed.
 pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
+    opts.device.switch_kernels();
     if let Some(cfg) = opts.serve_config() {
         serve::serve(&cfg)?;
         return Ok(Outcome::Success);

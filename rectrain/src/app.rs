@@ -222,6 +222,7 @@ fn read_classes(path: &Path) -> anyhow::Result<Vec<String>> {
 
 /// Run `rectrain` with parsed options: train, and say how the run ended.
 pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
+    opts.device.switch_kernels();
     let training = opts.train.is_some() || opts.train_lst.is_some();
     if opts.export_mxnet && !training {
         if opts.validation.is_some() || opts.validation_lst.is_some() {

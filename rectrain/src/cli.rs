@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `--device auto\|cpu\|cuda[:N[,M…]]` | [`DeviceArgs`]: the device ([`DeviceSpec`]) |
 //! | `--precision-dtype float32\|float16\|bfloat16` | [`DeviceArgs`]: the precision ([`Precision`]); in `rectrain` also SageMaker's `precision_dtype` hyperparameter |
+//! | `--no-cudnn` | [`DeviceArgs`]: CUDA without cuDNN ([`crate::kernels::cuda_convolutions`]) |
 //! | `--workers N` | [`WorkersArgs`]: image decoding threads, 0 = one per CPU, at most [`MAX_WORKERS`] |
 //! | a `.lst`'s image root | optional, default the `.lst`'s folder ([`lst_root`]) |
 //!
@@ -56,6 +57,14 @@ pub struct DeviceArgs {
         help = PRECISION_HELP
     )]
     pub precision_dtype: Option<Precision>,
+
+    /// On CUDA, do not use cuDNN (also: RECTRAIN_NO_CUDNN=1)
+    ///
+    /// Convolutions then run on burn's implicit-GEMM kernels and batch norm on burn's
+    /// own operations, as when cuDNN 9 cannot be loaded: for comparing the two. The
+    /// path taken is said once on stderr.
+    #[arg(long)]
+    pub no_cudnn: bool,
 }
 
 /// `--precision-dtype`'s value placeholder (the same as [`hparams::TABLE`]'s row).
@@ -66,6 +75,14 @@ const PRECISION_HELP: &str = "float32, float16 or bfloat16 (the last two on CUDA
                               [default: float32]";
 
 impl DeviceArgs {
+    /// Applies the process-wide kernel switches (`--no-cudnn`); call before the first
+    /// tensor.
+    pub fn switch_kernels(&self) {
+        if self.no_cudnn {
+            crate::kernels::disable_cudnn();
+        }
+    }
+
     /// The precision asked for, float32 when none was.
     pub fn precision(&self) -> Precision {
         self.precision_dtype.unwrap_or_default()

@@ -480,7 +480,10 @@ pub struct ResNet<B: Backend> {
 impl<B: Backend> ResNet<B> {
     /// `[N, 3, H, W]` normalised images → `[N, num_classes]` logits.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        // Under mixed precision the features are in the half type: the classifier and
+        // the loss work in the weights' f32.
         let features = self.features(x);
+        let features = crate::kernels::in_dtype(features, self.fc.weight.val().dtype());
         self.fc.forward(features)
     }
 
@@ -721,7 +724,7 @@ struct FoldedBlock<B: Backend> {
 impl<B: Backend> FoldedBlock<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let identity = match &self.downsample {
-            Some(d) => d.forward(x.clone()),
+            Some(d) => conv2d(d, x.clone()),
             None => x.clone(),
         };
         let mut out = x;
@@ -729,7 +732,7 @@ impl<B: Backend> FoldedBlock<B> {
             if i > 0 {
                 out = relu(out);
             }
-            out = conv.forward(out);
+            out = conv2d(conv, out);
         }
         relu(out + identity)
     }
@@ -765,7 +768,7 @@ impl<B: Backend> FoldedResNet<B> {
                 blocks,
                 fc,
             } => {
-                let mut x = maxpool.forward(relu(conv1.forward(x)));
+                let mut x = maxpool.forward(relu(conv2d(conv1, x)));
                 for block in blocks {
                     x = block.forward(x);
                 }

@@ -125,7 +125,12 @@ pub fn conv2d<K: ConvKernels>(
 struct NormNode<K>(PhantomData<K>);
 
 impl<K: NormKernels> Backward<K::B, 3> for NormNode<K> {
-    type State = (FloatTensor<K::B>, FloatTensor<K::B>, [FloatTensor<K::B>; 2], f64);
+    type State = (
+        FloatTensor<K::B>,
+        FloatTensor<K::B>,
+        [FloatTensor<K::B>; 2],
+        f64,
+    );
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<K::B>(&ops.node);
@@ -160,9 +165,10 @@ pub fn batch_norm<K: NormKernels>(
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => {
-            prep.finish((x.primitive, gamma.primitive, out.saved.clone(), epsilon), out.y)
-        }
+        OpsKind::Tracked(prep) => prep.finish(
+            (x.primitive, gamma.primitive, out.saved.clone(), epsilon),
+            out.y,
+        ),
         OpsKind::UnTracked(prep) => prep.finish(out.y),
     };
     let constant = Autodiff::<K::B>::from_inner;

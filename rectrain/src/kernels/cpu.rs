@@ -16,12 +16,10 @@
 //! `dx = s·(dy − mean(dy) − x̂·mean(dy·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy`.
 
 use burn::tensor::ops::{ConvOptions, FloatTensorOps, ModuleOps};
-use burn::tensor::{Tensor, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
-use super::autodiff::{ConvKernels, NormForward, NormKernels};
-use super::{channel_mean, per_channel};
+use super::autodiff::ConvKernels;
 
 /// The CPU's kernels.
 #[derive(Debug)]
@@ -83,59 +81,82 @@ fn x_backward(
     Flex::float_cat(pieces, 0)
 }
 
-fn tensor<const D: usize>(t: FlexTensor) -> Tensor<Flex, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(t))
-}
+/// The CPU's batch norm node ([`NormKernels`]): the reference that tests
+/// [`super::autodiff::batch_norm`]'s plumbing (forward kernel, closed-form backward step,
+/// constants for the running statistics) against burn's autodiff of
+/// [`super::batch_norm_ops`], for the cuDNN node that shares it. CPU training itself
+/// differentiates [`super::batch_norm_ops`].
+#[cfg(test)]
+mod reference {
+    use burn::tensor::{Tensor, TensorPrimitive};
+    use burn_flex::{Flex, FlexTensor};
 
-fn primitive<const D: usize>(t: Tensor<Flex, D>) -> FlexTensor {
-    t.into_primitive().tensor()
-}
+    use super::CpuKernels;
+    use crate::kernels::autodiff::{NormForward, NormKernels};
+    use crate::kernels::per_channel;
 
-impl NormKernels for CpuKernels {
-    type B = Flex;
-
-    fn forward(
-        x: FlexTensor,
-        gamma: FlexTensor,
-        beta: FlexTensor,
-        epsilon: f64,
-    ) -> NormForward<FlexTensor> {
-        let out = super::batch_norm_ops(tensor(x), tensor(gamma), tensor(beta), epsilon);
-        NormForward {
-            y: primitive(out.y),
-            mean: primitive(out.mean.clone()),
-            var: primitive(out.var),
-            saved: [primitive(out.mean), primitive(out.inv_std)],
-        }
+    /// Per-channel mean of `x: [N, C, H, W]` as `[C]`.
+    fn channel_mean(x: Tensor<Flex, 4>) -> Tensor<Flex, 1> {
+        let c = x.dims()[1];
+        x.mean_dim(0).mean_dim(2).mean_dim(3).reshape([c])
     }
 
-    fn backward(
-        x: FlexTensor,
-        gamma: FlexTensor,
-        [mean, inv_std]: [FlexTensor; 2],
-        dy: FlexTensor,
-        _epsilon: f64,
-    ) -> [FlexTensor; 3] {
-        let (x, dy) = (tensor::<4>(x), tensor::<4>(dy));
-        let n = x.dims()[0];
-        let (mean, inv_std) = (tensor::<1>(mean), tensor::<1>(inv_std));
-        let x_hat = (x - per_channel(mean, n)) * per_channel(inv_std.clone(), n);
-        let mean_dy = channel_mean(dy.clone());
-        let mean_dy_x_hat = channel_mean(dy.clone() * x_hat.clone());
-        let count = dy.dims().iter().product::<usize>() / dy.dims()[1];
-        let d_beta = mean_dy.clone().mul_scalar(count as f64);
-        let d_gamma = mean_dy_x_hat.clone().mul_scalar(count as f64);
-        let scale = tensor::<1>(gamma) * inv_std;
-        let dx = (dy - per_channel(mean_dy, n) - x_hat * per_channel(mean_dy_x_hat, n))
-            * per_channel(scale, n);
-        [primitive(dx), primitive(d_gamma), primitive(d_beta)]
+    fn tensor<const D: usize>(t: FlexTensor) -> Tensor<Flex, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(t))
+    }
+
+    fn primitive<const D: usize>(t: Tensor<Flex, D>) -> FlexTensor {
+        t.into_primitive().tensor()
+    }
+
+    impl NormKernels for CpuKernels {
+        type B = Flex;
+
+        fn forward(
+            x: FlexTensor,
+            gamma: FlexTensor,
+            beta: FlexTensor,
+            epsilon: f64,
+        ) -> NormForward<FlexTensor> {
+            let out =
+                crate::kernels::batch_norm_ops(tensor(x), tensor(gamma), tensor(beta), epsilon);
+            NormForward {
+                y: primitive(out.y),
+                mean: primitive(out.mean.clone()),
+                var: primitive(out.var),
+                saved: [primitive(out.mean), primitive(out.inv_std)],
+            }
+        }
+
+        fn backward(
+            x: FlexTensor,
+            gamma: FlexTensor,
+            [mean, inv_std]: [FlexTensor; 2],
+            dy: FlexTensor,
+            _epsilon: f64,
+        ) -> [FlexTensor; 3] {
+            let (x, dy) = (tensor::<4>(x), tensor::<4>(dy));
+            let n = x.dims()[0];
+            let (mean, inv_std) = (tensor::<1>(mean), tensor::<1>(inv_std));
+            let x_hat = (x - per_channel(mean, n)) * per_channel(inv_std.clone(), n);
+            let mean_dy = channel_mean(dy.clone());
+            let mean_dy_x_hat = channel_mean(dy.clone() * x_hat.clone());
+            let count = dy.dims().iter().product::<usize>() / dy.dims()[1];
+            let d_beta = mean_dy.clone().mul_scalar(count as f64);
+            let d_gamma = mean_dy_x_hat.clone().mul_scalar(count as f64);
+            let scale = tensor::<1>(gamma) * inv_std;
+            let dx = (dy - per_channel(mean_dy, n) - x_hat * per_channel(mean_dy_x_hat, n))
+                * per_channel(scale, n);
+            [primitive(dx), primitive(d_gamma), primitive(d_beta)]
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::CpuKernels;
     use crate::backend::CpuBackend;
-    use crate::kernels::{batch_norm_ops, batch_norm_train, conv2d};
+    use crate::kernels::{batch_norm_ops, conv2d, train_norm};
     use burn::backend::Autodiff;
     use burn::nn::conv::{Conv2d, Conv2dConfig};
     use burn::nn::PaddingConfig2d;
@@ -241,11 +262,11 @@ mod tests {
             let data =
                 Tensor::<Flex, 4>::random([n, c, h, w], Distribution::Normal(3.0, 2.0), &device)
                     .into_data();
-            let gamma = Tensor::<Flex, 1>::random([c], Distribution::Normal(1.0, 0.5), &device)
-                .into_data();
+            let gamma =
+                Tensor::<Flex, 1>::random([c], Distribution::Normal(1.0, 0.5), &device).into_data();
             let beta = Tensor::<Flex, 1>::random([c], Distribution::Default, &device).into_data();
-            let up = Tensor::<Flex, 4>::random([n, c, h, w], Distribution::Default, &device)
-                .into_data();
+            let up =
+                Tensor::<Flex, 4>::random([n, c, h, w], Distribution::Default, &device).into_data();
             for fixed_gamma in [false, true] {
                 let case = format!("{n}x{c}x{h}x{w} fixed γ {fixed_gamma}");
                 // The reference: burn's operations and autodiff.
@@ -261,13 +282,23 @@ mod tests {
                 let g2 = Tensor::<Train, 1>::from_data(gamma.clone(), &device);
                 let g2 = if fixed_gamma { g2 } else { g2.require_grad() };
                 let b2 = Tensor::<Train, 1>::from_data(beta.clone(), &device).require_grad();
-                let out = batch_norm_train(x2.clone(), g2.clone(), b2.clone(), 1e-5);
+                let out = train_norm::<Train, CpuKernels>(x2.clone(), g2.clone(), b2.clone(), 1e-5);
                 let u2 = Tensor::<Train, 4>::from_data(up.clone(), &device);
                 let grads2 = (out.y.clone() * u2).sum().backward();
 
                 close(&values(out.y), &values(r.y), 1e-5, &format!("y {case}"));
-                close(&values(out.mean), &values(r.mean), 1e-5, &format!("mean {case}"));
-                close(&values(out.var), &values(r.var), 1e-5, &format!("var {case}"));
+                close(
+                    &values(out.mean),
+                    &values(r.mean),
+                    1e-5,
+                    &format!("mean {case}"),
+                );
+                close(
+                    &values(out.var),
+                    &values(r.var),
+                    1e-5,
+                    &format!("var {case}"),
+                );
                 let grad = |t: &Tensor<Reference, 4>| values(t.grad(&grads).unwrap());
                 close(
                     &values(x2.grad(&grads2).unwrap()),

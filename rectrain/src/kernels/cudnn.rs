@@ -135,9 +135,9 @@ impl ConvShape {
             padding: options.padding,
             dilation: options.dilation,
         };
-        let y = shape.checked_y().ok_or_else(|| {
-            format!("no output: input {x:?}, weight {w:?}, options {options:?}")
-        })?;
+        let y = shape
+            .checked_y()
+            .ok_or_else(|| format!("no output: input {x:?}, weight {w:?}, options {options:?}"))?;
         for d in x.iter().chain(&w).chain(&y) {
             if *d == 0 || i32::try_from(*d).is_err() {
                 return Err(format!(
@@ -239,9 +239,7 @@ impl TensorDesc {
         let desc = Self::empty()?;
         // SAFETY: both descriptors are live.
         check(
-            unsafe {
-                sys::cudnnDeriveBNTensorDescriptor(desc.0, x.0, NORM_MODE)
-            },
+            unsafe { sys::cudnnDeriveBNTensorDescriptor(desc.0, x.0, NORM_MODE) },
             "cudnnDeriveBNTensorDescriptor",
         )?;
         Ok(desc)
@@ -433,7 +431,14 @@ fn heuristic(handle: sys::cudnnHandle_t, pass: Pass, d: &ConvDescs) -> CudnnResu
                 let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionFwdAlgoPerf_t>(); 16];
                 check(
                     sys::cudnnGetConvolutionForwardAlgorithm_v7(
-                        handle, d.x.0, d.w, d.conv, d.y.0, WANTED, &mut found, perf.as_mut_ptr(),
+                        handle,
+                        d.x.0,
+                        d.w,
+                        d.conv,
+                        d.y.0,
+                        WANTED,
+                        &mut found,
+                        perf.as_mut_ptr(),
                     ),
                     "cudnnGetConvolutionForwardAlgorithm_v7",
                 )?;
@@ -445,7 +450,14 @@ fn heuristic(handle: sys::cudnnHandle_t, pass: Pass, d: &ConvDescs) -> CudnnResu
                 let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdDataAlgoPerf_t>(); 16];
                 check(
                     sys::cudnnGetConvolutionBackwardDataAlgorithm_v7(
-                        handle, d.w, d.y.0, d.conv, d.x.0, WANTED, &mut found, perf.as_mut_ptr(),
+                        handle,
+                        d.w,
+                        d.y.0,
+                        d.conv,
+                        d.x.0,
+                        WANTED,
+                        &mut found,
+                        perf.as_mut_ptr(),
                     ),
                     "cudnnGetConvolutionBackwardDataAlgorithm_v7",
                 )?;
@@ -454,11 +466,17 @@ fn heuristic(handle: sys::cudnnHandle_t, pass: Pass, d: &ConvDescs) -> CudnnResu
                     .collect()
             }
             Pass::Filter => {
-                let mut perf =
-                    [std::mem::zeroed::<sys::cudnnConvolutionBwdFilterAlgoPerf_t>(); 16];
+                let mut perf = [std::mem::zeroed::<sys::cudnnConvolutionBwdFilterAlgoPerf_t>(); 16];
                 check(
                     sys::cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-                        handle, d.x.0, d.y.0, d.conv, d.w, WANTED, &mut found, perf.as_mut_ptr(),
+                        handle,
+                        d.x.0,
+                        d.y.0,
+                        d.conv,
+                        d.w,
+                        WANTED,
+                        &mut found,
+                        perf.as_mut_ptr(),
                     ),
                     "cudnnGetConvolutionBackwardFilterAlgorithm_v7",
                 )?;
@@ -490,10 +508,7 @@ fn pick(ranked: &[(u32, sys::cudnnStatus_t, usize, sys::cudnnMathType_t)]) -> Op
 
 /// Runs `f` with device `index`'s cuDNN (created on first use), the context bound to
 /// this thread.
-fn with_device<R>(
-    index: usize,
-    f: impl FnOnce(&mut Device) -> CudnnResult<R>,
-) -> CudnnResult<R> {
+fn with_device<R>(index: usize, f: impl FnOnce(&mut Device) -> CudnnResult<R>) -> CudnnResult<R> {
     type Devices = Mutex<HashMap<usize, Arc<Mutex<Device>>>>;
     static DEVICES: OnceLock<Devices> = OnceLock::new();
     let device = {
@@ -525,7 +540,10 @@ fn pointer(t: &Tensor) -> *mut c_void {
 }
 
 /// Scratch memory from cubecl's allocator (`None` for zero bytes) and its pointer.
-fn workspace(like: &Tensor, bytes: usize) -> (Option<burn_cubecl::cubecl::server::Handle>, *mut c_void) {
+fn workspace(
+    like: &Tensor,
+    bytes: usize,
+) -> (Option<burn_cubecl::cubecl::server::Handle>, *mut c_void) {
     if bytes == 0 {
         return (None, std::ptr::null_mut());
     }
@@ -610,19 +628,49 @@ fn convolve(pass: Pass, shape: &ConvShape, x: &Tensor, w: &Tensor, y: &Tensor) -
         let status = unsafe {
             match pass {
                 Pass::Forward => sys::cudnnConvolutionForward(
-                    h, one(), descs.x.0, xp, descs.w, wp, descs.conv,
+                    h,
+                    one(),
+                    descs.x.0,
+                    xp,
+                    descs.w,
+                    wp,
+                    descs.conv,
                     std::mem::transmute::<u32, sys::cudnnConvolutionFwdAlgo_t>(choice.algo),
-                    ws, choice.workspace, zero(), descs.y.0, yp,
+                    ws,
+                    choice.workspace,
+                    zero(),
+                    descs.y.0,
+                    yp,
                 ),
                 Pass::Data => sys::cudnnConvolutionBackwardData(
-                    h, one(), descs.w, wp, descs.y.0, yp, descs.conv,
+                    h,
+                    one(),
+                    descs.w,
+                    wp,
+                    descs.y.0,
+                    yp,
+                    descs.conv,
                     std::mem::transmute::<u32, sys::cudnnConvolutionBwdDataAlgo_t>(choice.algo),
-                    ws, choice.workspace, zero(), descs.x.0, xp,
+                    ws,
+                    choice.workspace,
+                    zero(),
+                    descs.x.0,
+                    xp,
                 ),
                 Pass::Filter => sys::cudnnConvolutionBackwardFilter(
-                    h, one(), descs.x.0, xp, descs.y.0, yp, descs.conv,
+                    h,
+                    one(),
+                    descs.x.0,
+                    xp,
+                    descs.y.0,
+                    yp,
+                    descs.conv,
                     std::mem::transmute::<u32, sys::cudnnConvolutionBwdFilterAlgo_t>(choice.algo),
-                    ws, choice.workspace, zero(), descs.w, wp,
+                    ws,
+                    choice.workspace,
+                    zero(),
+                    descs.w,
+                    wp,
                 ),
             }
         };
@@ -642,7 +690,10 @@ impl<F: FloatElement> ConvKernels for Cudnn<F> {
         let (x, w) = (contiguous(x), contiguous(w));
         let shape = conv_shape(&x, &w, options);
         let y = empty_like(&x, &shape.y(), x.dtype);
-        or_panic(convolve(Pass::Forward, &shape, &x, &w, &y), format_args!("{shape:?}"));
+        or_panic(
+            convolve(Pass::Forward, &shape, &x, &w, &y),
+            format_args!("{shape:?}"),
+        );
         y
     }
 
@@ -657,12 +708,18 @@ impl<F: FloatElement> ConvKernels for Cudnn<F> {
         let shape = conv_shape(&x, &w, options);
         let dx = want_x.then(|| {
             let dx = empty_like(&x, &shape.x, x.dtype);
-            or_panic(convolve(Pass::Data, &shape, &dx, &w, &dy), format_args!("data gradient {shape:?}"));
+            or_panic(
+                convolve(Pass::Data, &shape, &dx, &w, &dy),
+                format_args!("data gradient {shape:?}"),
+            );
             dx
         });
         let dw = want_w.then(|| {
             let dw = empty_like(&w, &shape.w, w.dtype);
-            or_panic(convolve(Pass::Filter, &shape, &x, &dw, &dy), format_args!("weight gradient {shape:?}"));
+            or_panic(
+                convolve(Pass::Filter, &shape, &x, &dw, &dy),
+                format_args!("weight gradient {shape:?}"),
+            );
             dw
         });
         [dx, dw]
@@ -676,7 +733,10 @@ impl<F: FloatElement> NormKernels for Cudnn<F> {
         let x = contiguous(x);
         let param_dtype = gamma.dtype;
         let [_, c, _, _] = dims4(&x);
-        let (gamma, beta) = (cast(contiguous(gamma), DType::F32), cast(contiguous(beta), DType::F32));
+        let (gamma, beta) = (
+            cast(contiguous(gamma), DType::F32),
+            cast(contiguous(beta), DType::F32),
+        );
         let y = empty_like(&x, &dims4(&x), x.dtype);
         let mean = empty_like(&x, &[c], DType::F32);
         let inv_std = empty_like(&x, &[c], DType::F32);
@@ -692,8 +752,23 @@ impl<F: FloatElement> NormKernels for Cudnn<F> {
             // synchronised.
             let status = unsafe {
                 sys::cudnnBatchNormalizationForwardTraining(
-                    dev.handle, NORM_MODE, one(), zero(), xd.0, p[0], xd.0, p[1], bd.0, p[2],
-                    p[3], 1.0, std::ptr::null_mut(), std::ptr::null_mut(), epsilon, p[4], p[5],
+                    dev.handle,
+                    NORM_MODE,
+                    one(),
+                    zero(),
+                    xd.0,
+                    p[0],
+                    xd.0,
+                    p[1],
+                    bd.0,
+                    p[2],
+                    p[3],
+                    1.0,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    epsilon,
+                    p[4],
+                    p[5],
                 )
             };
             check(status, "batch norm forward")?;
@@ -741,8 +816,25 @@ impl<F: FloatElement> NormKernels for Cudnn<F> {
             // SAFETY: as in `forward`; the saved statistics are the forward step's.
             let status = unsafe {
                 sys::cudnnBatchNormalizationBackward(
-                    dev.handle, NORM_MODE, one(), zero(), one(), zero(), xd.0, p[0], xd.0, p[1],
-                    xd.0, p[2], bd.0, p[3], p[4], p[5], epsilon, p[6], p[7],
+                    dev.handle,
+                    NORM_MODE,
+                    one(),
+                    zero(),
+                    one(),
+                    zero(),
+                    xd.0,
+                    p[0],
+                    xd.0,
+                    p[1],
+                    xd.0,
+                    p[2],
+                    bd.0,
+                    p[3],
+                    p[4],
+                    p[5],
+                    epsilon,
+                    p[6],
+                    p[7],
                 )
             };
             check(status, "batch norm backward")?;
@@ -785,8 +877,12 @@ mod tests {
         let refused = |x, w, o: ConvOptions<2>| ConvShape::new(x, w, &o).unwrap_err();
         assert!(refused([1, 3, 8, 8], [4, 6, 3, 3], options(1, 1)).contains("channels"));
         assert!(refused([1, 3, 2, 2], [4, 3, 7, 7], options(1, 0)).contains("no output"));
-        assert!(refused([1, 4, 8, 8], [4, 2, 3, 3], ConvOptions::new([1, 1], [1, 1], [1, 1], 2))
-            .contains("groups"));
+        assert!(refused(
+            [1, 4, 8, 8],
+            [4, 2, 3, 3],
+            ConvOptions::new([1, 1], [1, 1], [1, 1], 2)
+        )
+        .contains("groups"));
         assert!(refused([1 << 31, 3, 8, 8], [4, 3, 3, 3], options(1, 1)).contains("range"));
         assert!(refused([1 << 20, 64, 64, 64], [4, 64, 3, 3], options(1, 1)).contains("2^31"));
     }
@@ -798,8 +894,14 @@ mod tests {
         assert_eq!(data_type(DType::F16), Some(CUDNN_DATA_HALF));
         assert_eq!(data_type(DType::BF16), Some(CUDNN_DATA_BFLOAT16));
         assert_eq!(data_type(DType::F64), None);
-        assert_eq!(math_type(DType::F32), sys::cudnnMathType_t::CUDNN_DEFAULT_MATH);
-        assert_eq!(math_type(DType::BF16), sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH);
+        assert_eq!(
+            math_type(DType::F32),
+            sys::cudnnMathType_t::CUDNN_DEFAULT_MATH
+        );
+        assert_eq!(
+            math_type(DType::BF16),
+            sys::cudnnMathType_t::CUDNN_TENSOR_OP_MATH
+        );
         assert_eq!(nchw_strides([2, 3, 4, 5]), [60, 20, 5, 1]);
     }
 
@@ -807,8 +909,12 @@ mod tests {
     fn versions() {
         assert_eq!(check_version(91400), Ok(91400));
         assert_eq!(check_version(90200), Ok(90200));
-        assert!(check_version(8907).unwrap_err().contains("cuDNN 8.9 was found"));
-        assert!(check_version(100100).unwrap_err().contains("cuDNN 10.1 was found"));
+        assert!(check_version(8907)
+            .unwrap_err()
+            .contains("cuDNN 8.9 was found"));
+        assert!(check_version(100100)
+            .unwrap_err()
+            .contains("cuDNN 10.1 was found"));
     }
 
     /// The first ranked algorithm that succeeded within the workspace limit wins.
@@ -818,7 +924,12 @@ mod tests {
         use sys::cudnnStatus_t::*;
         let ranked = [
             (6, CUDNN_STATUS_NOT_SUPPORTED, 0, CUDNN_TENSOR_OP_MATH),
-            (1, CUDNN_STATUS_SUCCESS, MAX_WORKSPACE + 1, CUDNN_TENSOR_OP_MATH),
+            (
+                1,
+                CUDNN_STATUS_SUCCESS,
+                MAX_WORKSPACE + 1,
+                CUDNN_TENSOR_OP_MATH,
+            ),
             (0, CUDNN_STATUS_SUCCESS, 4096, CUDNN_DEFAULT_MATH),
             (2, CUDNN_STATUS_SUCCESS, 0, CUDNN_FMA_MATH),
         ];

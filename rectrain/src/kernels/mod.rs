@@ -5,7 +5,7 @@
 //! | operation | CPU training (`Autodiff<Flex>`) | CPU inference (`Flex`) | CUDA training | CUDA inference | other backends |
 //! |---|---|---|---|---|---|
 //! | [`conv2d()`] | [`cpu`]: burn-flex's convolution with a batch-parallel input gradient | burn's | cuDNN (else implicit GEMM) | cuDNN (else implicit GEMM) + bias | burn's |
-//! | [`batch_norm_train()`] | [`cpu`]: `x·s + t` and a closed-form backward step | — | cuDNN | — | burn's operations ([`batch_norm_ops`]) |
+//! | [`batch_norm_train()`] | burn's operations ([`batch_norm_ops`]) | — | cuDNN | — | burn's operations |
 //! | [`contiguous()`] | burn's (the autodiff wrapper) | [`contiguous`](mod@contiguous): block copies over the threads | a reshape round trip | a reshape round trip | a reshape round trip |
 //!
 //! Training kernels enter burn's autodiff graph as one node each with their own
@@ -30,7 +30,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, FloatTensor};
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_flex::Flex;
 
 #[cfg(feature = "cuda")]
@@ -182,41 +182,68 @@ macro_rules! cuda_kernels {
     }};
 }
 
-/// `conv.forward(x)` with the backend's convolution kernel.
+/// `conv.forward(x)` with the backend's convolution kernel, in `x`'s dtype: under
+/// mixed precision the f32 weights are cast to the activations' half type on the way
+/// in (inside autodiff's graph, so their gradients come back in f32).
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let dtype = x.dtype();
+    let weight = in_dtype(conv.weight.val(), dtype);
+    let bias = conv.bias.as_ref().map(|b| in_dtype(b.val(), dtype));
     let Some(options) = kernel_options(conv) else {
-        return conv.forward(x);
+        let out = conv.forward(in_dtype(x, conv.weight.val().dtype()));
+        return in_dtype(out, dtype);
     };
-    let trainable = conv.bias.is_none();
-    match Kernels::of::<B>() {
-        Kernels::CpuTrain if trainable => train_conv::<B, CpuKernels>(conv, x, options),
+    match (Kernels::of::<B>(), bias) {
+        (Kernels::CpuTrain, None) => train_conv::<B, CpuKernels>(x, weight, options),
         #[cfg(feature = "cuda")]
-        Kernels::CudaTrain(precision, path) if trainable => {
+        (Kernels::CudaTrain(precision, path), None) => {
             use cudnn::Cudnn;
             use gemm::Gemm;
             match path {
                 CudaConvolutions::Cudnn => {
-                    cuda_kernels!(precision, Cudnn, train_conv::<B>(conv, x, options))
+                    cuda_kernels!(precision, Cudnn, train_conv::<B>(x, weight, options))
                 }
                 CudaConvolutions::ImplicitGemm => {
-                    cuda_kernels!(precision, Gemm, train_conv::<B>(conv, x, options))
+                    cuda_kernels!(precision, Gemm, train_conv::<B>(x, weight, options))
                 }
             }
         }
         #[cfg(feature = "cuda")]
-        Kernels::Cuda(precision, path) => {
+        (Kernels::Cuda(precision, path), bias) => {
             use cudnn::Cudnn;
             use gemm::Gemm;
-            match path {
+            let y = match path {
                 CudaConvolutions::Cudnn => {
-                    cuda_kernels!(precision, Cudnn, infer_conv::<B>(conv, x, options))
+                    cuda_kernels!(precision, Cudnn, infer_conv::<B>(x, weight, options))
                 }
                 CudaConvolutions::ImplicitGemm => {
-                    cuda_kernels!(precision, Gemm, infer_conv::<B>(conv, x, options))
+                    cuda_kernels!(precision, Gemm, infer_conv::<B>(x, weight, options))
                 }
-            }
+            };
+            with_bias(y, bias)
         }
-        _ => conv.forward(x),
+        (_, bias) => burn::tensor::module::conv2d(x, weight, bias, options),
+    }
+}
+
+/// `t` in `dtype` (itself when it already is): where mixed precision's half-type
+/// activations meet f32 parameters.
+pub fn in_dtype<B: Backend, const D: usize>(t: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    if t.dtype() == dtype {
+        t
+    } else {
+        t.cast(dtype)
+    }
+}
+
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn with_bias<B: Backend>(y: Tensor<B, 4>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 4> {
+    match bias {
+        Some(bias) => {
+            let k = bias.dims()[0];
+            y + bias.reshape([1, k, 1, 1])
+        }
+        None => y,
     }
 }
 
@@ -243,33 +270,26 @@ fn from_primitive<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D>
 
 /// A training convolution on `B = Autodiff<K::B>` through [`autodiff::conv2d`].
 fn train_conv<B: Backend, K: ConvKernels>(
-    conv: &Conv2d<B>,
     x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
     options: ConvOptions<2>,
 ) -> Tensor<B, 4> {
     let x = to::<B, FloatTensor<Autodiff<K::B>>>(x.into_primitive().tensor());
-    let w = to::<B, FloatTensor<Autodiff<K::B>>>(conv.weight.val().into_primitive().tensor());
+    let w = to::<B, FloatTensor<Autodiff<K::B>>>(weight.into_primitive().tensor());
     let y = autodiff::conv2d::<K>(x, w, options);
     from_primitive(to::<Autodiff<K::B>, FloatTensor<B>>(y))
 }
 
-/// An inference convolution on `B = K::B`, and its bias.
+/// An inference convolution on `B = K::B` (no bias).
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn infer_conv<B: Backend, K: ConvKernels>(
-    conv: &Conv2d<B>,
     x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
     options: ConvOptions<2>,
 ) -> Tensor<B, 4> {
     let x = to::<B, FloatTensor<K::B>>(x.into_primitive().tensor());
-    let w = to::<B, FloatTensor<K::B>>(conv.weight.val().into_primitive().tensor());
-    let y: Tensor<B, 4> = from_primitive(to::<K::B, FloatTensor<B>>(K::forward(x, w, &options)));
-    match &conv.bias {
-        Some(bias) => {
-            let k = bias.dims()[0];
-            y + bias.val().reshape([1, k, 1, 1])
-        }
-        None => y,
-    }
+    let w = to::<B, FloatTensor<K::B>>(weight.into_primitive().tensor());
+    from_primitive(to::<K::B, FloatTensor<B>>(K::forward(x, w, &options)))
 }
 
 /// What [`batch_norm_train`] returns: the output and the batch's statistics (for the
@@ -292,16 +312,18 @@ pub fn batch_norm_train<B: Backend>(
     beta: Tensor<B, 1>,
     epsilon: f64,
 ) -> NormOutput<B> {
-    match Kernels::of::<B>() {
-        Kernels::CpuTrain => train_norm::<B, CpuKernels>(x, gamma, beta, epsilon),
+    let param_dtype = gamma.dtype();
+    let out = match Kernels::of::<B>() {
+        // cuDNN takes f32 parameters with half-type data (and gives their gradients in
+        // the parameters' dtype).
         #[cfg(feature = "cuda")]
-        Kernels::CudaTrain(precision, CudaConvolutions::Cudnn)
-            if epsilon >= cudnn::MIN_EPSILON =>
-        {
+        Kernels::CudaTrain(precision, CudaConvolutions::Cudnn) if epsilon >= cudnn::MIN_EPSILON => {
             use cudnn::Cudnn;
-            cuda_kernels!(precision, Cudnn, train_norm::<B>(x, gamma, beta, epsilon))
+            return cuda_kernels!(precision, Cudnn, train_norm::<B>(x, gamma, beta, epsilon));
         }
         _ => {
+            let dtype = x.dtype();
+            let (gamma, beta) = (in_dtype(gamma, dtype), in_dtype(beta, dtype));
             let out = batch_norm_ops(x, gamma, beta, epsilon);
             NormOutput {
                 y: out.y,
@@ -309,10 +331,16 @@ pub fn batch_norm_train<B: Backend>(
                 var: out.var.detach(),
             }
         }
+    };
+    NormOutput {
+        y: out.y,
+        mean: in_dtype(out.mean, param_dtype),
+        var: in_dtype(out.var, param_dtype),
     }
 }
 
 /// Training batch norm on `B = Autodiff<K::B>` through [`autodiff::batch_norm`].
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn train_norm<B: Backend, K: NormKernels>(
     x: Tensor<B, 4>,
     gamma: Tensor<B, 1>,
@@ -382,12 +410,6 @@ pub struct NormStatistics<B: Backend> {
 pub(crate) fn per_channel<B: Backend>(t: Tensor<B, 1>, n: usize) -> Tensor<B, 4> {
     let c = t.dims()[0];
     t.reshape([1, c, 1, 1]).repeat_dim(0, n)
-}
-
-/// Per-channel mean of `x: [N, C, H, W]` as `[C]`.
-pub(crate) fn channel_mean<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 1> {
-    let c = x.dims()[1];
-    x.mean_dim(0).mean_dim(2).mean_dim(3).reshape([c])
 }
 
 /// `t` with a contiguous layout (the same values, in row-major order): gradients before
