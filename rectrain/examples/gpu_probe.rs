@@ -3,8 +3,16 @@
 //! ```text
 //! cargo build -p rectrain --example gpu_probe --features gpu-probe
 //! gpu_probe [--device cuda:0] [--precision float32] [--depth 18] [--batch 64]
-//!           [--size 224] [--steps 10] [--mode train|infer]
+//!           [--size 224] [--steps 10] [--mode train|infer|parity]
 //! ```
+//!
+//! `train` runs rectrain's training step (mixed precision for float16/bfloat16: f32
+//! master weights, half-type compute, as `rectrain --precision-dtype`); `infer` runs
+//! recpredict's model (BatchNorm folded into the convolutions). `parity` checks the
+//! CUDA kernel layer against burn's own CUDA kernels on every distinct convolution of
+//! ResNet-`depth` at `size`² (batch `batch`) and on batch norm, in f32 and bf16: one
+//! `PARITY` line per check with the largest absolute error and the largest error
+//! relative to the reference's largest magnitude, then `RESULT mode=parity ...`.
 //!
 //! Builds a randomly initialised ResNet on the device and times training steps
 //! (forward, cross-entropy, backward, SGD with momentum) or inference forwards on random
@@ -24,6 +32,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor};
 use rectrain::backend::{dispatch, resolve, BackendTask, DeviceSpec, Precision};
 use rectrain::model::ResNetConfig;
+use rectrain::train::amp::MixedPrecision;
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -34,6 +43,7 @@ struct Args {
     size: usize,
     steps: usize,
     train: bool,
+    parity: bool,
     classes: usize,
 }
 
@@ -46,6 +56,7 @@ fn parse() -> Result<Args, String> {
         size: 224,
         steps: 10,
         train: true,
+        parity: false,
         classes: 1000,
     };
     let mut it = std::env::args().skip(1);
@@ -60,10 +71,11 @@ fn parse() -> Result<Args, String> {
             "--steps" => a.steps = val()?.parse().map_err(|e| format!("--steps: {e}"))?,
             "--classes" => a.classes = val()?.parse().map_err(|e| format!("--classes: {e}"))?,
             "--mode" => {
-                a.train = match val()?.as_str() {
-                    "train" => true,
-                    "infer" => false,
-                    m => return Err(format!("--mode {m}: expected train or infer")),
+                (a.train, a.parity) = match val()?.as_str() {
+                    "train" => (true, false),
+                    "infer" => (false, false),
+                    "parity" => (false, true),
+                    m => return Err(format!("--mode {m}: expected train, infer or parity")),
                 }
             }
             other => return Err(format!("unknown argument {other}")),
@@ -79,6 +91,10 @@ impl BackendTask for Probe {
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         let a = self.0;
         let device = devices.into_iter().next().ok_or("no device")?;
+        if a.parity {
+            return parity::run::<B>(&a, &device);
+        }
+        let amp = MixedPrecision::new(a.precision);
         let cfg = ResNetConfig::new(a.depth, a.classes);
         cfg.validate().map_err(|e| e.to_string())?;
         let t0 = Instant::now();
@@ -100,8 +116,14 @@ impl BackendTask for Probe {
             ),
             &device,
         );
-        let valid = if a.train { None } else { Some(model.valid()) };
-        let x_inner: Tensor<B::InnerBackend, 4> = x.clone().inner();
+        // recpredict's model: BatchNorm folded into the convolutions.
+        let valid = if a.train {
+            None
+        } else {
+            Some(model.valid().fold_batch_norm())
+        };
+        let x_inner: Tensor<B::InnerBackend, 4> = amp.input(x.clone().inner());
+        let x = amp.input(x);
         let mut times = Vec::new();
         for step in 0..a.steps {
             let t = Instant::now();
@@ -113,7 +135,10 @@ impl BackendTask for Probe {
             } else {
                 let z = model.forward(x.clone());
                 let loss = loss_fn.forward(z, y.clone());
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let grads = GradientsParams::from_grads(
+                    loss.mul_scalar(amp.loss_scale()).backward(),
+                    &model,
+                );
                 model = optim.step(0.01, model, grads);
                 B::sync(&device).map_err(|e| format!("{e:?}"))?;
             }
@@ -140,6 +165,167 @@ impl BackendTask for Probe {
             a.precision,
             img_s,
             times.first().copied().unwrap_or(f64::NAN)
+        );
+        Ok(())
+    }
+}
+
+mod parity {
+    //! cuDNN (the kernel layer) against burn's own CUDA kernels.
+
+    use burn::backend::Autodiff;
+    use burn::tensor::backend::{AutodiffBackend, Backend};
+    use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
+    use burn::tensor::{bf16, Distribution, Tensor, TensorPrimitive};
+    use burn_autodiff::checkpoint::strategy::BalancedCheckpointing;
+    use rectrain::kernels::autodiff::{batch_norm, ConvKernels};
+    use rectrain::kernels::cudnn::{probe, Cudnn, Inner};
+    use rectrain::kernels::{batch_norm_ops, cast};
+
+    use super::Args;
+
+    /// A distinct convolution of the network: input channels, output channels, kernel,
+    /// stride, input side.
+    type Conv = (usize, usize, usize, usize, usize);
+
+    /// Every distinct convolution of torchvision's ResNet-`depth` at `size`².
+    pub fn resnet_convs(depth: usize, size: usize) -> Vec<Conv> {
+        let (bottleneck, blocks) = match depth {
+            18 => (false, [2, 2, 2, 2]),
+            34 => (false, [3, 4, 6, 3]),
+            50 => (true, [3, 4, 6, 3]),
+            101 => (true, [3, 4, 23, 3]),
+            152 => (true, [3, 8, 36, 3]),
+            _ => (true, [3, 24, 36, 3]),
+        };
+        let expansion = if bottleneck { 4 } else { 1 };
+        let mut convs = vec![(3, 64, 7, 2, size)];
+        let mut side = size.div_ceil(2).div_ceil(2); // stem stride 2, max pool stride 2
+        let mut channels = 64;
+        for (stage, &n) in blocks.iter().enumerate() {
+            let planes = 64 << stage;
+            for b in 0..n {
+                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                let out = planes * expansion;
+                if stride != 1 || channels != out {
+                    convs.push((channels, out, 1, stride, side));
+                }
+                if bottleneck {
+                    convs.push((channels, planes, 1, 1, side));
+                    convs.push((planes, planes, 3, stride, side));
+                    convs.push((planes, out, 1, 1, side.div_ceil(stride)));
+                } else {
+                    convs.push((channels, planes, 3, stride, side));
+                    convs.push((planes, planes, 3, 1, side.div_ceil(stride)));
+                }
+                channels = out;
+                side = side.div_ceil(stride);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        convs.retain(|c| seen.insert(*c));
+        convs
+    }
+
+    fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+    }
+
+    /// Largest absolute error and largest error relative to the reference's largest
+    /// magnitude.
+    fn errors(got: &[f32], want: &[f32]) -> (f32, f32) {
+        let abs = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let scale = want.iter().map(|b| b.abs()).fold(0f32, f32::max);
+        (abs, abs / scale.max(f32::MIN_POSITIVE))
+    }
+
+    fn tensor<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
+        Tensor::from_primitive(TensorPrimitive::Float(t))
+    }
+
+    fn prim<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
+        t.into_primitive().tensor()
+    }
+
+    /// Checks in float type `F`; returns the worst relative error.
+    fn check<F: burn_cubecl::FloatElement>(
+        name: &str,
+        convs: &[Conv],
+        batch: usize,
+        device: &<Inner<F> as Backend>::Device,
+    ) -> f32 {
+        type K<F> = Cudnn<F>;
+        let mut worst = 0f32;
+        let mut report = |what: String, got: &[f32], want: &[f32]| {
+            let (abs, rel) = errors(got, want);
+            worst = worst.max(rel);
+            println!("PARITY {name} {what} abs={abs:.3e} rel={rel:.3e}");
+        };
+        for &(cin, cout, k, stride, side) in convs {
+            let pad = k / 2;
+            let options = ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1);
+            let dist = Distribution::Normal(0.0, 1.0);
+            let x = Tensor::<Inner<F>, 4>::random([batch, cin, side, side], dist, device);
+            let w = Tensor::<Inner<F>, 4>::random([cout, cin, k, k], dist, device)
+                .mul_scalar(1.0 / ((cin * k * k) as f64).sqrt());
+            let y_ref = Inner::<F>::conv2d(prim(x.clone()), prim(w.clone()), None, options.clone());
+            let y = K::<F>::forward(prim(x.clone()), prim(w.clone()), &options);
+            let dy = Tensor::<Inner<F>, 4>::random(tensor::<Inner<F>, 4>(y_ref.clone()).dims(), dist, device);
+            let case = format!("conv {cin}->{cout} {k}x{k}/{stride} at {side}");
+            report(format!("{case} forward"), &values(tensor::<_, 4>(y)), &values(tensor::<_, 4>(y_ref)));
+            let dx_ref = Inner::<F>::conv2d_x_backward(prim(x.clone()), prim(w.clone()), prim(dy.clone()), options.clone());
+            let dw_ref = Inner::<F>::conv2d_weight_backward(prim(x.clone()), prim(w.clone()), prim(dy.clone()), options.clone());
+            let [dx, dw] = K::<F>::backward(prim(x), prim(w), prim(dy), &options, [true, true]);
+            report(format!("{case} data-grad"), &values(tensor::<_, 4>(dx.unwrap())), &values(tensor::<_, 4>(dx_ref)));
+            report(format!("{case} weight-grad"), &values(tensor::<_, 4>(dw.unwrap())), &values(tensor::<_, 4>(dw_ref)));
+        }
+        // Batch norm: the cuDNN node against burn's autodiff of burn's operations (a
+        // checkpointing autodiff, which the kernel layer leaves to burn).
+        type Ad<F> = Autodiff<Inner<F>>;
+        type Ref<F> = Autodiff<Inner<F>, BalancedCheckpointing>;
+        for &(_, c, _, _, side) in convs.iter().filter(|c| c.4 <= 56) {
+            let dist = Distribution::Normal(0.5, 2.0);
+            let x0 = Tensor::<Inner<F>, 4>::random([batch, c, side, side], dist, device);
+            let g0 = Tensor::<Inner<F>, 1>::random([c], dist, device);
+            let b0 = Tensor::<Inner<F>, 1>::random([c], dist, device);
+            let up = Tensor::<Inner<F>, 4>::random([batch, c, side, side], dist, device);
+            let x = Tensor::<Ref<F>, 4>::from_inner(x0.clone()).require_grad();
+            let g = Tensor::<Ref<F>, 1>::from_inner(g0.clone()).require_grad();
+            let b = Tensor::<Ref<F>, 1>::from_inner(b0.clone()).require_grad();
+            let r = batch_norm_ops(x.clone(), g.clone(), b.clone(), 1e-5);
+            let grads = (r.y.clone() * Tensor::from_inner(up.clone())).sum().backward();
+            let x2 = Tensor::<Ad<F>, 4>::from_inner(x0).require_grad();
+            let g2 = Tensor::<Ad<F>, 1>::from_inner(g0).require_grad();
+            let b2 = Tensor::<Ad<F>, 1>::from_inner(b0).require_grad();
+            let out = batch_norm::<K<F>>(prim(x2.clone()), prim(g2.clone()), prim(b2.clone()), 1e-5);
+            let y2: Tensor<Ad<F>, 4> = tensor(out.y);
+            let grads2 = (y2.clone() * Tensor::from_inner(up)).sum().backward();
+            let case = format!("batchnorm {c}x{side}x{side}");
+            report(format!("{case} forward"), &values(y2.inner()), &values(r.y.inner()));
+            report(format!("{case} mean"), &values(tensor::<Ad<F>, 1>(out.mean).inner()), &values(r.mean.inner()));
+            report(format!("{case} var"), &values(tensor::<Ad<F>, 1>(out.var).inner()), &values(r.var.inner()));
+            report(format!("{case} dx"), &values(x2.grad(&grads2).unwrap()), &values(x.grad(&grads).unwrap()));
+            report(format!("{case} dgamma"), &values(g2.grad(&grads2).unwrap()), &values(g.grad(&grads).unwrap()));
+            report(format!("{case} dbeta"), &values(b2.grad(&grads2).unwrap()), &values(b.grad(&grads).unwrap()));
+        }
+        worst
+    }
+
+    pub fn run<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<(), String> {
+        let version = probe()?;
+        let device = cast::<B::Device, <Inner<f32> as Backend>::Device>(device.clone())
+            .map_err(|_| "parity needs --device cuda".to_string())?;
+        let convs = resnet_convs(a.depth, a.size);
+        eprintln!("cuDNN {version}; {} distinct convolutions", convs.len());
+        let f32_worst = check::<f32>("f32", &convs, a.batch, &device);
+        let bf16_worst = check::<bf16>("bf16", &convs, a.batch, &device);
+        println!(
+            "RESULT mode=parity depth={} batch={} size={} worst_rel_f32={f32_worst:.3e} worst_rel_bf16={bf16_worst:.3e}",
+            a.depth, a.batch, a.size
         );
         Ok(())
     }

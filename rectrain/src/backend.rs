@@ -10,7 +10,9 @@
 //! | CPU | float32 | [`CpuBackend`] (`burn::backend::Flex`) |
 //! | CUDA | float32 / float16 / bfloat16 | [`CudaBackend`], [`CudaF16Backend`], [`CudaBf16Backend`] |
 //!
-//! Training gets the autodiff flavour (`Autodiff<…>`), inference the plain one.
+//! Inference runs on the plain backend of its precision. Training runs on
+//! `Autodiff<CudaBackend>` whatever the precision: float16/bfloat16 are mixed precision
+//! there (f32 master weights, half-type compute; `train::amp`).
 //!
 //! **Probing.** cudarc loads `libcuda` and `libnvrtc` at run time, so a binary built
 //! with the `cuda` feature runs on machines without CUDA. The probe checks that both
@@ -412,9 +414,11 @@ pub fn dispatch<T: BackendTask>(
         ResolvedDevice::Cuda(ids) => {
             let devices = cuda_devices(ids);
             Ok(match precision {
-                Precision::F32 => task.run::<Autodiff<CudaBackend>>(devices),
-                Precision::F16 => task.run::<Autodiff<CudaF16Backend>>(devices),
-                Precision::Bf16 => task.run::<Autodiff<CudaBf16Backend>>(devices),
+                // Every precision trains f32 master weights; float16/bfloat16 compute
+                // in the half type (mixed precision, `train::amp`).
+                Precision::F32 | Precision::F16 | Precision::Bf16 => {
+                    task.run::<Autodiff<CudaBackend>>(devices)
+                }
             })
         }
         #[cfg(not(feature = "cuda"))]

@@ -322,11 +322,12 @@ pub fn batch_norm_train<B: Backend>(
             return cuda_kernels!(precision, Cudnn, train_norm::<B>(x, gamma, beta, epsilon));
         }
         _ => {
+            // Statistics in the parameters' dtype (f32 under mixed precision, as
+            // cuDNN): half-type sums over N·H·W values lose most of their digits.
             let dtype = x.dtype();
-            let (gamma, beta) = (in_dtype(gamma, dtype), in_dtype(beta, dtype));
-            let out = batch_norm_ops(x, gamma, beta, epsilon);
+            let out = batch_norm_ops(in_dtype(x, param_dtype), gamma, beta, epsilon);
             NormOutput {
-                y: out.y,
+                y: in_dtype(out.y, dtype),
                 mean: out.mean.detach(),
                 var: out.var.detach(),
             }
@@ -428,7 +429,7 @@ pub fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
 
 /// `t` as a `U` when `T` is `U` (the same type), else `t` back: how a kernel selected
 /// by [`Kernels::of`] gets its backend's concrete tensor type.
-pub(crate) fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
+pub fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
     let mut slot = Some(t);
     match (&mut slot as &mut dyn Any).downcast_mut::<Option<U>>() {
         Some(u) => Ok(u.take().expect("the slot was just filled")),

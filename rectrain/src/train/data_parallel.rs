@@ -52,6 +52,9 @@ pub struct DataParallel<B: AutodiffBackend, M> {
     /// One replica per device after the first, with its own buffers (BatchNorm running
     /// statistics) so that copying weights into it never touches the model.
     replicas: Vec<M>,
+    /// The loss scale (mixed precision's float16; 1 otherwise): each shard's loss is
+    /// multiplied by it before its backward pass.
+    loss_scale: f64,
 }
 
 impl<B: AutodiffBackend, M: AutodiffModule<B>> DataParallel<B, M> {
@@ -59,7 +62,17 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> DataParallel<B, M> {
     /// replaced by the model's at every step). `devices` must not be empty.
     pub fn new(devices: Vec<B::Device>, init: impl Fn(&B::Device) -> M) -> Self {
         let replicas = devices.iter().skip(1).map(&init).collect();
-        DataParallel { devices, replicas }
+        DataParallel {
+            devices,
+            replicas,
+            loss_scale: 1.0,
+        }
+    }
+
+    /// Sets the factor every shard's loss is multiplied by before its backward pass
+    /// (the gradients come out multiplied by it).
+    pub fn set_loss_scale(&mut self, scale: f64) {
+        self.loss_scale = scale;
     }
 
     /// The devices, the model's first.
@@ -85,8 +98,9 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> DataParallel<B, M> {
             start += size;
             let (loss, outputs, grads) = if i == 0 {
                 let (loss, outputs) = shard(model, range, main);
-                let scaled = if sizes.len() > 1 {
-                    loss.clone().mul_scalar(size as f64 / n as f64)
+                let scaled = if sizes.len() > 1 || self.loss_scale != 1.0 {
+                    loss.clone()
+                        .mul_scalar(size as f64 / n as f64 * self.loss_scale)
                 } else {
                     loss.clone()
                 };
@@ -99,7 +113,9 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> DataParallel<B, M> {
                     .load_record(model.clone().into_record())
                     .map(&mut FreshLeaves);
                 let (loss, outputs) = shard(&replica, range, device);
-                let scaled = loss.clone().mul_scalar(size as f64 / n as f64);
+                let scaled = loss
+                    .clone()
+                    .mul_scalar(size as f64 / n as f64 * self.loss_scale);
                 let grads = GradientsParams::from_grads::<B, M>(scaled.backward(), &replica)
                     .to_device::<B, M>(main, &replica);
                 self.replicas[i - 1] = replica;

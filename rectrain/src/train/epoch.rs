@@ -23,7 +23,7 @@ use crate::sagemaker_log::{info, Speedometer};
 
 use super::data_parallel::DataParallel;
 use super::loss::batch_loss;
-use super::optim::{all_finite, prepare_grads};
+use super::optim::{all_finite, grads_finite, prepare_grads};
 use super::resume::{self, ResumeState};
 use super::{Prepared, TrainError, TrainOutcome};
 
@@ -38,6 +38,8 @@ pub(super) struct Run<'a, B: AutodiffBackend> {
     pub(super) steps_done: usize,
     /// The "small images are upscaled" notice, shown once per run.
     pub(super) upscale: loader::UpscaleNotice,
+    /// Mixed precision (float16/bfloat16 on CUDA).
+    pub(super) amp: super::amp::MixedPrecision,
 }
 
 /// How an epoch's training pass ended.
@@ -241,8 +243,12 @@ impl<B: AutodiffBackend> Run<'_, B> {
             if let Some(notice) = self.upscale.check(&batch, h.image_shape) {
                 info(self.log, &notice);
             }
+            let loss_scale = self.amp.loss_scale();
+            self.parallel.set_loss_scale(loss_scale);
+            let amp = &self.amp;
             let out = self.parallel.step(&model, batch.n, |m, shard, device| {
                 let x = shard_images::<B>(&batch, shard.clone(), h.image_shape, device);
+                let x = amp.input(x);
                 let logits = m.forward(x);
                 let loss = batch_loss(
                     logits.clone(),
@@ -264,8 +270,26 @@ impl<B: AutodiffBackend> Run<'_, B> {
                     kept: self.kept_description(),
                 });
             }
-            let grads = prepare_grads(&model, out.grads, weight_decay);
-            model = optim.step(lr, model, grads);
+            if self.amp.checks_overflow() {
+                let finite = grads_finite(&model, &out.grads);
+                if !self.amp.update(finite) {
+                    info(
+                        self.log,
+                        &format!(
+                            "Epoch[{epoch}] Batch[{step}] float16 gradients overflowed: \
+                             step skipped, loss scale now {}",
+                            self.amp.loss_scale()
+                        ),
+                    );
+                }
+                if finite {
+                    let grads = prepare_grads(&model, out.grads, weight_decay, loss_scale);
+                    model = optim.step(lr, model, grads);
+                }
+            } else {
+                let grads = prepare_grads(&model, out.grads, weight_decay, loss_scale);
+                model = optim.step(lr, model, grads);
+            }
             let probabilities =
                 probabilities_from_logits(&out.outputs, p.num_classes, h.multi_label);
             for a in [&mut state.accumulator, &mut speedometer.window] {

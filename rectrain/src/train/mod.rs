@@ -36,12 +36,14 @@
 //! | [`resume`] | the resumable state: `state.json`, what may change on resume, save and load |
 //! | [`data_parallel`] | [`DataParallel`]: gradients of one mini-batch over several devices |
 //! | [`loss`] | softmax cross-entropy and (weighted) binary cross-entropy |
-//! | [`optim`] | gradients before the optimizer step (layout, MXNet's weight decay) |
+//! | [`optim`] | gradients before the optimizer step (layout, MXNet's weight decay, loss-scale overflow) |
+//! | [`amp`] | mixed precision: f32 master weights, half-type compute, float16 loss scaling |
 //! | [`epoch`] | the epoch loop and validation |
 //! | [`checkpoint`] | weight checkpoints and the final artifact |
 //!
 //! SageMaker's log text is [`crate::sagemaker_log`]'s.
 
+pub mod amp;
 pub mod checkpoint;
 pub mod config;
 pub mod data_parallel;
@@ -276,6 +278,7 @@ impl TrainTask<'_> {
             interrupt: self.interrupt,
             steps_done: 0,
             upscale: Default::default(),
+            amp: amp::MixedPrecision::new(h.precision_dtype),
         };
         match h.optimizer {
             OptimizerKind::Sgd | OptimizerKind::Nag => {

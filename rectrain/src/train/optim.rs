@@ -42,10 +42,12 @@ pub(super) fn prepare_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     model: &M,
     mut grads: GradientsParams,
     weight_decay: f64,
+    loss_scale: f64,
 ) -> GradientsParams {
     struct Prepare<'a> {
         grads: &'a mut GradientsParams,
         weight_decay: f64,
+        loss_scale: f64,
         /// The field names entered so far; the last one names the parameter.
         path: Vec<String>,
     }
@@ -59,6 +61,9 @@ pub(super) fn prepare_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
                 let mut g = contiguous(g);
+                if self.loss_scale != 1.0 {
+                    g = g.div_scalar(self.loss_scale);
+                }
                 if self.weight_decay > 0.0 && decays(self.path.last().map(String::as_str)) {
                     g = param.val().inner().mul_scalar(self.weight_decay).add(g);
                 }
@@ -69,12 +74,40 @@ pub(super) fn prepare_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     model.visit(&mut Prepare {
         grads: &mut grads,
         weight_decay,
+        loss_scale,
         path: Vec::new(),
     });
     grads
 }
 
 /// Whether MXNet's optimizer applies weight decay to a parameter of this field name.
+/// Whether every gradient in `grads` of `model`'s parameters is finite (one value read
+/// back from the device): the loss-scale overflow check of float16 training.
+pub(super) fn grads_finite<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &GradientsParams,
+) -> bool {
+    struct Zeros<'a, B: AutodiffBackend> {
+        grads: &'a GradientsParams,
+        sum: Option<Tensor<B::InnerBackend, 1>>,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Zeros<'_, B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                // 0·x is 0 for finite x and NaN for ±inf or NaN.
+                let z = g.mul_scalar(0.0).sum();
+                self.sum = Some(match self.sum.take() {
+                    Some(acc) => acc + z,
+                    None => z,
+                });
+            }
+        }
+    }
+    let mut v = Zeros::<B> { grads, sum: None };
+    model.visit(&mut v);
+    v.sum.is_none_or(|t| t.into_scalar().elem::<f64>() == 0.0)
+}
+
 fn decays(name: Option<&str>) -> bool {
     matches!(name, Some("weight" | "gamma"))
 }
@@ -103,6 +136,7 @@ mod tests {
                 &model,
                 GradientsParams::from_grads(loss.backward(), &model),
                 wd,
+                1.0,
             )
         };
         let (plain, decayed) = (grads_of(0.0), grads_of(0.5));
