@@ -256,7 +256,7 @@ mod parity {
         name: &str,
         convs: &[Conv],
         batch: usize,
-        device: &<Inner<F> as Backend>::Device,
+        device: &burn_cubecl::cubecl::cuda::CudaDevice,
     ) -> f32 {
         type K<F> = Cudnn<F>;
         let mut worst = 0f32;
@@ -274,14 +274,40 @@ mod parity {
                 .mul_scalar(1.0 / ((cin * k * k) as f64).sqrt());
             let y_ref = Inner::<F>::conv2d(prim(x.clone()), prim(w.clone()), None, options.clone());
             let y = K::<F>::forward(prim(x.clone()), prim(w.clone()), &options);
-            let dy = Tensor::<Inner<F>, 4>::random(tensor::<Inner<F>, 4>(y_ref.clone()).dims(), dist, device);
+            let dy = Tensor::<Inner<F>, 4>::random(
+                tensor::<Inner<F>, 4>(y_ref.clone()).dims(),
+                dist,
+                device,
+            );
             let case = format!("conv {cin}->{cout} {k}x{k}/{stride} at {side}");
-            report(format!("{case} forward"), &values(tensor::<_, 4>(y)), &values(tensor::<_, 4>(y_ref)));
-            let dx_ref = Inner::<F>::conv2d_x_backward(prim(x.clone()), prim(w.clone()), prim(dy.clone()), options.clone());
-            let dw_ref = Inner::<F>::conv2d_weight_backward(prim(x.clone()), prim(w.clone()), prim(dy.clone()), options.clone());
+            report(
+                format!("{case} forward"),
+                &values(tensor::<Inner<F>, 4>(y)),
+                &values(tensor::<Inner<F>, 4>(y_ref)),
+            );
+            let dx_ref = Inner::<F>::conv2d_x_backward(
+                prim(x.clone()),
+                prim(w.clone()),
+                prim(dy.clone()),
+                options.clone(),
+            );
+            let dw_ref = Inner::<F>::conv2d_weight_backward(
+                prim(x.clone()),
+                prim(w.clone()),
+                prim(dy.clone()),
+                options.clone(),
+            );
             let [dx, dw] = K::<F>::backward(prim(x), prim(w), prim(dy), &options, [true, true]);
-            report(format!("{case} data-grad"), &values(tensor::<_, 4>(dx.unwrap())), &values(tensor::<_, 4>(dx_ref)));
-            report(format!("{case} weight-grad"), &values(tensor::<_, 4>(dw.unwrap())), &values(tensor::<_, 4>(dw_ref)));
+            report(
+                format!("{case} data-grad"),
+                &values(tensor::<Inner<F>, 4>(dx.unwrap())),
+                &values(tensor::<Inner<F>, 4>(dx_ref)),
+            );
+            report(
+                format!("{case} weight-grad"),
+                &values(tensor::<Inner<F>, 4>(dw.unwrap())),
+                &values(tensor::<Inner<F>, 4>(dw_ref)),
+            );
         }
         // Batch norm: the cuDNN node against burn's autodiff of burn's operations (a
         // checkpointing autodiff, which the kernel layer leaves to burn).
@@ -297,28 +323,55 @@ mod parity {
             let g = Tensor::<Ref<F>, 1>::from_inner(g0.clone()).require_grad();
             let b = Tensor::<Ref<F>, 1>::from_inner(b0.clone()).require_grad();
             let r = batch_norm_ops(x.clone(), g.clone(), b.clone(), 1e-5);
-            let grads = (r.y.clone() * Tensor::from_inner(up.clone())).sum().backward();
+            let grads = (r.y.clone() * Tensor::from_inner(up.clone()))
+                .sum()
+                .backward();
             let x2 = Tensor::<Ad<F>, 4>::from_inner(x0).require_grad();
             let g2 = Tensor::<Ad<F>, 1>::from_inner(g0).require_grad();
             let b2 = Tensor::<Ad<F>, 1>::from_inner(b0).require_grad();
-            let out = batch_norm::<K<F>>(prim(x2.clone()), prim(g2.clone()), prim(b2.clone()), 1e-5);
+            let out =
+                batch_norm::<K<F>>(prim(x2.clone()), prim(g2.clone()), prim(b2.clone()), 1e-5);
             let y2: Tensor<Ad<F>, 4> = tensor(out.y);
             let grads2 = (y2.clone() * Tensor::from_inner(up)).sum().backward();
             let case = format!("batchnorm {c}x{side}x{side}");
-            report(format!("{case} forward"), &values(y2.inner()), &values(r.y.inner()));
-            report(format!("{case} mean"), &values(tensor::<Ad<F>, 1>(out.mean).inner()), &values(r.mean.inner()));
-            report(format!("{case} var"), &values(tensor::<Ad<F>, 1>(out.var).inner()), &values(r.var.inner()));
-            report(format!("{case} dx"), &values(x2.grad(&grads2).unwrap()), &values(x.grad(&grads).unwrap()));
-            report(format!("{case} dgamma"), &values(g2.grad(&grads2).unwrap()), &values(g.grad(&grads).unwrap()));
-            report(format!("{case} dbeta"), &values(b2.grad(&grads2).unwrap()), &values(b.grad(&grads).unwrap()));
+            report(
+                format!("{case} forward"),
+                &values(y2.inner()),
+                &values(r.y.inner()),
+            );
+            report(
+                format!("{case} mean"),
+                &values(tensor::<Ad<F>, 1>(out.mean).inner()),
+                &values(r.mean.inner()),
+            );
+            report(
+                format!("{case} var"),
+                &values(tensor::<Ad<F>, 1>(out.var).inner()),
+                &values(r.var.inner()),
+            );
+            report(
+                format!("{case} dx"),
+                &values(x2.grad(&grads2).unwrap()),
+                &values(x.grad(&grads).unwrap()),
+            );
+            report(
+                format!("{case} dgamma"),
+                &values(g2.grad(&grads2).unwrap()),
+                &values(g.grad(&grads).unwrap()),
+            );
+            report(
+                format!("{case} dbeta"),
+                &values(b2.grad(&grads2).unwrap()),
+                &values(b.grad(&grads).unwrap()),
+            );
         }
         worst
     }
 
     pub fn run<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<(), String> {
-        let version = probe()?;
-        let device = cast::<B::Device, <Inner<f32> as Backend>::Device>(device.clone())
+        let device = cast::<B::Device, burn_cubecl::cubecl::cuda::CudaDevice>(device.clone())
             .map_err(|_| "parity needs --device cuda".to_string())?;
+        let version = probe()?;
         let convs = resnet_convs(a.depth, a.size);
         eprintln!("cuDNN {version}; {} distinct convolutions", convs.len());
         let f32_worst = check::<f32>("f32", &convs, a.batch, &device);
