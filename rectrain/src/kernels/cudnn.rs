@@ -32,6 +32,7 @@
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use burn::tensor::backend::Backend;
@@ -679,6 +680,31 @@ fn convolve(pass: Pass, shape: &ConvShape, x: &Tensor, w: &Tensor, y: &Tensor) -
     })
 }
 
+/// One batch norm call on `x`'s device: `call(handle, x's descriptor, the per-channel
+/// descriptor, the pointers of tensors)`, after cubecl's queued work and before the
+/// outputs go back (cuDNN's stream synchronised; the tensors are the caller's, held).
+fn normalize<const N: usize>(
+    x: &Tensor,
+    tensors: [&Tensor; N],
+    what: &str,
+    call: impl FnOnce(
+        sys::cudnnHandle_t,
+        sys::cudnnTensorDescriptor_t,
+        sys::cudnnTensorDescriptor_t,
+        [*mut c_void; N],
+    ) -> sys::cudnnStatus_t,
+) -> CudnnResult<()> {
+    with_device(x.device.index, |dev| {
+        let data = data_type(x.dtype).ok_or_else(|| format!("dtype {:?}", x.dtype))?;
+        let xd = TensorDesc::nchw(data, dims4(x))?;
+        let bd = TensorDesc::batch_norm(&xd)?;
+        let pointers = tensors.map(pointer);
+        wait_for_cubecl(&x.device);
+        check(call(dev.handle, xd.0, bd.0, pointers), what)?;
+        wait_for_cudnn(dev)
+    })
+}
+
 fn conv_shape(x: &Tensor, w: &Tensor, options: &ConvOptions<2>) -> ConvShape {
     or_panic(ConvShape::new(dims4(x), dims4(w), options), "convolution")
 }
@@ -726,123 +752,179 @@ impl<F: FloatElement> ConvKernels for Cudnn<F> {
     }
 }
 
+/// Whether cuDNN's batch norm takes bfloat16 data: unknown until first tried, then
+/// remembered. Where it does not (`CUDNN_STATUS_NOT_SUPPORTED`), bfloat16 batch norm
+/// runs on f32 copies of its input and output gradient (said once on stderr).
+static BF16_NORM: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const SUPPORTED: u8 = 1;
+const UNSUPPORTED: u8 = 2;
+
 impl<F: FloatElement> NormKernels for Cudnn<F> {
     type B = Inner<F>;
 
     fn forward(x: Tensor, gamma: Tensor, beta: Tensor, epsilon: f64) -> NormForward<Tensor> {
-        let x = contiguous(x);
-        let param_dtype = gamma.dtype;
-        let [_, c, _, _] = dims4(&x);
-        let (gamma, beta) = (
-            cast(contiguous(gamma), DType::F32),
-            cast(contiguous(beta), DType::F32),
-        );
-        let y = empty_like(&x, &dims4(&x), x.dtype);
-        let mean = empty_like(&x, &[c], DType::F32);
-        let inv_std = empty_like(&x, &[c], DType::F32);
-        let run = with_device(x.device.index, |dev| {
-            let data = data_type(x.dtype).ok_or_else(|| format!("dtype {:?}", x.dtype))?;
-            let xd = TensorDesc::nchw(data, dims4(&x))?;
-            let bd = TensorDesc::batch_norm(&xd)?;
-            let p = [&x, &y, &gamma, &beta, &mean, &inv_std].map(pointer);
-            wait_for_cubecl(&x.device);
-            // SAFETY: live handle and descriptors for these contiguous tensors
-            // (parameters and statistics f32, as cuDNN derives them); the running
-            // statistics are not asked for (null). Buffers held until the stream is
-            // synchronised.
-            let status = unsafe {
-                sys::cudnnBatchNormalizationForwardTraining(
-                    dev.handle,
-                    NORM_MODE,
-                    one(),
-                    zero(),
-                    xd.0,
-                    p[0],
-                    xd.0,
-                    p[1],
-                    bd.0,
-                    p[2],
-                    p[3],
-                    1.0,
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    epsilon,
-                    p[4],
-                    p[5],
-                )
-            };
-            check(status, "batch norm forward")?;
-            wait_for_cudnn(dev)
+        let what = format!("batch norm of {:?}", dims4(&x));
+        let dtype = x.dtype;
+        let out = in_norm_dtype(x, |x| {
+            norm_forward::<F>(x, gamma.clone(), beta.clone(), epsilon)
         });
-        or_panic(run, format_args!("batch norm of {:?}", dims4(&x)));
-        // The biased variance from 1/√(σ²+ε), for the running statistics.
-        let var = {
-            use burn::tensor::ops::FloatTensorOps;
-            let std = Inner::<F>::float_recip(inv_std.clone());
-            let var = Inner::<F>::float_sub_scalar(
-                Inner::<F>::float_mul(std.clone(), std),
-                epsilon.into(),
-            );
-            Inner::<F>::float_clamp_min(var, 0.0.into())
-        };
-        NormForward {
-            y,
-            mean: cast(mean.clone(), param_dtype),
-            var: cast(var, param_dtype),
-            saved: [mean, inv_std],
-        }
+        let mut out = or_panic(out, what);
+        out.y = cast(out.y, dtype);
+        out
     }
 
     fn backward(
         x: Tensor,
         gamma: Tensor,
-        [mean, inv_std]: [Tensor; 2],
+        saved: [Tensor; 2],
         dy: Tensor,
         epsilon: f64,
     ) -> [Tensor; 3] {
-        let (x, dy) = (contiguous(x), contiguous(dy));
-        let param_dtype = gamma.dtype;
-        let [_, c, _, _] = dims4(&x);
-        let gamma = cast(contiguous(gamma), DType::F32);
-        let dx = empty_like(&x, &dims4(&x), x.dtype);
-        let d_gamma = empty_like(&x, &[c], DType::F32);
-        let d_beta = empty_like(&x, &[c], DType::F32);
-        let run = with_device(x.device.index, |dev| {
-            let data = data_type(x.dtype).ok_or_else(|| format!("dtype {:?}", x.dtype))?;
-            let xd = TensorDesc::nchw(data, dims4(&x))?;
-            let bd = TensorDesc::batch_norm(&xd)?;
-            let p = [&x, &dy, &dx, &gamma, &d_gamma, &d_beta, &mean, &inv_std].map(pointer);
-            wait_for_cubecl(&x.device);
-            // SAFETY: as in `forward`; the saved statistics are the forward step's.
-            let status = unsafe {
-                sys::cudnnBatchNormalizationBackward(
-                    dev.handle,
-                    NORM_MODE,
-                    one(),
-                    zero(),
-                    one(),
-                    zero(),
-                    xd.0,
-                    p[0],
-                    xd.0,
-                    p[1],
-                    xd.0,
-                    p[2],
-                    bd.0,
-                    p[3],
-                    p[4],
-                    p[5],
-                    epsilon,
-                    p[6],
-                    p[7],
-                )
-            };
-            check(status, "batch norm backward")?;
-            wait_for_cudnn(dev)
-        });
-        or_panic(run, format_args!("batch norm gradient of {:?}", dims4(&x)));
-        [dx, cast(d_gamma, param_dtype), cast(d_beta, param_dtype)]
+        let what = format!("batch norm gradient of {:?}", dims4(&x));
+        let dtype = x.dtype;
+        let run = |x: Tensor| {
+            let dy = cast(dy.clone(), x.dtype);
+            norm_backward(x, gamma.clone(), saved.clone(), dy, epsilon)
+        };
+        let [dx, d_gamma, d_beta] = or_panic(in_norm_dtype(x, run), what);
+        [cast(dx, dtype), d_gamma, d_beta]
     }
+}
+
+/// `run(x)`, or `run(x as f32)` for bfloat16 `x` where cuDNN's batch norm refuses
+/// bfloat16 (learnt at the first refusal, said once on stderr). The caller casts the
+/// data output back to `x`'s dtype.
+fn in_norm_dtype<T>(x: Tensor, run: impl Fn(Tensor) -> CudnnResult<T>) -> CudnnResult<T> {
+    if x.dtype != DType::BF16 {
+        return run(x);
+    }
+    if BF16_NORM.load(Ordering::Relaxed) == UNSUPPORTED {
+        return run(cast(x, DType::F32));
+    }
+    match run(x.clone()) {
+        Err(e) if e.contains("NOT_SUPPORTED") => {
+            BF16_NORM.store(UNSUPPORTED, Ordering::Relaxed);
+            eprintln!(
+                "CUDA kernels: this cuDNN has no bfloat16 batch norm ({e}); \
+                 batch norm runs on f32 copies"
+            );
+            run(cast(x, DType::F32))
+        }
+        result => {
+            if result.is_ok() {
+                BF16_NORM.store(SUPPORTED, Ordering::Relaxed);
+            }
+            result
+        }
+    }
+}
+
+/// cuDNN's training batch norm on contiguous `x` (output in `x`'s dtype).
+fn norm_forward<F: FloatElement>(
+    x: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    epsilon: f64,
+) -> CudnnResult<NormForward<Tensor>> {
+    let x = contiguous(x);
+    let param_dtype = gamma.dtype;
+    let [_, c, _, _] = dims4(&x);
+    let (gamma, beta) = (
+        cast(contiguous(gamma), DType::F32),
+        cast(contiguous(beta), DType::F32),
+    );
+    let y = empty_like(&x, &dims4(&x), x.dtype);
+    let mean = empty_like(&x, &[c], DType::F32);
+    let inv_std = empty_like(&x, &[c], DType::F32);
+    let tensors = [&x, &y, &gamma, &beta, &mean, &inv_std];
+    let run = normalize(&x, tensors, "batch norm forward", |h, xd, bd, p| {
+        // SAFETY: live handle and descriptors for these contiguous tensors
+        // (parameters and statistics f32, as cuDNN derives them); the running
+        // statistics are not asked for (null).
+        unsafe {
+            sys::cudnnBatchNormalizationForwardTraining(
+                h,
+                NORM_MODE,
+                one(),
+                zero(),
+                xd,
+                p[0],
+                xd,
+                p[1],
+                bd,
+                p[2],
+                p[3],
+                1.0,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                epsilon,
+                p[4],
+                p[5],
+            )
+        }
+    });
+    run?;
+    // The biased variance from 1/√(σ²+ε), for the running statistics.
+    let var = {
+        use burn::tensor::ops::FloatTensorOps;
+        let std = Inner::<F>::float_recip(inv_std.clone());
+        let var =
+            Inner::<F>::float_sub_scalar(Inner::<F>::float_mul(std.clone(), std), epsilon.into());
+        Inner::<F>::float_clamp_min(var, 0.0.into())
+    };
+    Ok(NormForward {
+        y,
+        mean: cast(mean.clone(), param_dtype),
+        var: cast(var, param_dtype),
+        saved: [mean, inv_std],
+    })
+}
+
+/// cuDNN's batch norm gradients (`dx` in `x`'s dtype, `dγ`, `dβ` in γ's).
+fn norm_backward(
+    x: Tensor,
+    gamma: Tensor,
+    [mean, inv_std]: [Tensor; 2],
+    dy: Tensor,
+    epsilon: f64,
+) -> CudnnResult<[Tensor; 3]> {
+    let (x, dy) = (contiguous(x), contiguous(dy));
+    let param_dtype = gamma.dtype;
+    let [_, c, _, _] = dims4(&x);
+    let gamma = cast(contiguous(gamma), DType::F32);
+    let dx = empty_like(&x, &dims4(&x), x.dtype);
+    let d_gamma = empty_like(&x, &[c], DType::F32);
+    let d_beta = empty_like(&x, &[c], DType::F32);
+    let tensors = [&x, &dy, &dx, &gamma, &d_gamma, &d_beta, &mean, &inv_std];
+    let run = normalize(&x, tensors, "batch norm backward", |h, xd, bd, p| {
+        // SAFETY: as in `forward`; the saved statistics are the forward step's.
+        unsafe {
+            sys::cudnnBatchNormalizationBackward(
+                h,
+                NORM_MODE,
+                one(),
+                zero(),
+                one(),
+                zero(),
+                xd,
+                p[0],
+                xd,
+                p[1],
+                xd,
+                p[2],
+                bd,
+                p[3],
+                p[4],
+                p[5],
+                epsilon,
+                p[6],
+                p[7],
+            )
+        }
+    });
+    run?;
+    Ok([dx, cast(d_gamma, param_dtype), cast(d_beta, param_dtype)])
 }
 
 #[cfg(test)]
