@@ -145,14 +145,14 @@ impl<K: NormKernels> Backward<K::B, 3> for NormNode<K> {
 }
 
 /// Training-mode batch norm on `Autodiff<K::B>` with `K`'s kernels forward and
-/// backward: the output (differentiable in `x`, γ and β) and the batch's mean and
-/// biased variance (constants, for the running statistics).
+/// backward: `[y, mean, var]`, the output (differentiable in `x`, γ and β) and the
+/// batch's mean and biased variance (constants, for the running statistics).
 pub fn batch_norm<K: NormKernels>(
     x: FloatTensor<Autodiff<K::B>>,
     gamma: FloatTensor<Autodiff<K::B>>,
     beta: FloatTensor<Autodiff<K::B>>,
     epsilon: f64,
-) -> NormForward<FloatTensor<Autodiff<K::B>>> {
+) -> [FloatTensor<Autodiff<K::B>>; 3] {
     let out = K::forward(
         x.primitive.clone(),
         gamma.primitive.clone(),
@@ -172,10 +172,5 @@ pub fn batch_norm<K: NormKernels>(
         OpsKind::UnTracked(prep) => prep.finish(out.y),
     };
     let constant = Autodiff::<K::B>::from_inner;
-    NormForward {
-        y,
-        mean: constant(out.mean),
-        var: constant(out.var),
-        saved: out.saved.map(constant),
-    }
+    [y, constant(out.mean), constant(out.var)]
 }

@@ -349,7 +349,7 @@ fn train_norm<B: Backend, K: NormKernels>(
     epsilon: f64,
 ) -> NormOutput<B> {
     let ad = |t: FloatTensor<B>| to::<B, FloatTensor<Autodiff<K::B>>>(t);
-    let out = autodiff::batch_norm::<K>(
+    let [y, mean, var] = autodiff::batch_norm::<K>(
         ad(x.into_primitive().tensor()),
         ad(gamma.into_primitive().tensor()),
         ad(beta.into_primitive().tensor()),
@@ -357,9 +357,9 @@ fn train_norm<B: Backend, K: NormKernels>(
     );
     let back = |t| to::<Autodiff<K::B>, FloatTensor<B>>(t);
     NormOutput {
-        y: from_primitive(back(out.y)),
-        mean: from_primitive(back(out.mean)),
-        var: from_primitive(back(out.var)),
+        y: from_primitive(back(y)),
+        mean: from_primitive(back(mean)),
+        var: from_primitive(back(var)),
     }
 }
 

@@ -270,25 +270,19 @@ impl<B: AutodiffBackend> Run<'_, B> {
                     kept: self.kept_description(),
                 });
             }
-            if self.amp.checks_overflow() {
-                let finite = grads_finite(&model, &out.grads);
-                if !self.amp.update(finite) {
-                    info(
-                        self.log,
-                        &format!(
-                            "Epoch[{epoch}] Batch[{step}] float16 gradients overflowed: \
-                             step skipped, loss scale now {}",
-                            self.amp.loss_scale()
-                        ),
-                    );
-                }
-                if finite {
-                    let grads = prepare_grads(&model, out.grads, weight_decay, loss_scale);
-                    model = optim.step(lr, model, grads);
-                }
-            } else {
+            let finite = !self.amp.checks_overflow() || grads_finite(&model, &out.grads);
+            if self.amp.update(finite) {
                 let grads = prepare_grads(&model, out.grads, weight_decay, loss_scale);
                 model = optim.step(lr, model, grads);
+            } else {
+                info(
+                    self.log,
+                    &format!(
+                        "Epoch[{epoch}] Batch[{step}] float16 gradients overflowed: \
+                         step skipped, loss scale now {}",
+                        self.amp.loss_scale()
+                    ),
+                );
             }
             let probabilities =
                 probabilities_from_logits(&out.outputs, p.num_classes, h.multi_label);
