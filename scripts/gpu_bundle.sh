@@ -4,7 +4,19 @@
 #                                                    dependencies are optimised there)
 #   gpu-run/data/fm_{train,val}.rec, fm.classes      the demo's Fashion-MNIST subset at 28x28
 #   gpu-run/data224/...                              the same packed at 224x224 (real-.rec speed)
-# Then, with the device tool: run `bash scripts/gpu_run.sh RUN...` carrying gpu-run (see gpu_run.sh).
+# Then, with the device tool: run `bash scripts/gpu_run.sh` (the default list, within 420 s) or
+# `bash scripts/gpu_run.sh RUN...`, carrying gpu-run (see gpu_run.sh; everything carried must stay
+# under 64 MiB). It brings back $OUT/gpu-logs.tar.xz and $OUT/summary.txt and prints the summary last.
+# `bash scripts/test_gpu_run.sh` checks gpu_run.sh here first, with fake binaries (no GPU, no cargo).
+#
+# The CPU baseline of the demo's accuracy (what gpu_run.sh's t32cold is compared with) is measured on this
+# machine, not the GPU one, and not by this script: it takes minutes of CPU. After bundling, run rectrain
+# with t32cold's flags on the CPU:
+#   target/debug/rectrain --train gpu-run/data/fm_train.rec --validation gpu-run/data/fm_val.rec \
+#     --classes gpu-run/data/fm.classes --num-layers 18 --image-shape 3,32,32 --mini-batch-size 64 \
+#     --learning-rate 0.05 --seed 1 --epochs 3 --device cpu --out /tmp/m32cpu
+# (or `bash scripts/gpu_run.sh t32cpu`, the same command under a timeout) and note its last
+# `Validation-accuracy=` beside the GPU session's t32cold row.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --no-run --features rectrain/gpu-probe >/dev/null
@@ -21,3 +33,6 @@ for side in 28 224; do
   target/debug/im2rec --num-thread 2 "${resize[@]}" "$dir/fm" "$data" >/dev/null 2>&1
 done
 du -sh gpu-run/bin/* gpu-run/data gpu-run/data224
+# The device tool carries at most 64 MiB in all.
+kib=$(du -sk gpu-run | awk '{print $1}')
+[ "$kib" -le 65536 ] || echo "gpu_bundle: gpu-run is $((kib / 1024)) MiB, over the 64 MiB the device tool carries" >&2

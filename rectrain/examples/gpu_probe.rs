@@ -17,7 +17,8 @@
 //! Builds a randomly initialised ResNet on the device and times training steps
 //! (forward, cross-entropy, backward, SGD with momentum) or inference forwards on random
 //! data. After every step it synchronises the device and prints one line to stdout:
-//! `step=<i> ms=<step time> img_s=<images per second>`, so a run killed by `timeout`
+//! `step=<i> ms=<step time> img_s=<images per second> host_waits=<cuDNN host waits>`,
+//! so a run killed by `timeout`
 //! still shows how far it got (the first steps include kernel compilation). The last
 //! line summarises the steady state over the steps after the first two:
 //! `RESULT mode=.. depth=.. batch=.. size=.. precision=.. img_s=.. first_step_s=..`.
@@ -127,6 +128,7 @@ impl BackendTask for Probe {
         let mut times = Vec::new();
         for step in 0..a.steps {
             let t = Instant::now();
+            let waits = rectrain::kernels::cudnn::host_waits();
             if let Some(m) = &valid {
                 let z = m.forward(x_inner.clone());
                 // Reading one value forces the whole forward to finish.
@@ -144,10 +146,13 @@ impl BackendTask for Probe {
             }
             let s = t.elapsed().as_secs_f64();
             times.push(s);
+            // Host waits: cuDNN calls ordered by synchronisation (0 where cuDNN runs on
+            // cubecl's stream, or does not run).
             println!(
-                "step={step} ms={:.1} img_s={:.1}",
+                "step={step} ms={:.1} img_s={:.1} host_waits={}",
                 s * 1e3,
-                a.batch as f64 / s
+                a.batch as f64 / s,
+                rectrain::kernels::cudnn::host_waits() - waits
             );
         }
         let steady: Vec<f64> = times.iter().skip(2).copied().collect();
@@ -232,12 +237,24 @@ mod parity {
     }
 
     /// Largest absolute error and largest error relative to the reference's largest
-    /// magnitude.
+    /// magnitude. A NaN or infinite value on either side is an infinite error
+    /// (`f32::max` alone would skip NaN, and all-NaN output would read as a pass); so is
+    /// a length mismatch.
     fn errors(got: &[f32], want: &[f32]) -> (f32, f32) {
+        if got.len() != want.len() {
+            return (f32::INFINITY, f32::INFINITY);
+        }
         let abs = got
             .iter()
             .zip(want)
-            .map(|(a, b)| (a - b).abs())
+            .map(|(a, b)| {
+                let d = (a - b).abs();
+                if d.is_finite() {
+                    d
+                } else {
+                    f32::INFINITY
+                }
+            })
             .fold(0f32, f32::max);
         let scale = want.iter().map(|b| b.abs()).fold(0f32, f32::max);
         (abs, abs / scale.max(f32::MIN_POSITIVE))
@@ -262,7 +279,11 @@ mod parity {
         let mut worst = 0f32;
         let mut report = |what: String, got: &[f32], want: &[f32]| {
             let (abs, rel) = errors(got, want);
-            worst = worst.max(rel);
+            worst = if rel.is_nan() {
+                f32::INFINITY
+            } else {
+                worst.max(rel)
+            };
             println!("PARITY {name} {what} abs={abs:.3e} rel={rel:.3e}");
         };
         for &(cin, cout, k, stride, side) in convs {

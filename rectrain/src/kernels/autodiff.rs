@@ -25,6 +25,16 @@ pub trait ConvKernels: Debug + Send + Sync + 'static {
     /// The backend they compute on.
     type B: Backend;
 
+    /// `x` and `w` as the kernels want them (contiguous, say). The node keeps what
+    /// this returns for the backward step, so a copy made here is made once per step,
+    /// not once per pass. The default takes them as they are.
+    fn operands(
+        x: FloatTensor<Self::B>,
+        w: FloatTensor<Self::B>,
+    ) -> (FloatTensor<Self::B>, FloatTensor<Self::B>) {
+        (x, w)
+    }
+
     /// `y = conv(x, w)`.
     fn forward(
         x: FloatTensor<Self::B>,
@@ -113,8 +123,9 @@ pub fn conv2d<K: ConvKernels>(
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let y = K::forward(x.primitive.clone(), w.primitive.clone(), &options);
-            prep.finish((x.primitive, w.primitive, options), y)
+            let (x, w) = K::operands(x.primitive, w.primitive);
+            let y = K::forward(x.clone(), w.clone(), &options);
+            prep.finish((x, w, options), y)
         }
         OpsKind::UnTracked(prep) => prep.finish(K::forward(x.primitive, w.primitive, &options)),
     }

@@ -148,12 +148,7 @@ pub fn cuda_convolutions() -> CudaConvolutions {
             (None, Err(why)) => (CudaConvolutions::ImplicitGemm, why),
             (None, Ok(version)) => (
                 CudaConvolutions::Cudnn,
-                format!(
-                    "cuDNN {}.{}.{}",
-                    version / 10_000,
-                    version % 10_000 / 100,
-                    version % 100
-                ),
+                format!("cuDNN {}", cudnn::version_name(version)),
             ),
         };
         match choice {

@@ -43,9 +43,9 @@ pub struct ParallelStep {
 /// PyTorch's `DataParallel`), and the running statistics the model keeps are those of
 /// the first device's shard: the replicas' are overwritten by the model's at every step.
 ///
-/// The work is issued device after device from the calling thread, and nothing is read
-/// back to the host until every shard's backward pass is queued, so asynchronous
-/// backends (CUDA) run the devices concurrently. The same device may appear more than
+/// Each device's work is issued from a thread of its own, and nothing is read back to
+/// the host until every shard's backward pass is queued, so the devices run
+/// concurrently even where one device's kernels wait on the host (cuDNN's ordering). The same device may appear more than
 /// once (several replicas on one device); with one device this is plain training.
 pub struct DataParallel<B: AutodiffBackend, M> {
     devices: Vec<B::Device>,
@@ -84,50 +84,89 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> DataParallel<B, M> {
     /// must live on the first device). `shard(replica, range, device)` runs the forward
     /// pass of items `range` on `device` with `replica` and returns their mean loss (one
     /// element) and their outputs (`[range.len(), k]`).
-    pub fn step<F>(&mut self, model: &M, n: usize, mut shard: F) -> ParallelStep
+    ///
+    /// The first shard runs on the calling thread with the model; every further shard
+    /// runs on a thread of its own (scoped: all are joined before this returns), so that
+    /// one device's host work (kernel launches, cuDNN's waits) never holds up another's.
+    /// The gradients are summed in shard order, so the result does not depend on which
+    /// thread finishes first.
+    pub fn step<F>(&mut self, model: &M, n: usize, shard: F) -> ParallelStep
     where
-        F: FnMut(&M, Range<usize>, &B::Device) -> (Tensor<B, 1>, Tensor<B, 2>),
+        F: Fn(&M, Range<usize>, &B::Device) -> (Tensor<B, 1>, Tensor<B, 2>) + Sync,
+        M: Send,
+        M::Record: Send,
     {
         let sizes = shard_sizes(n, self.devices.len());
+        let ranges: Vec<Range<usize>> = sizes
+            .iter()
+            .scan(0, |start, &size| {
+                *start += size;
+                Some(*start - size..*start)
+            })
+            .collect();
         let main = &self.devices[0];
-        let mut accumulator = GradientsAccumulator::<M>::new();
-        let mut pending = Vec::with_capacity(sizes.len());
-        let mut start = 0;
-        for (i, &size) in sizes.iter().enumerate() {
-            let range = start..start + size;
-            start += size;
-            let (loss, outputs, grads) = if i == 0 {
-                let (loss, outputs) = shard(model, range, main);
-                let scaled = if sizes.len() > 1 || self.loss_scale != 1.0 {
-                    loss.clone()
-                        .mul_scalar(size as f64 / n as f64 * self.loss_scale)
+        let scale = |size: usize| size as f64 / n as f64 * self.loss_scale;
+        let shard = &shard;
+        // The replicas' jobs: the model's current weights (copied on this thread, which
+        // owns the model) and the replica to load them into.
+        let busy = ranges.len().saturating_sub(1);
+        let jobs: Vec<(M, M::Record)> = self
+            .replicas
+            .drain(..busy)
+            .map(|replica| (replica, model.clone().into_record()))
+            .collect();
+        let (first, rest) = std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .zip(ranges.iter().skip(1))
+                .zip(self.devices.iter().skip(1))
+                .map(|(((replica, record), range), device)| {
+                    let size = range.len();
+                    scope.spawn(move || {
+                        let replica = replica.load_record(record).map(&mut FreshLeaves);
+                        let (loss, outputs) = shard(&replica, range.clone(), device);
+                        let scaled = loss.clone().mul_scalar(scale(size));
+                        let grads =
+                            GradientsParams::from_grads::<B, M>(scaled.backward(), &replica)
+                                .to_device::<B, M>(main, &replica);
+                        (replica, (size, loss, outputs.detach()), grads)
+                    })
+                })
+                .collect();
+            let first = ranges.first().map(|range| {
+                let size = range.len();
+                let (loss, outputs) = shard(model, range.clone(), main);
+                let scaled = if ranges.len() > 1 || self.loss_scale != 1.0 {
+                    loss.clone().mul_scalar(scale(size))
                 } else {
                     loss.clone()
                 };
                 let grads = GradientsParams::from_grads::<B, M>(scaled.backward(), model);
-                (loss, outputs, grads)
-            } else {
-                let device = &self.devices[i];
-                let replica = self.replicas[i - 1]
-                    .clone()
-                    .load_record(model.clone().into_record())
-                    .map(&mut FreshLeaves);
-                let (loss, outputs) = shard(&replica, range, device);
-                let scaled = loss
-                    .clone()
-                    .mul_scalar(size as f64 / n as f64 * self.loss_scale);
-                let grads = GradientsParams::from_grads::<B, M>(scaled.backward(), &replica)
-                    .to_device::<B, M>(main, &replica);
-                self.replicas[i - 1] = replica;
-                (loss, outputs, grads)
-            };
-            if sizes.len() == 1 {
-                pending.push((size, loss, outputs.detach()));
-                return self.finish(n, pending, grads);
-            }
-            accumulator.accumulate::<B>(model, grads);
-            pending.push((size, loss, outputs.detach()));
+                ((size, loss, outputs.detach()), grads)
+            });
+            let rest: Vec<_> = handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect();
+            (first, rest)
+        });
+        let Some((first, grads)) = first else {
+            return self.finish(n, Vec::new(), GradientsParams::new());
+        };
+        if rest.is_empty() {
+            return self.finish(n, vec![first], grads);
         }
+        let mut accumulator = GradientsAccumulator::<M>::new();
+        accumulator.accumulate::<B>(model, grads);
+        let mut pending = vec![first];
+        let mut used = Vec::with_capacity(rest.len());
+        for (replica, out, grads) in rest {
+            accumulator.accumulate::<B>(model, grads);
+            pending.push(out);
+            used.push(replica);
+        }
+        // Back in device order, before the replicas this step did not need.
+        self.replicas.splice(0..0, used);
         self.finish(n, pending, accumulator.grads())
     }
 

@@ -27,11 +27,52 @@ pub fn probe() -> Result<usize, String> {
                 }
                 // SAFETY: the library is present; cudnnGetVersion takes no arguments.
                 let version = unsafe { sys::cudnnGetVersion() };
-                check_version(version)
+                check_version(version)?;
+                start_handle(0).map_err(|e| {
+                    format!(
+                        "cuDNN {} loaded but could not start: {e}",
+                        version_name(version)
+                    )
+                })?;
+                Ok(version)
             })
             .unwrap_or_else(|_| Err("loading cuDNN failed".to_string()))
         })
         .clone()
+}
+
+/// Creates and destroys a cuDNN handle on GPU `index`: a library that loads but cannot
+/// start (a driver or toolkit it does not work with) is found here, once, rather than
+/// at the first convolution.
+fn start_handle(index: usize) -> CudnnResult<()> {
+    let ctx = CudaContext::new(index).map_err(|e| format!("CUDA context {index}: {e:?}"))?;
+    ctx.bind_to_thread().map_err(|e| format!("{e:?}"))?;
+    let mut handle = std::ptr::null_mut();
+    // SAFETY: the context is bound to this thread; the handle cudnnCreate writes is
+    // destroyed once, right away.
+    unsafe {
+        check(sys::cudnnCreate(&mut handle), "cudnnCreate")?;
+        check(sys::cudnnDestroy(handle), "cudnnDestroy")
+    }
+}
+
+/// `major.minor.patch` of a cuDNN version number.
+pub fn version_name(version: usize) -> String {
+    if version >= 10_000 {
+        format!(
+            "{}.{}.{}",
+            version / 10_000,
+            version % 10_000 / 100,
+            version % 100
+        )
+    } else {
+        format!(
+            "{}.{}.{}",
+            version / 1_000,
+            version % 1_000 / 100,
+            version % 100
+        )
+    }
 }
 
 /// cuDNN 9 is what the bindings are for (cudarc's, from 9.2's headers). Versions read
@@ -118,6 +159,39 @@ impl ConvShape {
     pub fn y(&self) -> [usize; 4] {
         self.checked_y().expect("checked by ConvShape::new")
     }
+}
+
+/// The operands of one convolution agree with its shape: `w` and `dy` in `x`'s dtype
+/// and `dy` of the output's dims. burn-cubecl would reinterpret a tensor of another
+/// dtype rather than fail, and cuDNN trusts the descriptors, so a mismatch is refused
+/// here, naming what differs.
+pub fn agree(
+    shape: &ConvShape,
+    x: DType,
+    w: DType,
+    dy: Option<(DType, [usize; 4])>,
+) -> Result<(), String> {
+    if w != x {
+        return Err(format!("weight is {w:?}, input is {x:?}"));
+    }
+    if let Some((dtype, dims)) = dy {
+        if dtype != x {
+            return Err(format!("output gradient is {dtype:?}, input is {x:?}"));
+        }
+        if dims != shape.y() {
+            return Err(format!(
+                "output gradient has dims {dims:?}, the convolution gives {:?}",
+                shape.y()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a failed bfloat16 batch norm call means this cuDNN has no bfloat16 batch
+/// norm: `NOT_SUPPORTED`, or `BAD_PARAM*` (which some versions answer for the data type).
+pub fn refuses_bf16(error: &str) -> bool {
+    error.contains("NOT_SUPPORTED") || error.contains("BAD_PARAM")
 }
 
 /// cuDNN's data type for a burn float dtype (`None`: not supported).
@@ -304,25 +378,89 @@ pub(super) enum Pass {
     Filter,
 }
 
-/// The algorithm chosen for one convolution pass: its number (the pass's enum as an
+/// One algorithm for one convolution pass: its number (the pass's enum as an
 /// integer), the math type it runs with and its workspace.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Choice {
     pub(super) algo: u32,
     pub(super) math: sys::cudnnMathType_t,
     pub(super) workspace: usize,
 }
 
-/// One device's cuDNN: its handle on a stream of its own, and the algorithms chosen.
+/// One convolution shape's descriptors (made once) and, per pass, the algorithms
+/// cuDNN's heuristics rank for it, best first, those that failed to run dropped.
+pub(super) struct Plan {
+    pub(super) descs: ConvDescs,
+    ranked: HashMap<Pass, Vec<Choice>>,
+}
+
+impl Plan {
+    /// Runs `launch` for `pass` with the best algorithm that runs ([`first_that_runs`]),
+    /// the descriptors' math type set to the algorithm's first.
+    pub(super) fn run(
+        &mut self,
+        handle: sys::cudnnHandle_t,
+        pass: Pass,
+        mut launch: impl FnMut(&ConvDescs, &Choice) -> CudnnResult<()>,
+    ) -> CudnnResult<()> {
+        let ranked = match self.ranked.entry(pass) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(heuristic(handle, pass, &self.descs)?)
+            }
+        };
+        let descs = &self.descs;
+        first_that_runs(ranked, |choice| {
+            descs.set_math(choice.math)?;
+            launch(descs, choice)
+        })
+        .map_err(|e| format!("{pass:?}: {e}"))
+    }
+}
+
+/// Runs `run` with the first of `ranked` that succeeds, as PyTorch's `try_all`: an
+/// algorithm that fails at execution (cuDNN's heuristics can rank one this GPU or
+/// shape then refuses) is dropped from `ranked` with a note on stderr, so later calls
+/// start with the one that ran. Every algorithm failing is an error naming each.
+pub(super) fn first_that_runs(
+    ranked: &mut Vec<Choice>,
+    mut run: impl FnMut(&Choice) -> CudnnResult<()>,
+) -> CudnnResult<()> {
+    let mut failures = Vec::new();
+    for (i, choice) in ranked.iter().enumerate() {
+        match run(choice) {
+            Ok(()) => {
+                if i > 0 {
+                    eprintln!(
+                        "cuDNN: algorithm {} used after {}",
+                        choice.algo,
+                        failures.join("; ")
+                    );
+                    ranked.drain(..i);
+                }
+                return Ok(());
+            }
+            Err(e) => failures.push(format!("algorithm {} failed ({e})", choice.algo)),
+        }
+    }
+    Err(if failures.is_empty() {
+        "no algorithm to try".to_string()
+    } else {
+        failures.join("; ")
+    })
+}
+
+/// One device's cuDNN: its handle, a stream of its own (used only where cubecl's
+/// stream is unknown), and each convolution shape's [`Plan`].
 pub(super) struct Device {
     pub(super) ctx: Arc<CudaContext>,
     pub(super) stream: Arc<CudaStream>,
     pub(super) handle: sys::cudnnHandle_t,
-    pub(super) choices: HashMap<(Pass, ConvShape, DType), Choice>,
+    plans: HashMap<(ConvShape, DType), Plan>,
 }
 
-// SAFETY: the handle is used by one thread at a time (the Mutex in `device`), with
-// the context bound to that thread first.
+// SAFETY: the handle and descriptors are used by one thread at a time (the Mutex in
+// `with_device`), with the context bound to that thread first.
 unsafe impl Send for Device {}
 
 impl Device {
@@ -334,48 +472,47 @@ impl Device {
             .map_err(|e| format!("CUDA stream on device {index}: {e:?}"))?;
         let mut handle = std::ptr::null_mut();
         // SAFETY: the context is bound to this thread by new_stream; the handle is
-        // written by cudnnCreate and attached to our stream.
+        // written by cudnnCreate.
         unsafe {
             ctx.bind_to_thread().map_err(|e| format!("{e:?}"))?;
             check(sys::cudnnCreate(&mut handle), "cudnnCreate")?;
-            check(
-                sys::cudnnSetStream(handle, stream.cu_stream() as _),
-                "cudnnSetStream",
-            )?;
         }
         Ok(Device {
             ctx,
             stream,
             handle,
-            choices: HashMap::new(),
+            plans: HashMap::new(),
         })
     }
 
-    /// The algorithm for `pass` of `shape`, from cuDNN's heuristics the first time.
-    pub(super) fn choose(
-        &mut self,
-        pass: Pass,
-        shape: &ConvShape,
-        dtype: DType,
-        descs: &ConvDescs,
-    ) -> CudnnResult<Choice> {
-        let key = (pass, *shape, dtype);
-        if let Some(choice) = self.choices.get(&key) {
-            return Ok(*choice);
-        }
-        let choice = heuristic(self.handle, pass, descs)?;
-        self.choices.insert(key, choice);
-        Ok(choice)
+    /// `shape`'s plan in `dtype` (descriptors made the first time).
+    pub(super) fn plan(&mut self, shape: &ConvShape, dtype: DType) -> CudnnResult<&mut Plan> {
+        Ok(match self.plans.entry((*shape, dtype)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Plan {
+                descs: ConvDescs::new(shape, dtype)?,
+                ranked: HashMap::new(),
+            }),
+        })
+    }
+
+    /// Points the handle at `stream` (cuDNN queues its work there).
+    pub(super) fn set_stream(&self, stream: sys::cudaStream_t) -> CudnnResult<()> {
+        // SAFETY: a live handle; the stream belongs to this device's context.
+        check(
+            unsafe { sys::cudnnSetStream(self.handle, stream) },
+            "cudnnSetStream",
+        )
     }
 }
 
-/// The first algorithm cuDNN's heuristics rank for `pass` that succeeds within
-/// [`MAX_WORKSPACE`].
+/// The algorithms cuDNN's heuristics rank for `pass`, best first, that succeeded and
+/// fit [`MAX_WORKSPACE`].
 pub(super) fn heuristic(
     handle: sys::cudnnHandle_t,
     pass: Pass,
     d: &ConvDescs,
-) -> CudnnResult<Choice> {
+) -> CudnnResult<Vec<Choice>> {
     const WANTED: i32 = 16;
     let mut found = 0;
     // SAFETY (all three): live descriptors and handle; cuDNN writes at most WANTED
@@ -442,19 +579,23 @@ pub(super) fn heuristic(
             }
         }
     };
-    pick(&ranked[..(found.clamp(0, WANTED) as usize)]).ok_or_else(|| {
-        format!("cuDNN's heuristics offer no {pass:?} algorithm within {MAX_WORKSPACE} bytes")
-    })
+    let usable = usable(&ranked[..(found.clamp(0, WANTED) as usize)]);
+    if usable.is_empty() {
+        return Err(format!(
+            "cuDNN's heuristics offer no {pass:?} algorithm within {MAX_WORKSPACE} bytes"
+        ));
+    }
+    Ok(usable)
 }
 
-/// The first of cuDNN's ranked `(algo, status, workspace, math)` that succeeded and
-/// fits the workspace limit.
-pub(super) fn pick(
+/// Those of cuDNN's ranked `(algo, status, workspace, math)` that succeeded and fit
+/// the workspace limit, in cuDNN's order.
+pub(super) fn usable(
     ranked: &[(u32, sys::cudnnStatus_t, usize, sys::cudnnMathType_t)],
-) -> Option<Choice> {
+) -> Vec<Choice> {
     ranked
         .iter()
-        .find(|(_, status, memory, _)| {
+        .filter(|(_, status, memory, _)| {
             *status == sys::cudnnStatus_t::CUDNN_STATUS_SUCCESS && *memory <= MAX_WORKSPACE
         })
         .map(|&(algo, _, workspace, math)| Choice {
@@ -462,6 +603,7 @@ pub(super) fn pick(
             math,
             workspace,
         })
+        .collect()
 }
 
 /// Runs `f` with device `index`'s cuDNN (created on first use), the context bound to
@@ -553,6 +695,8 @@ mod tests {
 
     #[test]
     fn versions() {
+        assert_eq!(version_name(91400), "9.14.0");
+        assert_eq!(version_name(8907), "8.9.7");
         assert_eq!(check_version(91400), Ok(91400));
         assert_eq!(check_version(90200), Ok(90200));
         assert!(check_version(8907)
@@ -563,7 +707,8 @@ mod tests {
             .contains("cuDNN 10.1 was found"));
     }
 
-    /// The first ranked algorithm that succeeded within the workspace limit wins.
+    /// The ranked algorithms that succeeded within the workspace limit are kept, in
+    /// cuDNN's order.
     #[test]
     fn heuristic_choice() {
         use sys::cudnnMathType_t::*;
@@ -579,10 +724,111 @@ mod tests {
             (0, CUDNN_STATUS_SUCCESS, 4096, CUDNN_DEFAULT_MATH),
             (2, CUDNN_STATUS_SUCCESS, 0, CUDNN_FMA_MATH),
         ];
-        let choice = pick(&ranked).unwrap();
-        assert_eq!((choice.algo, choice.workspace), (0, 4096));
-        assert_eq!(choice.math, CUDNN_DEFAULT_MATH);
-        assert!(pick(&ranked[..2]).is_none());
+        let kept = usable(&ranked);
+        assert_eq!(
+            kept.iter()
+                .map(|c| (c.algo, c.workspace))
+                .collect::<Vec<_>>(),
+            [(0, 4096), (2, 0)]
+        );
+        assert_eq!(kept[0].math, CUDNN_DEFAULT_MATH);
+        assert!(usable(&ranked[..2]).is_empty());
+    }
+
+    fn choice(algo: u32) -> Choice {
+        Choice {
+            algo,
+            math: sys::cudnnMathType_t::CUDNN_DEFAULT_MATH,
+            workspace: 0,
+        }
+    }
+
+    /// An algorithm that fails at execution is skipped and dropped, so the next call
+    /// starts with the one that ran; all failing is an error naming each.
+    #[test]
+    fn failed_algorithms_fall_through_to_the_next() {
+        let mut ranked = vec![choice(7), choice(1), choice(0)];
+        let mut tried = Vec::new();
+        first_that_runs(&mut ranked, |c| {
+            tried.push(c.algo);
+            if c.algo == 7 {
+                Err("CUDNN_STATUS_EXECUTION_FAILED".into())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+        assert_eq!(tried, [7, 1]);
+        assert_eq!(ranked, [choice(1), choice(0)]);
+
+        // The first runs: nothing else is tried, nothing dropped.
+        let mut tried = Vec::new();
+        first_that_runs(&mut ranked, |c| {
+            tried.push(c.algo);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((tried, ranked.len()), (vec![1], 2));
+
+        let err = first_that_runs(&mut ranked, |c| Err(format!("no {}", c.algo))).unwrap_err();
+        assert_eq!(err, "algorithm 1 failed (no 1); algorithm 0 failed (no 0)");
+        assert_eq!(ranked.len(), 2, "nothing dropped when none ran");
+        assert!(first_that_runs(&mut Vec::new(), |_| Ok(())).is_err());
+    }
+
+    /// Operands of another dtype or an output gradient of the wrong dims are refused
+    /// before any descriptor is made.
+    #[test]
+    fn operands_must_agree_with_the_shape() {
+        let shape = ConvShape::new([2, 3, 8, 8], [4, 3, 3, 3], &options(1, 1)).unwrap();
+        assert_eq!(agree(&shape, DType::BF16, DType::BF16, None), Ok(()));
+        assert_eq!(
+            agree(
+                &shape,
+                DType::F32,
+                DType::F32,
+                Some((DType::F32, [2, 4, 8, 8]))
+            ),
+            Ok(())
+        );
+        assert!(agree(&shape, DType::BF16, DType::F32, None)
+            .unwrap_err()
+            .contains("weight is F32, input is BF16"));
+        assert!(agree(
+            &shape,
+            DType::F32,
+            DType::F32,
+            Some((DType::F16, [2, 4, 8, 8]))
+        )
+        .unwrap_err()
+        .contains("output gradient is F16"));
+        assert!(agree(
+            &shape,
+            DType::F32,
+            DType::F32,
+            Some((DType::F32, [2, 4, 4, 4]))
+        )
+        .unwrap_err()
+        .contains("dims [2, 4, 4, 4]"));
+    }
+
+    /// Both ways a cuDNN refuses bfloat16 batch norm switch it to f32 copies; other
+    /// failures do not.
+    #[test]
+    fn bfloat16_refusals() {
+        assert!(refuses_bf16(
+            "batch norm forward: CUDNN_STATUS_NOT_SUPPORTED"
+        ));
+        assert!(refuses_bf16("batch norm forward: CUDNN_STATUS_BAD_PARAM"));
+        assert!(refuses_bf16(
+            "batch norm forward: CUDNN_STATUS_BAD_PARAM_NOT_FINALIZED"
+        ));
+        assert!(!refuses_bf16(
+            "batch norm forward: CUDNN_STATUS_ALLOC_FAILED"
+        ));
+        assert!(!refuses_bf16(
+            "batch norm forward: CUDNN_STATUS_EXECUTION_FAILED"
+        ));
     }
 
     /// Without a GPU (this test's machine may have none) `probe` answers, never panics.

@@ -8,17 +8,19 @@
 //!   and cuDNN's workspace come from cubecl's allocator (the tensor's own client), and
 //!   cuDNN gets their device pointers. cubecl and cudarc retain the same primary
 //!   context, so the pointers are valid for both.
-//! - **Ordering.** cubecl 0.10 runs its kernels on a stream of its own that it does not
-//!   expose, so each cuDNN call is ordered by synchronisation: cubecl's work is waited
-//!   for (`Backend::sync`) before cuDNN reads its tensors, and cuDNN's stream is
-//!   synchronised before the outputs go back to cubecl. Inputs, outputs and workspace
-//!   are held until then. The cost is two host waits per call, which the GPU benchmark
-//!   measures (`scripts/gpu_run.sh`).
+//! - **Ordering.** cuDNN queues its work on the CUDA stream that the calling thread's
+//!   cubecl kernels run on, which rectrain's patch of cubecl-cuda exposes
+//!   (`vendor/README.md`): in order with cubecl's kernels, with no host wait at all.
+//!   Where that stream is unknown, or `RECTRAIN_CUDNN_HOST_WAITS=1` asks for it (the
+//!   A/B the GPU script runs), each call is ordered by synchronisation instead: cubecl's
+//!   work is waited for (`Backend::sync`) before cuDNN reads its tensors, and cuDNN's
+//!   own stream is synchronised before the outputs go back to cubecl, one wait pair for
+//!   a convolution's two gradients together. [`host_waits`] counts those waits.
 //! - **Algorithms.** cuDNN's heuristics (`cudnnGetConvolution*Algorithm_v7`, what
 //!   PyTorch uses when `cudnn.benchmark` is off) rank the algorithms for each
-//!   convolution shape once per process; the first that succeeds within the workspace
-//!   limit is cached with its math type. No timing runs, so the first step is not
-//!   minutes of tuning.
+//!   convolution shape once per process, kept with the shape's descriptors; the best
+//!   that runs is used, and one that fails at execution falls through to the next
+//!   (PyTorch's `try_all`). No timing runs, so the first step is not minutes of tuning.
 //! - **Precision.** Tensors are `CUDNN_DATA_FLOAT`, `HALF` or `BFLOAT16`, convolutions
 //!   accumulate in f32; f32 convolutions allow TF32 tensor cores (`CUDNN_DEFAULT_MATH`,
 //!   PyTorch's default for convolutions), half types use tensor-op math. Batch norm's
@@ -31,7 +33,8 @@
 
 use std::ffi::c_void;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::ConvOptions;
@@ -44,8 +47,10 @@ use burn_cubecl::{CubeBackend, FloatElement};
 use cudarc::cudnn::sys;
 
 use super::autodiff::{ConvKernels, NormForward, NormKernels};
-use api::{check, with_device, ConvDescs, CudnnResult, Device, Pass, TensorDesc, NORM_MODE};
-pub use api::{data_type, math_type, probe, ConvShape};
+pub use api::{agree, data_type, math_type, probe, refuses_bf16, version_name, ConvShape};
+use api::{
+    check, with_device, Choice, ConvDescs, CudnnResult, Device, Pass, TensorDesc, NORM_MODE,
+};
 
 mod api;
 
@@ -61,13 +66,15 @@ pub const MIN_EPSILON: f64 = 1e-5;
 #[derive(Debug)]
 pub struct Cudnn<F>(PhantomData<F>);
 
-/// The device pointer of a cubecl buffer (its offset included).
-fn pointer(t: &Tensor) -> *mut c_void {
+/// The device pointer of a cubecl buffer (its offset included) and the stream the
+/// calling thread's cubecl kernels run on (null where cubecl-cuda does not say).
+fn pointer(t: &Tensor) -> (*mut c_void, cudarc::driver::sys::CUstream) {
     let resource = t
         .client
         .get_resource(t.handle.clone())
         .unwrap_or_else(|e| panic!("cuDNN: the tensor's GPU memory is not reachable: {e:?}"));
-    resource.resource().ptr as *mut c_void
+    let resource = resource.resource();
+    (resource.ptr as *mut c_void, resource.stream)
 }
 
 /// Scratch memory from cubecl's allocator (`None` for zero bytes) and its pointer.
@@ -87,18 +94,59 @@ fn workspace(
     (Some(handle), ptr)
 }
 
-/// Waits for cubecl's work on `device` (so cuDNN reads finished inputs).
-fn wait_for_cubecl(device: &CudaDevice) {
-    Inner::<f32>::sync(device)
-        .unwrap_or_else(|e| panic!("cuDNN: waiting for the GPU's earlier work failed: {e:?}"));
+/// Host waits so far (cubecl's work, then cuDNN's stream: two per call that cannot
+/// use cubecl's stream); `gpu_probe` reports them per step.
+pub fn host_waits() -> u64 {
+    HOST_WAITS.load(Ordering::Relaxed)
 }
 
-/// Waits for cuDNN's work on its stream (so cubecl reads finished outputs).
-fn wait_for_cudnn(device: &Device) -> CudnnResult<()> {
-    device
-        .stream
-        .synchronize()
-        .map_err(|e| format!("synchronising cuDNN's stream: {e:?}"))
+static HOST_WAITS: AtomicU64 = AtomicU64::new(0);
+
+/// `RECTRAIN_CUDNN_HOST_WAITS=1`: order every call by host waits even where cubecl's
+/// stream is known (the A/B the GPU script measures).
+fn forced_host_waits() -> bool {
+    static FORCED: OnceLock<bool> = OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var_os("RECTRAIN_CUDNN_HOST_WAITS").is_some_and(|v| v == "1"))
+}
+
+/// How one call's cuDNN work is ordered with cubecl's kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Queued on cubecl's own stream: nothing to wait for.
+    CubeclStream,
+    /// On cuDNN's stream after cubecl's work; cuDNN's stream is waited for at the end.
+    HostWaits,
+}
+
+/// Points `dev`'s handle at `stream` (cubecl's, from [`pointer`]), or, where it is
+/// null or host waits are asked for, at cuDNN's own stream after cubecl's work is done.
+fn begin(
+    dev: &Device,
+    stream: cudarc::driver::sys::CUstream,
+    device: &CudaDevice,
+) -> CudnnResult<Order> {
+    if !stream.is_null() && !forced_host_waits() {
+        dev.set_stream(stream as sys::cudaStream_t)?;
+        return Ok(Order::CubeclStream);
+    }
+    dev.set_stream(dev.stream.cu_stream() as sys::cudaStream_t)?;
+    HOST_WAITS.fetch_add(1, Ordering::Relaxed);
+    Inner::<f32>::sync(device).map_err(|e| format!("waiting for the GPU's earlier work: {e:?}"))?;
+    Ok(Order::HostWaits)
+}
+
+/// The end of a call begun with `order`: under host waits, cuDNN's stream is
+/// synchronised, so that cubecl reads finished outputs.
+fn end(dev: &Device, order: Order) -> CudnnResult<()> {
+    match order {
+        Order::CubeclStream => Ok(()),
+        Order::HostWaits => {
+            HOST_WAITS.fetch_add(1, Ordering::Relaxed);
+            dev.stream
+                .synchronize()
+                .map_err(|e| format!("synchronising cuDNN's stream: {e:?}"))
+        }
+    }
 }
 
 fn dims4(t: &Tensor) -> [usize; 4] {
@@ -140,79 +188,112 @@ fn zero() -> *const c_void {
     &ZERO as *const f32 as *const c_void
 }
 
-/// One convolution pass: `x`, `w` and `y` are the forward step's tensors (the
-/// output of the pass among them, already allocated).
-fn convolve(pass: Pass, shape: &ConvShape, x: &Tensor, w: &Tensor, y: &Tensor) -> CudnnResult<()> {
-    let dtype = x.dtype;
-    with_device(x.device.index, |dev| {
-        let descs = ConvDescs::new(shape, dtype)?;
-        let choice = dev.choose(pass, shape, dtype, &descs)?;
-        descs.set_math(choice.math)?;
-        let (_keep, ws) = workspace(x, choice.workspace);
-        let (xp, wp, yp) = (pointer(x), pointer(w), pointer(y));
-        wait_for_cubecl(&x.device);
-        let h = dev.handle;
-        // SAFETY: live handle and descriptors matching the tensors' shapes and dtype
-        // (ConvShape, contiguous NCHW); the pointers are cubecl buffers of those
-        // sizes, held (with the workspace) until cuDNN's stream is synchronised. The
-        // algorithm numbers come from cuDNN's own heuristics for this pass.
-        let status = unsafe {
-            match pass {
-                Pass::Forward => sys::cudnnConvolutionForward(
-                    h,
-                    one(),
-                    descs.x.0,
-                    xp,
-                    descs.w,
-                    wp,
-                    descs.conv,
-                    std::mem::transmute::<u32, sys::cudnnConvolutionFwdAlgo_t>(choice.algo),
-                    ws,
-                    choice.workspace,
-                    zero(),
-                    descs.y.0,
-                    yp,
-                ),
-                Pass::Data => sys::cudnnConvolutionBackwardData(
-                    h,
-                    one(),
-                    descs.w,
-                    wp,
-                    descs.y.0,
-                    yp,
-                    descs.conv,
-                    std::mem::transmute::<u32, sys::cudnnConvolutionBwdDataAlgo_t>(choice.algo),
-                    ws,
-                    choice.workspace,
-                    zero(),
-                    descs.x.0,
-                    xp,
-                ),
-                Pass::Filter => sys::cudnnConvolutionBackwardFilter(
-                    h,
-                    one(),
-                    descs.x.0,
-                    xp,
-                    descs.y.0,
-                    yp,
-                    descs.conv,
-                    std::mem::transmute::<u32, sys::cudnnConvolutionBwdFilterAlgo_t>(choice.algo),
-                    ws,
-                    choice.workspace,
-                    zero(),
-                    descs.w,
-                    wp,
-                ),
-            }
-        };
-        check(status, &format!("convolution {pass:?}"))?;
-        wait_for_cudnn(dev)
+/// One convolution pass of [`convolve`]: the pass and the forward step's `x`, `w` and
+/// `y` (the pass's output among them, already allocated).
+type PassOf<'a> = (Pass, &'a Tensor, &'a Tensor, &'a Tensor);
+
+/// Runs the `passes` of the convolution `shape` (one call's worth: the forward step,
+/// or both gradients) on their device, in order, under one [`begin`]/[`end`].
+fn convolve(shape: &ConvShape, passes: &[PassOf<'_>]) -> CudnnResult<()> {
+    let Some(&(_, first, _, _)) = passes.first() else {
+        return Ok(());
+    };
+    let dtype = first.dtype;
+    with_device(first.device.index, |dev| {
+        let pointers: Vec<[(*mut c_void, _); 3]> = passes
+            .iter()
+            .map(|&(_, x, w, y)| [pointer(x), pointer(w), pointer(y)])
+            .collect();
+        let order = begin(dev, pointers[0][0].1, &first.device)?;
+        let handle = dev.handle;
+        // Workspaces live until `end`: under host waits, cuDNN's stream is not cubecl's,
+        // so cubecl must not hand their memory out again before it has finished.
+        let mut workspaces = Vec::new();
+        for (&(pass, x, _, _), [(xp, _), (wp, _), (yp, _)]) in passes.iter().zip(&pointers) {
+            let plan = dev.plan(shape, dtype)?;
+            plan.run(handle, pass, |descs, choice| {
+                let (keep, ws) = workspace(x, choice.workspace);
+                workspaces.push(keep);
+                // SAFETY: live handle and descriptors matching the tensors' shapes and
+                // dtype (ConvShape, contiguous NCHW, checked by `agree`); the pointers
+                // are cubecl buffers of those sizes, ordered with cubecl's work by
+                // `begin`/`end` and held until then. The algorithm numbers come from
+                // cuDNN's own heuristics for this pass.
+                let status = unsafe { launch(handle, pass, descs, choice, *xp, *wp, *yp, ws) };
+                check(status, &format!("convolution {pass:?}"))
+            })?;
+        }
+        end(dev, order)
     })
 }
 
+/// Queues one convolution pass (see [`convolve`]'s safety comment).
+#[allow(clippy::too_many_arguments)]
+unsafe fn launch(
+    h: sys::cudnnHandle_t,
+    pass: Pass,
+    descs: &ConvDescs,
+    choice: &Choice,
+    xp: *mut c_void,
+    wp: *mut c_void,
+    yp: *mut c_void,
+    ws: *mut c_void,
+) -> sys::cudnnStatus_t {
+    // SAFETY: the caller's.
+    unsafe {
+        match pass {
+            Pass::Forward => sys::cudnnConvolutionForward(
+                h,
+                one(),
+                descs.x.0,
+                xp,
+                descs.w,
+                wp,
+                descs.conv,
+                std::mem::transmute::<u32, sys::cudnnConvolutionFwdAlgo_t>(choice.algo),
+                ws,
+                choice.workspace,
+                zero(),
+                descs.y.0,
+                yp,
+            ),
+            Pass::Data => sys::cudnnConvolutionBackwardData(
+                h,
+                one(),
+                descs.w,
+                wp,
+                descs.y.0,
+                yp,
+                descs.conv,
+                std::mem::transmute::<u32, sys::cudnnConvolutionBwdDataAlgo_t>(choice.algo),
+                ws,
+                choice.workspace,
+                zero(),
+                descs.x.0,
+                xp,
+            ),
+            Pass::Filter => sys::cudnnConvolutionBackwardFilter(
+                h,
+                one(),
+                descs.x.0,
+                xp,
+                descs.y.0,
+                yp,
+                descs.conv,
+                std::mem::transmute::<u32, sys::cudnnConvolutionBwdFilterAlgo_t>(choice.algo),
+                ws,
+                choice.workspace,
+                zero(),
+                descs.w,
+                wp,
+            ),
+        }
+    }
+}
+
 /// One batch norm call on `x`'s device: `call(handle, x's descriptor, the per-channel
-/// descriptor, the pointers of tensors)`, after cubecl's queued work and before the
-/// outputs go back (cuDNN's stream synchronised; the tensors are the caller's, held).
+/// descriptor, the pointers of tensors)`, ordered with cubecl's work by
+/// [`begin`]/[`end`] (the tensors are the caller's, held until it returns).
 fn normalize<const N: usize>(
     x: &Tensor,
     tensors: [&Tensor; N],
@@ -229,25 +310,38 @@ fn normalize<const N: usize>(
         let xd = TensorDesc::nchw(data, dims4(x))?;
         let bd = TensorDesc::batch_norm(&xd)?;
         let pointers = tensors.map(pointer);
-        wait_for_cubecl(&x.device);
-        check(call(dev.handle, xd.0, bd.0, pointers), what)?;
-        wait_for_cudnn(dev)
+        let order = begin(dev, pointers[0].1, &x.device)?;
+        check(call(dev.handle, xd.0, bd.0, pointers.map(|p| p.0)), what)?;
+        end(dev, order)
     })
 }
 
-fn conv_shape(x: &Tensor, w: &Tensor, options: &ConvOptions<2>) -> ConvShape {
-    or_panic(ConvShape::new(dims4(x), dims4(w), options), "convolution")
+/// The shape of `conv(x, w)`, its operands checked to agree ([`agree`]; `dy` for the
+/// backward step).
+fn conv_shape(x: &Tensor, w: &Tensor, dy: Option<&Tensor>, options: &ConvOptions<2>) -> ConvShape {
+    let shape = or_panic(ConvShape::new(dims4(x), dims4(w), options), "convolution");
+    or_panic(
+        agree(&shape, x.dtype, w.dtype, dy.map(|dy| (dy.dtype, dims4(dy)))),
+        format_args!("convolution {shape:?}"),
+    );
+    shape
 }
 
 impl<F: FloatElement> ConvKernels for Cudnn<F> {
     type B = Inner<F>;
 
+    /// Contiguous copies where burn's tensors are not (the autodiff node keeps these
+    /// for the backward step, so each is copied once per step).
+    fn operands(x: Tensor, w: Tensor) -> (Tensor, Tensor) {
+        (contiguous(x), contiguous(w))
+    }
+
     fn forward(x: Tensor, w: Tensor, options: &ConvOptions<2>) -> Tensor {
-        let (x, w) = (contiguous(x), contiguous(w));
-        let shape = conv_shape(&x, &w, options);
+        let (x, w) = Self::operands(x, w);
+        let shape = conv_shape(&x, &w, None, options);
         let y = empty_like(&x, &shape.y(), x.dtype);
         or_panic(
-            convolve(Pass::Forward, &shape, &x, &w, &y),
+            convolve(&shape, &[(Pass::Forward, &x, &w, &y)]),
             format_args!("{shape:?}"),
         );
         y
@@ -260,32 +354,35 @@ impl<F: FloatElement> ConvKernels for Cudnn<F> {
         options: &ConvOptions<2>,
         [want_x, want_w]: [bool; 2],
     ) -> [Option<Tensor>; 2] {
-        let (x, w, dy) = (contiguous(x), contiguous(w), contiguous(dy));
-        let shape = conv_shape(&x, &w, options);
-        let dx = want_x.then(|| {
-            let dx = empty_like(&x, &shape.x, x.dtype);
-            or_panic(
-                convolve(Pass::Data, &shape, &dx, &w, &dy),
-                format_args!("data gradient {shape:?}"),
-            );
-            dx
-        });
-        let dw = want_w.then(|| {
-            let dw = empty_like(&w, &shape.w, w.dtype);
-            or_panic(
-                convolve(Pass::Filter, &shape, &x, &dw, &dy),
-                format_args!("weight gradient {shape:?}"),
-            );
-            dw
-        });
+        let (x, w) = Self::operands(x, w);
+        let dy = contiguous(dy);
+        let shape = conv_shape(&x, &w, Some(&dy), options);
+        let dx = want_x.then(|| empty_like(&x, &shape.x, x.dtype));
+        let dw = want_w.then(|| empty_like(&w, &shape.w, w.dtype));
+        let mut passes = Vec::with_capacity(2);
+        if let Some(dx) = &dx {
+            passes.push((Pass::Data, dx, &w, &dy));
+        }
+        if let Some(dw) = &dw {
+            passes.push((Pass::Filter, &x, dw, &dy));
+        }
+        or_panic(
+            convolve(&shape, &passes),
+            format_args!("gradients {shape:?}"),
+        );
         [dx, dw]
     }
 }
 
-/// Whether cuDNN's batch norm refused bfloat16 data (learnt at the first refusal).
-/// Where it does (`CUDNN_STATUS_NOT_SUPPORTED`), bfloat16 batch norm
-/// runs on f32 copies of its input and output gradient (said once on stderr).
-static BF16_NORM_REFUSED: AtomicBool = AtomicBool::new(false);
+/// What this process learnt of cuDNN's bfloat16 batch norm: [`BF16_UNKNOWN`] until the
+/// first call, then [`BF16_WORKS`] or [`BF16_REFUSED`]. Where it is refused
+/// ([`refuses_bf16`] on the first call), bfloat16 batch norm runs on f32 copies of its
+/// input and output gradient (said once on stderr); once it has worked, a later failure
+/// is an error like any other.
+static BF16_NORM: AtomicU8 = AtomicU8::new(BF16_UNKNOWN);
+const BF16_UNKNOWN: u8 = 0;
+const BF16_WORKS: u8 = 1;
+const BF16_REFUSED: u8 = 2;
 
 impl<F: FloatElement> NormKernels for Cudnn<F> {
     type B = Inner<F>;
@@ -320,25 +417,32 @@ impl<F: FloatElement> NormKernels for Cudnn<F> {
 }
 
 /// `run(x)`, or `run(x as f32)` for bfloat16 `x` where cuDNN's batch norm refuses
-/// bfloat16 (learnt at the first refusal, said once on stderr). The caller casts the
-/// data output back to `x`'s dtype.
+/// bfloat16 (learnt at the first call, see [`BF16_NORM`]). The caller casts the data
+/// output back to `x`'s dtype.
 fn in_norm_dtype<T>(x: Tensor, run: impl Fn(Tensor) -> CudnnResult<T>) -> CudnnResult<T> {
     if x.dtype != DType::BF16 {
         return run(x);
     }
-    if BF16_NORM_REFUSED.load(Ordering::Relaxed) {
-        return run(cast(x, DType::F32));
+    match BF16_NORM.load(Ordering::Relaxed) {
+        BF16_REFUSED => return run(cast(x, DType::F32)),
+        BF16_WORKS => return run(x),
+        _ => {}
     }
     match run(x.clone()) {
-        Err(e) if e.contains("NOT_SUPPORTED") => {
-            BF16_NORM_REFUSED.store(true, Ordering::Relaxed);
+        Err(e) if refuses_bf16(&e) => {
+            BF16_NORM.store(BF16_REFUSED, Ordering::Relaxed);
             eprintln!(
                 "CUDA kernels: this cuDNN has no bfloat16 batch norm ({e}); \
                  batch norm runs on f32 copies"
             );
             run(cast(x, DType::F32))
         }
-        result => result,
+        result => {
+            if result.is_ok() {
+                BF16_NORM.store(BF16_WORKS, Ordering::Relaxed);
+            }
+            result
+        }
     }
 }
 
