@@ -7,7 +7,7 @@
 //! # Layout
 //! Callers pass contiguous row-major NCHW activations and OIHW weights. Inside, each pass
 //! runs the primitive in the [`Layout`] that measured fastest on the ResNet-18 shapes
-//! (see [`Layout::default_for`]), reordering to and from the caller's layout around it;
+//! (see [`Layout::choose`]), reordering to and from the caller's layout around it;
 //! the reorders' time is part of what was measured.
 //!
 //! # Caching
@@ -53,10 +53,14 @@ pub enum Pass {
 }
 
 impl Layout {
-    /// The layout each pass uses by default: the fastest in `examples/conv_bench.rs` over
-    /// ResNet-18 at batch 16, 224², reorders included.
-    pub fn default_for(pass: Pass) -> Layout {
+    /// The layout a pass uses by default, from `examples/conv_bench.rs` over ResNet-18 at
+    /// batch 16, 224², reorders included: blocked (`any`) everywhere (network sum 2207 ms
+    /// per training step against 2414 plain and 2519 nhwc), except backward-data with fewer
+    /// than 16 input channels (the stem), where blocked and nhwc are 3–4× slower than plain
+    /// (54 ms plain, 176 blocked, 203 nhwc).
+    pub fn choose(pass: Pass, geom: &ConvGeom) -> Layout {
         match pass {
+            Pass::BackwardData if geom.x_dims[1] < 16 => Layout::Plain,
             Pass::Forward | Pass::BackwardData | Pass::BackwardWeights => Layout::Blocked,
         }
     }
@@ -501,7 +505,7 @@ impl Dnnl {
         bias: Option<&[f32]>,
         y: &mut [f32],
     ) -> Result<(), String> {
-        self.conv_forward_with(Layout::default_for(Pass::Forward), geom, x, w, bias, y)
+        self.conv_forward_with(Layout::choose(Pass::Forward, geom), geom, x, w, bias, y)
     }
 
     /// [`Dnnl::conv_forward`] in a given layout.
@@ -542,7 +546,7 @@ impl Dnnl {
         w: &[f32],
         dx: &mut [f32],
     ) -> Result<(), String> {
-        self.conv_backward_data_with(Layout::default_for(Pass::BackwardData), geom, dy, w, dx)
+        self.conv_backward_data_with(Layout::choose(Pass::BackwardData, geom), geom, dy, w, dx)
     }
 
     /// [`Dnnl::conv_backward_data`] in a given layout.
@@ -577,7 +581,7 @@ impl Dnnl {
         db: Option<&mut [f32]>,
     ) -> Result<(), String> {
         self.conv_backward_weights_with(
-            Layout::default_for(Pass::BackwardWeights),
+            Layout::choose(Pass::BackwardWeights, geom),
             geom,
             x,
             dy,
