@@ -290,6 +290,32 @@ fn main() {
         }
     );
 
+    // Inference: weights reordered on every call against weights prepared once.
+    println!("\nInference forward (blocked), ms: weights reordered per call / prepared once");
+    for batch in [1, 16] {
+        let (mut a, mut p) = (0.0, 0.0);
+        for &([c, h, w], k, r, s, pad, count) in &shapes {
+            let g = ConvGeom {
+                x_dims: [batch, c, h, w],
+                w_dims: [k, c, r, r],
+                stride: [s, s],
+                padding: [pad, pad],
+                dilation: [1, 1],
+            };
+            let mut b = bufs(&g);
+            let prepared = d.prepare_conv(&g, &b.w, None).unwrap();
+            a += count as f64
+                * time_ms(runs, min, || {
+                    run_once(d, Layout::Blocked, Pass::Forward, &g, &mut b)
+                });
+            p += count as f64
+                * time_ms(runs, min, || {
+                    d.conv_forward_prepared(&prepared, &b.x, &mut b.y).unwrap()
+                });
+        }
+        println!("batch {batch:>2}: network {a:8.2} / {p:8.2}");
+    }
+
     // Two threads calling at once (as from a rayon pool): the crate serialises calls, each
     // using all cores through OpenMP. Compare with the same calls from one thread.
     let g = ConvGeom {

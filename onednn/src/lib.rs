@@ -176,6 +176,15 @@ pub struct BnBackward {
     pub dbeta: Vec<f32>,
 }
 
+/// Training passes, or forward inference on weights prepared by [`Dnnl::prepare_conv`]
+/// (`PrepareWeights` is the plan that reorders them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Mode {
+    Train,
+    Infer,
+    PrepareWeights,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Key {
     Conv {
@@ -183,7 +192,7 @@ enum Key {
         layout: Layout,
         geom: ConvGeom,
         bias: bool,
-        inference: bool,
+        mode: Mode,
     },
     Bn {
         backward: bool,
@@ -395,7 +404,7 @@ impl Dnnl {
             layout,
             geom,
             bias,
-            inference,
+            mode,
         } = *key
         else {
             unreachable!("conv_plan with a non-conv key")
@@ -415,13 +424,30 @@ impl Dnnl {
         let uw = self.conv_md(geom.w_dims, tag::ABCD)?;
         let uy = self.conv_md(y_dims, tag::ABCD)?;
         let c = geom.args();
-        let fprop = if inference {
-            prop::FORWARD_INFERENCE
-        } else {
+        let fprop = if mode == Mode::Train {
             prop::FORWARD_TRAINING
+        } else {
+            prop::FORWARD_INFERENCE
         };
         let fwd = OpDesc::conv_forward(api, fprop, &x, &w, bias.then_some(&b), &y, &c)?;
         let fpd = PrimDesc::new(api, &fwd, &self.engine, None)?;
+        if mode != Mode::Train {
+            // The caller's weights are already in (or go into) the primitive's own layout.
+            let pw = fpd
+                .arg_md(arg::WEIGHTS)
+                .ok_or("convolution has no weights argument")?;
+            if mode == Mode::PrepareWeights {
+                let rpd = PrimDesc::reorder(api, &uw, &pw, &self.engine)?;
+                let specs = [(arg::FROM, uw, false), (arg::TO, pw, true)];
+                return Plan::new(api, &self.engine, rpd, None, &specs);
+            }
+            let mut specs = vec![(arg::SRC, ux, false), (arg::WEIGHTS, pw, false)];
+            if bias {
+                specs.push((arg::BIAS, b, false));
+            }
+            specs.push((arg::DST, uy, true));
+            return Plan::new(api, &self.engine, fpd, None, &specs);
+        }
         match pass {
             Pass::Forward => {
                 let mut specs = vec![(arg::SRC, ux, false), (arg::WEIGHTS, uw, false)];
@@ -458,6 +484,15 @@ impl Dnnl {
     }
 
     fn run_plan(&self, key: Key, data: Vec<Data<'_>>) -> Result<(), String> {
+        self.with_plan(key, |api, stream, plan| plan.run(api, stream, data))
+    }
+
+    /// Runs `f` on the cached (or new) plan for `key`, holding the lock.
+    fn with_plan<T>(
+        &self,
+        key: Key,
+        f: impl FnOnce(&Api, &mut Stream, &Plan) -> Result<T, String>,
+    ) -> Result<T, String> {
         let mut guard = self.lock();
         let state = &mut *guard;
         let plan = match state.plans.entry(key) {
@@ -470,7 +505,66 @@ impl Dnnl {
                 e.insert(plan)
             }
         };
-        plan.run(self.api, &mut state.stream, data)
+        f(self.api, &mut state.stream, plan)
+    }
+
+    /// Reorders inference weights once into the layout oneDNN's forward-inference
+    /// primitive wants, for [`Dnnl::conv_forward_prepared`]: a caller running the same
+    /// weights many times (inference) saves the weights' reorder on every call. Training
+    /// must not use this (its weights change every step).
+    pub fn prepare_conv(
+        &self,
+        geom: &ConvGeom,
+        w: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<PreparedConv, String> {
+        geom.y_dims()?;
+        check_len("w", w.len(), numel(geom.w_dims))?;
+        if let Some(b) = bias {
+            check_len("bias", b.len(), geom.w_dims[0])?;
+        }
+        let key = Key::Conv {
+            pass: Pass::Forward,
+            layout: Layout::Blocked,
+            geom: *geom,
+            bias: bias.is_some(),
+            mode: Mode::PrepareWeights,
+        };
+        let weights = self.with_plan(key, |api, stream, plan| {
+            let mut out = vec![0f32; plan.slots[1].user.bytes().div_ceil(4)];
+            plan.run(api, stream, vec![Data::In(w), Data::Out(&mut out)])?;
+            Ok(out)
+        })?;
+        Ok(PreparedConv {
+            geom: *geom,
+            weights,
+            bias: bias.map(<[f32]>::to_vec),
+        })
+    }
+
+    /// `y = conv(x, w) + bias` for inference with weights from [`Dnnl::prepare_conv`].
+    pub fn conv_forward_prepared(
+        &self,
+        prepared: &PreparedConv,
+        x: &[f32],
+        y: &mut [f32],
+    ) -> Result<(), String> {
+        let geom = &prepared.geom;
+        check_len("x", x.len(), numel(geom.x_dims))?;
+        check_len("y", y.len(), numel(geom.y_dims()?))?;
+        let mut data = vec![Data::In(x), Data::In(&prepared.weights)];
+        if let Some(b) = &prepared.bias {
+            data.push(Data::In(b));
+        }
+        data.push(Data::Out(y));
+        let key = Key::Conv {
+            pass: Pass::Forward,
+            layout: Layout::Blocked,
+            geom: *geom,
+            bias: prepared.bias.is_some(),
+            mode: Mode::Infer,
+        };
+        self.run_plan(key, data)
     }
 
     /// The implementation oneDNN chose for a pass (e.g. `jit:avx512_common`), creating and
@@ -486,7 +580,7 @@ impl Dnnl {
             layout,
             geom: *geom,
             bias: false,
-            inference: false,
+            mode: Mode::Train,
         };
         let mut guard = self.lock();
         let plan = match guard.plans.entry(key) {
@@ -533,7 +627,7 @@ impl Dnnl {
             layout,
             geom: *geom,
             bias: bias.is_some(),
-            inference: false,
+            mode: Mode::Train,
         };
         self.run_plan(key, data)
     }
@@ -566,7 +660,7 @@ impl Dnnl {
             layout,
             geom: *geom,
             bias: false,
-            inference: false,
+            mode: Mode::Train,
         };
         self.run_plan(key, vec![Data::In(dy), Data::In(w), Data::Out(dx)])
     }
@@ -614,7 +708,7 @@ impl Dnnl {
             layout,
             geom: *geom,
             bias,
-            inference: false,
+            mode: Mode::Train,
         };
         self.run_plan(key, data)
     }
@@ -742,6 +836,21 @@ impl Dnnl {
             data,
         )?;
         Ok(out)
+    }
+}
+
+/// Convolution weights (and bias) already in the layout of oneDNN's forward-inference
+/// primitive for one geometry; see [`Dnnl::prepare_conv`].
+pub struct PreparedConv {
+    geom: ConvGeom,
+    weights: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
+impl PreparedConv {
+    /// The geometry the weights were prepared for.
+    pub fn geom(&self) -> &ConvGeom {
+        &self.geom
     }
 }
 

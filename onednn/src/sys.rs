@@ -617,6 +617,13 @@ impl Memory {
     }
 }
 
+impl Memory {
+    /// Bytes of the memory's layout (for blocked layouts, padded channels included).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 impl Drop for Memory {
     fn drop(&mut self) {
         // SAFETY: h was created by memory_create and is destroyed once (an owned buffer is

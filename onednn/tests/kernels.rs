@@ -143,6 +143,14 @@ fn conv_forward_matches_reference() {
         let mut y = vec![f32::NAN; want.len()];
         d.conv_forward(g, &x, &w, Some(&b), &mut y).unwrap();
         assert_close(&format!("fwd default {g:?}"), &y, &want_b, TOL);
+        let prepared = d.prepare_conv(g, &w, Some(&b)).unwrap();
+        let mut y = vec![f32::NAN; want.len()];
+        d.conv_forward_prepared(&prepared, &x, &mut y).unwrap();
+        assert_close(&format!("fwd prepared+bias {g:?}"), &y, &want_b, TOL);
+        let prepared = d.prepare_conv(g, &w, None).unwrap();
+        let mut y = vec![f32::NAN; want.len()];
+        d.conv_forward_prepared(&prepared, &x, &mut y).unwrap();
+        assert_close(&format!("fwd prepared {g:?}"), &y, &want, TOL);
     }
 }
 
