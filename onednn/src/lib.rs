@@ -20,7 +20,12 @@
 //! build of oneDNN (Debian's) parallelises every primitive with OpenMP (`libgomp`) over all
 //! cores. So every call takes one process-wide mutex around the stream and the cache: calls
 //! from several threads (e.g. a rayon pool) run one at a time, each using all cores, rather
-//! than oversubscribing the cores with one OpenMP team per calling thread.
+//! than oversubscribing the cores with one OpenMP team per calling thread (libgomp keeps a
+//! team per calling thread). Measured on 2 cores: a 128×28×28 3×3 forward at batch 16 took
+//! 49 ms per call from one thread and 41 ms per call from two threads at once (no slowdown).
+//! OpenMP threads spin a while after each primitive; a caller whose own pool then competes
+//! for the cores can set `OMP_WAIT_POLICY=passive`, and `OMP_NUM_THREADS` caps oneDNN's
+//! threads.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -54,10 +59,13 @@ pub enum Pass {
 
 impl Layout {
     /// The layout a pass uses by default, from `examples/conv_bench.rs` over ResNet-18 at
-    /// batch 16, 224², reorders included: blocked (`any`) everywhere (network sum 2207 ms
-    /// per training step against 2414 plain and 2519 nhwc), except backward-data with fewer
-    /// than 16 input channels (the stem), where blocked and nhwc are 3–4× slower than plain
-    /// (54 ms plain, 176 blocked, 203 nhwc).
+    /// batch 16, 224², reorders included (2-core AVX-512 EPYC, three runs, all while a
+    /// workspace build shared the cores, so ±15%): blocked (`any`) had the lowest network
+    /// sum per training step in every run (2207 / 2317 ms against plain 2414 / 3016 and nhwc
+    /// 2519 / 2331, minimum of 7); its clearest win is backward-weights (698–741 ms against
+    /// 958–1545 plain). The exception is backward-data with fewer than 16 input channels
+    /// (the stem, whose input gradient training does not need anyway): 54–58 ms plain
+    /// against 176–213 blocked or nhwc.
     pub fn choose(pass: Pass, geom: &ConvGeom) -> Layout {
         match pass {
             Pass::BackwardData if geom.x_dims[1] < 16 => Layout::Plain,
