@@ -406,6 +406,7 @@ mod parity {
 }
 
 fn main() -> std::process::ExitCode {
+    rectrain::kernels::cpu::keep_freed_memory();
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {

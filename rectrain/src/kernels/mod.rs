@@ -4,8 +4,8 @@
 //!
 //! | operation | CPU training (`Autodiff<Flex>`) | CPU inference (`Flex`) | CUDA training | CUDA inference | other backends |
 //! |---|---|---|---|---|---|
-//! | [`conv2d()`] | [`cpu`]: burn-flex's convolution with a batch-parallel input gradient | burn's | cuDNN (else implicit GEMM) | cuDNN (else implicit GEMM) + bias | burn's |
-//! | [`batch_norm_train()`] | burn's operations ([`batch_norm_ops`]) | — | cuDNN | — | burn's operations |
+//! | [`conv2d()`] | oneDNN ([`onednn`]; else [`cpu`]: burn-flex's convolution with a batch-parallel input gradient) | oneDNN with the bias (else burn's) | cuDNN (else implicit GEMM) | cuDNN (else implicit GEMM) + bias | burn's |
+//! | [`batch_norm_train()`] | oneDNN (else burn's operations, [`batch_norm_ops`]) | — | cuDNN | — | burn's operations |
 //! | [`contiguous()`] | burn's (the autodiff wrapper) | [`contiguous`](mod@contiguous): block copies over the threads | a reshape round trip | a reshape round trip | a reshape round trip |
 //!
 //! Training kernels enter burn's autodiff graph as one node each with their own
@@ -13,7 +13,9 @@
 //! is the only place that looks at the backend's type; the functions below match on
 //! its answer. On CUDA, [`cuda_convolutions`] decides once per process between cuDNN
 //! ([`cudnn`]) and burn-cubecl's implicit-GEMM convolutions ([`gemm`]), and says on
-//! stderr which it took and why.
+//! stderr which it took and why. On the CPU, [`cpu_kernels`] decides once between
+//! oneDNN ([`onednn`], loaded at run time) and burn-flex's kernels ([`cpu`]), and says
+//! so on stderr when oneDNN is not used.
 
 pub mod autodiff;
 pub mod contiguous;
@@ -22,6 +24,7 @@ pub mod cpu;
 pub mod cudnn;
 #[cfg(feature = "cuda")]
 pub mod gemm;
+pub mod onednn;
 
 use std::any::{Any, TypeId};
 
@@ -42,9 +45,9 @@ use cpu::CpuKernels;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
     /// `Autodiff<Flex>`: CPU training.
-    CpuTrain,
+    CpuTrain(CpuKernelLibrary),
     /// `Flex`: CPU inference, and the inner backend of CPU training (gradients).
-    Cpu,
+    Cpu(CpuKernelLibrary),
     /// `Autodiff<Cuda<F>>` (burn-cuda without fusion): CUDA training.
     #[cfg(feature = "cuda")]
     CudaTrain(Precision, CudaConvolutions),
@@ -60,10 +63,10 @@ impl Kernels {
     pub fn of<B: Backend>() -> Self {
         let id = TypeId::of::<B>();
         if id == TypeId::of::<Autodiff<Flex>>() {
-            return Kernels::CpuTrain;
+            return Kernels::CpuTrain(cpu_kernels());
         }
         if id == TypeId::of::<Flex>() {
-            return Kernels::Cpu;
+            return Kernels::Cpu(cpu_kernels());
         }
         #[cfg(feature = "cuda")]
         {
@@ -96,6 +99,40 @@ impl Kernels {
         }
         Kernels::Burn
     }
+}
+
+/// Which library the CPU's convolutions and batch norm run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuKernelLibrary {
+    /// oneDNN ([`onednn`]): f32 convolutions and batch norm.
+    Onednn,
+    /// burn-flex's convolutions ([`cpu`]) and batch norm as burn's operations.
+    Flex,
+}
+
+/// The environment switch that keeps the CPU on burn-flex's kernels even where oneDNN
+/// loads, for A/B runs.
+pub const NO_ONEDNN_ENV: &str = "RECTRAIN_NO_ONEDNN";
+
+/// The CPU's kernels for this process, decided at the first CPU kernel: oneDNN when it
+/// loads (`libdnnl.so.2`) and [`NO_ONEDNN_ENV`] is not set, else burn-flex's. Says once
+/// on stderr when oneDNN is not used, and why.
+pub fn cpu_kernels() -> CpuKernelLibrary {
+    static CHOICE: std::sync::OnceLock<CpuKernelLibrary> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| {
+        let why = match std::env::var(NO_ONEDNN_ENV) {
+            Ok(v) if !v.is_empty() && v != "0" => format!("oneDNN switched off ({NO_ONEDNN_ENV})"),
+            _ => match ::onednn::Dnnl::get() {
+                Ok(_) => return CpuKernelLibrary::Onednn,
+                Err(why) => why,
+            },
+        };
+        eprintln!(
+            "CPU kernels: {why}: convolutions and batch norm on burn-flex \
+             (slower; install oneDNN 2, e.g. Debian's libdnnl2, for full speed)"
+        );
+        CpuKernelLibrary::Flex
+    })
 }
 
 /// Which kernels CUDA's convolutions (and batch norm) run on.
@@ -189,7 +226,25 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         return in_dtype(out, dtype);
     };
     match (Kernels::of::<B>(), bias) {
-        (Kernels::CpuTrain, None) => train_conv::<B, CpuKernels>(x, weight, options),
+        (Kernels::CpuTrain(CpuKernelLibrary::Onednn), None) => {
+            train_conv::<B, onednn::Onednn>(x, weight, options)
+        }
+        (Kernels::CpuTrain(CpuKernelLibrary::Flex), None) => {
+            train_conv::<B, CpuKernels>(x, weight, options)
+        }
+        (Kernels::Cpu(CpuKernelLibrary::Onednn), bias) => {
+            let prim = |t: Tensor<B, 4>| to::<B, burn_flex::FlexTensor>(t.into_primitive().tensor());
+            let bias = bias.map(|b| to::<B, burn_flex::FlexTensor>(b.into_primitive().tensor()));
+            match onednn::conv_forward(prim(x), prim(weight), bias, &options) {
+                Ok(y) => from_primitive(to::<Flex, FloatTensor<B>>(y)),
+                Err((x, w, bias)) => burn::tensor::module::conv2d(
+                    from_primitive(to::<Flex, FloatTensor<B>>(x)),
+                    from_primitive(to::<Flex, FloatTensor<B>>(w)),
+                    bias.map(|b| from_primitive(to::<Flex, FloatTensor<B>>(b))),
+                    options,
+                ),
+            }
+        }
         #[cfg(feature = "cuda")]
         (Kernels::CudaTrain(precision, path), None) => {
             use cudnn::Cudnn;
@@ -309,6 +364,11 @@ pub fn batch_norm_train<B: Backend>(
 ) -> NormOutput<B> {
     let param_dtype = gamma.dtype();
     let out = match Kernels::of::<B>() {
+        Kernels::CpuTrain(CpuKernelLibrary::Onednn)
+            if onednn::norm_takes(x.dtype(), param_dtype) =>
+        {
+            return train_norm::<B, onednn::Onednn>(x, gamma, beta, epsilon);
+        }
         // cuDNN takes f32 parameters with half-type data (and gives their gradients in
         // the parameters' dtype).
         #[cfg(feature = "cuda")]
@@ -336,7 +396,6 @@ pub fn batch_norm_train<B: Backend>(
 }
 
 /// Training batch norm on `B = Autodiff<K::B>` through [`autodiff::batch_norm`].
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn train_norm<B: Backend, K: NormKernels>(
     x: Tensor<B, 4>,
     gamma: Tensor<B, 1>,
@@ -412,7 +471,7 @@ pub(crate) fn per_channel<B: Backend>(t: Tensor<B, 1>, n: usize) -> Tensor<B, 4>
 /// the optimizer's element-wise updates.
 pub fn contiguous<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
     match Kernels::of::<B>() {
-        Kernels::Cpu => contiguous::contiguous(t),
+        Kernels::Cpu(_) => contiguous::contiguous(t),
         _ => {
             // Reshaping a strided tensor to one dimension copies it in order (and is
             // free when it is contiguous already).
@@ -438,8 +497,11 @@ mod tests {
 
     #[test]
     fn each_backend_gets_its_kernels() {
-        assert_eq!(Kernels::of::<Autodiff<Flex>>(), Kernels::CpuTrain);
-        assert_eq!(Kernels::of::<Flex>(), Kernels::Cpu);
+        assert_eq!(
+            Kernels::of::<Autodiff<Flex>>(),
+            Kernels::CpuTrain(cpu_kernels())
+        );
+        assert_eq!(Kernels::of::<Flex>(), Kernels::Cpu(cpu_kernels()));
         #[cfg(feature = "cuda")]
         {
             use burn::tensor::bf16;

@@ -1,0 +1,349 @@
+//! The CPU's kernels on oneDNN ([`Onednn`]), the library PyTorch itself runs on the
+//! CPU: convolution forward, data and weight gradients, and training batch norm
+//! forward and backward, on f32 burn-flex tensors.
+//!
+//! oneDNN is loaded at run time by the [`onednn`] crate (`libdnnl.so.2`, e.g. Debian's
+//! `libdnnl2`), so nothing links against it; [`super::cpu_kernels`] decides once per
+//! process whether it is used, and where it is missing (or `RECTRAIN_NO_ONEDNN=1`) the
+//! CPU keeps burn-flex's kernels ([`super::cpu::CpuKernels`]) and says so once.
+//!
+//! The tensors are handed over as contiguous NCHW f32 slices; inside, oneDNN runs each
+//! pass in the layout that measured fastest for it (blocked `nChw16c` on AVX-512,
+//! reorders included; `onednn::Layout::choose`). Other dtypes (the CPU backend's bf16,
+//! which the mixed-precision tests use) go to burn-flex's kernels: oneDNN's bf16 needs
+//! hardware this build does not assume.
+
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, TensorData};
+use burn_flex::{Flex, FlexTensor};
+use onednn::{ConvGeom, Dnnl};
+
+use super::autodiff::{ConvKernels, NormForward, NormKernels};
+use super::cpu::CpuKernels;
+
+/// oneDNN's kernels on burn-flex tensors.
+#[derive(Debug)]
+pub struct Onednn;
+
+/// The loaded library. Only reached after [`super::cpu_kernels`] chose oneDNN, which
+/// means it loaded.
+fn dnnl() -> &'static Dnnl {
+    Dnnl::get().unwrap_or_else(|why| unreachable!("oneDNN was chosen, so it loaded: {why}"))
+}
+
+/// Unwraps a oneDNN result inside a kernel (which cannot return errors to burn): the
+/// message names the operation and its shape.
+fn or_panic<T>(result: Result<T, String>, what: impl std::fmt::Display) -> T {
+    result.unwrap_or_else(|e| panic!("oneDNN {what} failed: {e}"))
+}
+
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let shape = t.layout().shape();
+    [shape[0], shape[1], shape[2], shape[3]]
+}
+
+/// `t` as a contiguous f32 slice (`t` must be contiguous f32: see [`contiguous`]).
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .unwrap_or_else(|| unreachable!("made contiguous f32 before the call"))
+}
+
+/// `t`, copied into row-major order where it is not.
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+fn tensor(values: Vec<f32>, dims: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, dims.to_vec()))
+}
+
+fn geometry(x: &FlexTensor, w: &FlexTensor, options: &ConvOptions<2>) -> ConvGeom {
+    ConvGeom {
+        x_dims: dims4(x),
+        w_dims: dims4(w),
+        stride: options.stride,
+        padding: options.padding,
+        dilation: options.dilation,
+    }
+}
+
+fn is_f32(ts: &[&FlexTensor]) -> bool {
+    ts.iter().all(|t| t.dtype() == DType::F32)
+}
+
+/// `conv(x, w) + bias` (inference, bias optional) on oneDNN; `None` for dtypes it
+/// does not take here (the caller uses burn's).
+pub fn conv_forward(
+    x: FlexTensor,
+    w: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: &ConvOptions<2>,
+) -> Result<FlexTensor, (FlexTensor, FlexTensor, Option<FlexTensor>)> {
+    if !is_f32(&[&x, &w]) || bias.as_ref().is_some_and(|b| b.dtype() != DType::F32) {
+        return Err((x, w, bias));
+    }
+    let (x, w) = (contiguous(x), contiguous(w));
+    let bias = bias.map(contiguous);
+    let geom = geometry(&x, &w, options);
+    let y_dims = or_panic(geom.y_dims(), format_args!("convolution {geom:?}"));
+    let mut y = vec![0.0; y_dims.iter().product()];
+    or_panic(
+        dnnl().conv_forward(&geom, values(&x), values(&w), bias.as_ref().map(values), &mut y),
+        format_args!("convolution {geom:?}"),
+    );
+    Ok(tensor(y, &y_dims))
+}
+
+impl ConvKernels for Onednn {
+    type B = Flex;
+
+    fn operands(x: FlexTensor, w: FlexTensor) -> (FlexTensor, FlexTensor) {
+        if is_f32(&[&x, &w]) {
+            (contiguous(x), contiguous(w))
+        } else {
+            (x, w)
+        }
+    }
+
+    fn forward(x: FlexTensor, w: FlexTensor, options: &ConvOptions<2>) -> FlexTensor {
+        match conv_forward(x, w, None, options) {
+            Ok(y) => y,
+            Err((x, w, _)) => <CpuKernels as ConvKernels>::forward(x, w, options),
+        }
+    }
+
+    fn backward(
+        x: FlexTensor,
+        w: FlexTensor,
+        dy: FlexTensor,
+        options: &ConvOptions<2>,
+        [want_x, want_w]: [bool; 2],
+    ) -> [Option<FlexTensor>; 2] {
+        if !is_f32(&[&x, &w, &dy]) {
+            return <CpuKernels as ConvKernels>::backward(x, w, dy, options, [want_x, want_w]);
+        }
+        let (x, w, dy) = (contiguous(x), contiguous(w), contiguous(dy));
+        let geom = geometry(&x, &w, options);
+        // oneDNN parallelises each call over every core: the two gradients run one
+        // after the other.
+        let dx = want_x.then(|| {
+            let mut dx = vec![0.0; geom.x_dims.iter().product()];
+            or_panic(
+                dnnl().conv_backward_data(&geom, values(&dy), values(&w), &mut dx),
+                format_args!("convolution data gradient {geom:?}"),
+            );
+            tensor(dx, &geom.x_dims)
+        });
+        let dw = want_w.then(|| {
+            let mut dw = vec![0.0; geom.w_dims.iter().product()];
+            or_panic(
+                dnnl().conv_backward_weights(&geom, values(&x), values(&dy), &mut dw, None),
+                format_args!("convolution weight gradient {geom:?}"),
+            );
+            tensor(dw, &geom.w_dims)
+        });
+        [dx, dw]
+    }
+}
+
+/// Whether [`Onednn`]'s batch norm takes these operands (f32 data and parameters; the
+/// caller runs burn's operations otherwise).
+pub fn norm_takes(x: DType, gamma: DType) -> bool {
+    x == DType::F32 && gamma == DType::F32
+}
+
+impl NormKernels for Onednn {
+    type B = Flex;
+
+    /// oneDNN's training batch norm; `saved` is the batch's mean and biased variance.
+    fn forward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> NormForward<FlexTensor> {
+        let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
+        let dims = dims4(&x);
+        let out = or_panic(
+            dnnl().batch_norm_forward_training(
+                values(&x),
+                dims,
+                values(&gamma),
+                values(&beta),
+                epsilon as f32,
+            ),
+            format_args!("batch norm of {dims:?}"),
+        );
+        let mean = tensor(out.mean, &[dims[1]]);
+        let var = tensor(out.variance, &[dims[1]]);
+        NormForward {
+            y: tensor(out.y, &dims),
+            mean: mean.clone(),
+            var: var.clone(),
+            saved: [mean, var],
+        }
+    }
+
+    fn backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        [mean, var]: [FlexTensor; 2],
+        dy: FlexTensor,
+        epsilon: f64,
+    ) -> [FlexTensor; 3] {
+        let (x, gamma, dy) = (contiguous(x), contiguous(gamma), contiguous(dy));
+        let dims = dims4(&x);
+        let out = or_panic(
+            dnnl().batch_norm_backward(
+                values(&x),
+                values(&dy),
+                dims,
+                values(&mean),
+                values(&var),
+                values(&gamma),
+                epsilon as f32,
+            ),
+            format_args!("batch norm gradient of {dims:?}"),
+        );
+        let c = [dims[1]];
+        [
+            tensor(out.dx, &dims),
+            tensor(out.dgamma, &c),
+            tensor(out.dbeta, &c),
+        ]
+    }
+}
+
+/// Whether oneDNN's kernels can be tested here: it loads, or the test fails when
+/// `RECTRAIN_REQUIRE_ONEDNN=1` (CI installs oneDNN and sets that).
+#[cfg(test)]
+pub(crate) fn onednn_here() -> bool {
+    match Dnnl::get() {
+        Ok(_) => true,
+        Err(why) if std::env::var_os("RECTRAIN_REQUIRE_ONEDNN").is_some_and(|v| v == "1") => {
+            panic!("RECTRAIN_REQUIRE_ONEDNN=1 but oneDNN does not load: {why}")
+        }
+        Err(why) => {
+            eprintln!("oneDNN's kernels not tested: {why}");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tensor, TensorPrimitive};
+
+    fn random(dims: [usize; 4]) -> FlexTensor {
+        Tensor::<Flex, 4>::random(dims, Distribution::Normal(0.0, 1.0), &Default::default())
+            .into_primitive()
+            .tensor()
+    }
+
+    fn host(t: FlexTensor) -> Vec<f32> {
+        Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(t))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    }
+
+    /// Largest difference relative to the reference's largest magnitude.
+    fn error(got: &[f32], want: &[f32]) -> f32 {
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-12);
+        got.iter()
+            .zip(want)
+            .map(|(a, b)| {
+                let d = (a - b).abs();
+                if d.is_finite() {
+                    d
+                } else {
+                    f32::INFINITY
+                }
+            })
+            .fold(0f32, f32::max)
+            / scale
+    }
+
+    /// Every distinct convolution of ResNet-18 and ResNet-50 (torchvision's: input and
+    /// output channels, kernel and stride as in the networks; small odd spatial sizes so
+    /// that the test is quick), batch sizes 1 and 3: oneDNN's forward step and both
+    /// gradients against burn-flex's kernels (the CPU's kernels before oneDNN).
+    #[test]
+    fn every_resnet_convolution_matches_burn_flex() {
+        if !onednn_here() {
+            return;
+        }
+        #[rustfmt::skip]
+        let shapes: [(usize, usize, usize, usize, usize); 29] = [
+            // ResNet-18 (and the stem of both).
+            (3, 64, 7, 2, 23), (64, 64, 3, 1, 9), (64, 128, 3, 2, 9), (128, 128, 3, 1, 7),
+            (64, 128, 1, 2, 9), (128, 256, 3, 2, 7), (256, 256, 3, 1, 5), (128, 256, 1, 2, 7),
+            (256, 512, 3, 2, 5), (512, 512, 3, 1, 3), (256, 512, 1, 2, 5),
+            // ResNet-50's bottlenecks.
+            (64, 64, 1, 1, 9), (64, 256, 1, 1, 9), (256, 64, 1, 1, 9), (256, 128, 1, 1, 9),
+            (128, 128, 3, 2, 9), (128, 512, 1, 1, 5), (256, 512, 1, 2, 9), (512, 128, 1, 1, 5),
+            (512, 256, 1, 1, 5), (256, 256, 3, 2, 5), (256, 1024, 1, 1, 3), (512, 1024, 1, 2, 5),
+            (1024, 256, 1, 1, 3), (1024, 512, 1, 1, 3), (512, 512, 3, 2, 3), (512, 2048, 1, 1, 2),
+            (1024, 2048, 1, 2, 3), (2048, 512, 1, 1, 2),
+        ];
+        for (cin, cout, k, stride, side) in shapes {
+            let pad = k / 2;
+            let options = ConvOptions::new([stride; 2], [pad; 2], [1, 1], 1);
+            for n in [1, 3] {
+                let case = format!("{cin}->{cout} {k}x{k}/{stride} {side}x{side} n={n}");
+                let x = random([n, cin, side, side]);
+                let w = random([cout, cin, k, k]);
+                let want = <CpuKernels as ConvKernels>::forward(x.clone(), w.clone(), &options);
+                let got = <Onednn as ConvKernels>::forward(x.clone(), w.clone(), &options);
+                assert_eq!(dims4(&got), dims4(&want), "{case}");
+                let dy = random(dims4(&want));
+                let e = error(&host(got), &host(want));
+                assert!(e < 1e-5, "forward {case}: {e:e}");
+                let [want_dx, want_dw] = <CpuKernels as ConvKernels>::backward(
+                    x.clone(),
+                    w.clone(),
+                    dy.clone(),
+                    &options,
+                    [true, true],
+                );
+                let [dx, dw] = <Onednn as ConvKernels>::backward(x, w, dy, &options, [true, true]);
+                let e = error(&host(dx.unwrap()), &host(want_dx.unwrap()));
+                assert!(e < 1e-5, "data gradient {case}: {e:e}");
+                let e = error(&host(dw.unwrap()), &host(want_dw.unwrap()));
+                assert!(e < 1e-5, "weight gradient {case}: {e:e}");
+            }
+        }
+    }
+
+    /// Strided (transposed) operands are copied to row-major order before oneDNN reads
+    /// them, and other dtypes go to burn-flex's kernels.
+    #[test]
+    fn strided_and_bf16_operands() {
+        if !onednn_here() {
+            return;
+        }
+        let options = ConvOptions::new([1; 2], [1; 2], [1, 1], 1);
+        let x = random([2, 4, 6, 5]);
+        let w = random([3, 4, 3, 3]);
+        let want = host(<CpuKernels as ConvKernels>::forward(x.clone(), w.clone(), &options));
+        // The same values through a transposed view: [2, 4, 5, 6] swapped back.
+        let xt = x.to_contiguous().transpose(2, 3).to_contiguous().transpose(2, 3);
+        assert!(xt.as_slice::<f32>().is_none(), "the view is strided");
+        let got = host(<Onednn as ConvKernels>::forward(xt, w.clone(), &options));
+        assert!(error(&got, &want) < 1e-5);
+        let half = |t: FlexTensor| {
+            Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(t))
+                .cast(DType::BF16)
+                .into_primitive()
+                .tensor()
+        };
+        let y = <Onednn as ConvKernels>::forward(half(x), half(w), &options);
+        assert_eq!(y.dtype(), DType::BF16, "bf16 takes burn-flex's kernels");
+    }
+}
