@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use pipeline_tests::{
     check_code, dark_light_model, list_and_pack, run_expect, run_with_stdin, spawn_piped,
-    stderr_text, stdout_text, tool, train_tiny,
+    stderr_text, stderr_without_kernel_notice, stdout_text, tool, train_tiny,
 };
 use serde::Deserialize;
 
@@ -159,7 +159,7 @@ fn recpredict_into_head_exits_quietly() {
     let out = child.wait_with_output().unwrap();
     assert!(first.contains("\"prediction\""), "{first}");
     assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
-    assert_eq!(stderr_text(&out), "");
+    assert_eq!(stderr_without_kernel_notice(&out), "");
 }
 
 #[test]
@@ -526,7 +526,7 @@ fn paths_on_stdin_need_not_be_utf8() {
         .iter()
         .all(|l| l["prediction"].as_array().unwrap().len() == 2));
     assert!(got[1]["path_bytes"].is_array(), "{}", got[1]);
-    assert_eq!(stderr_text(&out), "");
+    assert_eq!(stderr_without_kernel_notice(&out), "");
 }
 
 /// Records of a `.rec` and what recpredict prints for them, as JSON values.

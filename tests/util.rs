@@ -85,6 +85,16 @@ pub fn stderr_text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// stderr without the machine's one notice about the CPU's kernels (`CPU kernels: ...`,
+/// said where oneDNN does not load): what a tool itself said about its work.
+pub fn stderr_without_kernel_notice(out: &Output) -> String {
+    stderr_text(out)
+        .lines()
+        .filter(|l| !l.starts_with("CPU kernels: "))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// `im2list --recursive [im2list_args] PREFIX IMAGES`, then `im2rec [im2rec_args] PREFIX
 /// IMAGES` (every `PREFIX*.lst` becomes a `.rec` + `.idx`). Returns `PREFIX.rec`, the
 /// record file of the whole folder when the list was not split (`--train-ratio` gives

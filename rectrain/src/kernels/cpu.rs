@@ -182,11 +182,11 @@ mod tests {
     use crate::kernels::{
         batch_norm_ops, conv2d, cpu_kernels, train_conv, train_norm, CpuKernelLibrary,
     };
-    use burn::tensor::ops::ConvOptions;
     use burn::backend::Autodiff;
     use burn::nn::conv::{Conv2d, Conv2dConfig};
     use burn::nn::PaddingConfig2d;
     use burn::tensor::backend::Backend;
+    use burn::tensor::ops::ConvOptions;
     use burn::tensor::{Distribution, Tensor};
     use burn_autodiff::checkpoint::strategy::BalancedCheckpointing;
     use burn_flex::Flex;
@@ -270,7 +270,11 @@ mod tests {
                 let case = format!("{k}x{k}/{stride} n={n}");
                 same(&values(y.clone()), &values(y_ref), &case);
                 let g = (y * up.clone()).sum().backward();
-                same(&values(x.grad(&g).unwrap()), &gx_ref, &format!("x grad {case}"));
+                same(
+                    &values(x.grad(&g).unwrap()),
+                    &gx_ref,
+                    &format!("x grad {case}"),
+                );
                 same(
                     &values(conv.weight.grad(&g).unwrap()),
                     &gw_ref,

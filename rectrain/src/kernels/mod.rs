@@ -233,7 +233,8 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
             train_conv::<B, CpuKernels>(x, weight, options)
         }
         (Kernels::Cpu(CpuKernelLibrary::Onednn), bias) => {
-            let prim = |t: Tensor<B, 4>| to::<B, burn_flex::FlexTensor>(t.into_primitive().tensor());
+            let prim =
+                |t: Tensor<B, 4>| to::<B, burn_flex::FlexTensor>(t.into_primitive().tensor());
             let bias = bias.map(|b| to::<B, burn_flex::FlexTensor>(b.into_primitive().tensor()));
             match onednn::conv_forward(prim(x), prim(weight), bias, &options) {
                 Ok(y) => from_primitive(to::<Flex, FloatTensor<B>>(y)),

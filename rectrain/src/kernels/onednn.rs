@@ -92,7 +92,13 @@ pub fn conv_forward(
     let y_dims = or_panic(geom.y_dims(), format_args!("convolution {geom:?}"));
     let mut y = vec![0.0; y_dims.iter().product()];
     or_panic(
-        dnnl().conv_forward(&geom, values(&x), values(&w), bias.as_ref().map(values), &mut y),
+        dnnl().conv_forward(
+            &geom,
+            values(&x),
+            values(&w),
+            bias.as_ref().map(values),
+            &mut y,
+        ),
         format_args!("convolution {geom:?}"),
     );
     Ok(tensor(y, &y_dims))
@@ -331,9 +337,17 @@ mod tests {
         let options = ConvOptions::new([1; 2], [1; 2], [1, 1], 1);
         let x = random([2, 4, 6, 5]);
         let w = random([3, 4, 3, 3]);
-        let want = host(<CpuKernels as ConvKernels>::forward(x.clone(), w.clone(), &options));
+        let want = host(<CpuKernels as ConvKernels>::forward(
+            x.clone(),
+            w.clone(),
+            &options,
+        ));
         // The same values through a transposed view: [2, 4, 5, 6] swapped back.
-        let xt = x.to_contiguous().transpose(2, 3).to_contiguous().transpose(2, 3);
+        let xt = x
+            .to_contiguous()
+            .transpose(2, 3)
+            .to_contiguous()
+            .transpose(2, 3);
         assert!(xt.as_slice::<f32>().is_none(), "the view is strided");
         let got = host(<Onednn as ConvKernels>::forward(xt, w.clone(), &options));
         assert!(error(&got, &want) < 1e-5);

@@ -9,6 +9,13 @@ use burn::tensor::{ElementConversion, Tensor};
 
 use super::epoch::host_f32;
 
+/// One replica's shard: the replica and the model's weights to load into it, its items
+/// and its device.
+type ReplicaJob<'a, B, M> = (
+    ((M, <M as burn::module::Module<B>>::Record), Range<usize>),
+    &'a burn::tensor::Device<B>,
+);
+
 /// Sizes of the contiguous shards that split `n` images over `devices` replicas: as
 /// even as possible, larger ones first, none empty (fewer shards than devices when
 /// `n < devices`; none when `n` is 0).
@@ -115,25 +122,17 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> DataParallel<B, M> {
             .drain(..busy)
             .map(|replica| (replica, model.clone().into_record()))
             .collect();
-        let (first, rest) = std::thread::scope(|scope| {
-            let handles: Vec<_> = jobs
-                .into_iter()
-                .zip(ranges.iter().skip(1))
-                .zip(self.devices.iter().skip(1))
-                .map(|(((replica, record), range), device)| {
-                    let size = range.len();
-                    scope.spawn(move || {
-                        let replica = replica.load_record(record).map(&mut FreshLeaves);
-                        let (loss, outputs) = shard(&replica, range.clone(), device);
-                        let scaled = loss.clone().mul_scalar(scale(size));
-                        let grads =
-                            GradientsParams::from_grads::<B, M>(scaled.backward(), &replica)
-                                .to_device::<B, M>(main, &replica);
-                        (replica, (size, loss, outputs.detach()), grads)
-                    })
-                })
-                .collect();
-            let first = ranges.first().map(|range| {
+        let replica_step = |(((replica, record), range), device): ReplicaJob<'_, B, M>| {
+            let size = range.len();
+            let replica = replica.load_record(record).map(&mut FreshLeaves);
+            let (loss, outputs) = shard(&replica, range, device);
+            let scaled = loss.clone().mul_scalar(scale(size));
+            let grads = GradientsParams::from_grads::<B, M>(scaled.backward(), &replica)
+                .to_device::<B, M>(main, &replica);
+            (replica, (size, loss, outputs.detach()), grads)
+        };
+        let first_step = || {
+            ranges.first().map(|range| {
                 let size = range.len();
                 let (loss, outputs) = shard(model, range.clone(), main);
                 let scaled = if ranges.len() > 1 || self.loss_scale != 1.0 {
@@ -143,13 +142,35 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> DataParallel<B, M> {
                 };
                 let grads = GradientsParams::from_grads::<B, M>(scaled.backward(), model);
                 ((size, loss, outputs.detach()), grads)
-            });
-            let rest: Vec<_> = handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect();
-            (first, rest)
-        });
+            })
+        };
+        let work: Vec<ReplicaJob<'_, B, M>> = jobs
+            .into_iter()
+            .zip(ranges.iter().skip(1).cloned())
+            .zip(self.devices.iter().skip(1))
+            .collect();
+        // Replicas on other devices run on threads of their own. Replicas on the model's
+        // own device (the CPU's tests, `cuda:0,0`) run after the model's shard on this
+        // thread: that device's kernels already use all of it, and oneDNN's CPU kernels
+        // called from two threads at once gave results that differed from run to run.
+        let (first, rest) = if work.iter().any(|(_, device)| *device != main) {
+            std::thread::scope(|scope| {
+                let replica_step = &replica_step;
+                let handles: Vec<_> = work
+                    .into_iter()
+                    .map(|job| scope.spawn(move || replica_step(job)))
+                    .collect();
+                let first = first_step();
+                let rest: Vec<_> = handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect();
+                (first, rest)
+            })
+        } else {
+            let first = first_step();
+            (first, work.into_iter().map(replica_step).collect())
+        };
         let Some((first, grads)) = first else {
             return self.finish(n, Vec::new(), GradientsParams::new());
         };
