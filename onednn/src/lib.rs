@@ -23,6 +23,18 @@
 //! than oversubscribing the cores with one OpenMP team per calling thread (libgomp keeps a
 //! team per calling thread). Measured on 2 cores: a 128×28×28 3×3 forward at batch 16 took
 //! 49 ms per call from one thread and 41 ms per call from two threads at once (no slowdown).
+//! Every primitive uses a user-managed scratchpad owned by its plan
+//! (`dnnl_scratchpad_mode_user`): oneDNN's default scratchpad is thread-local, so a cached
+//! primitive executed on a thread other than its creator's failed (`invalid_arguments`) or
+//! could get another primitive's smaller buffer; see [`Dnnl::scratchpad_bytes`].
+//!
+//! # Outputs without a zero-fill pass
+//! The `*_vec` calls, the fused convolutions and the batch norms return outputs allocated
+//! with `Vec::with_capacity` and handed to oneDNN uninitialised; their length is set only
+//! after the primitive (or the reorder to the caller's layout) that writes them succeeded.
+//! oneDNN writes every element of a destination memory, and these are dense plain layouts
+//! of exactly the output's size (the argument in `sys::run`).
+//!
 //! OpenMP threads spin a while after each primitive; a caller whose own pool then competes
 //! for the cores can set `OMP_WAIT_POLICY=passive`, and `OMP_NUM_THREADS` caps oneDNN's
 //! threads.
@@ -249,6 +261,52 @@ enum Key {
     },
 }
 
+/// A reorder primitive and its scratchpad (user-managed, see `sys::Attr`).
+struct Reorder {
+    prim: Primitive,
+    scratch: Option<Memory>,
+}
+
+impl Reorder {
+    fn new(
+        api: &'static Api,
+        src: &MemoryDesc,
+        dst: &MemoryDesc,
+        engine: &Engine,
+    ) -> Result<Reorder, String> {
+        let pd = PrimDesc::reorder(api, src, dst, engine)?;
+        let scratch = match pd.arg_md(arg::SCRATCHPAD) {
+            Some(md) => Some(Memory::owned(api, &md, engine)?),
+            None => None,
+        };
+        Ok(Reorder {
+            prim: pd.primitive()?,
+            scratch,
+        })
+    }
+
+    /// The step `from → to` (memory indices), appending the scratchpad to `mems`/`data`.
+    fn step<'p>(
+        &'p self,
+        from: usize,
+        to: usize,
+        mems: &mut Vec<&'p Memory>,
+        data: &mut Vec<Data<'_>>,
+    ) -> Step<'p> {
+        let mut args = vec![(arg::FROM, from), (arg::TO, to)];
+        if let Some(m) = &self.scratch {
+            args.push((arg::SCRATCHPAD, mems.len()));
+            mems.push(m);
+            data.push(Data::Owned);
+        }
+        Step {
+            prim: &self.prim,
+            args,
+            writes: vec![to],
+        }
+    }
+}
+
 /// One argument of a cached plan: the caller's layout, and where the primitive wants
 /// another, an internal buffer and the reorder between them.
 struct Slot {
@@ -256,7 +314,7 @@ struct Slot {
     user: Memory,
     /// The caller-side layout of `user`.
     md: MemoryDesc,
-    inner: Option<(Memory, Primitive)>,
+    inner: Option<(Memory, Reorder)>,
     out: bool,
 }
 
@@ -265,7 +323,7 @@ struct Slot {
 struct Residual {
     dst_slot: usize,
     user: Memory,
-    reorder: Primitive,
+    reorder: Reorder,
 }
 
 /// A cached primitive with its argument slots.
@@ -317,18 +375,18 @@ impl Plan {
             let inner = if api.md_equal(&want, user_md) && !is_residual {
                 None
             } else {
-                let rpd = if *out {
-                    PrimDesc::reorder(api, &want, user_md, engine)?
+                let r = if *out {
+                    Reorder::new(api, &want, user_md, engine)?
                 } else {
-                    PrimDesc::reorder(api, user_md, &want, engine)?
+                    Reorder::new(api, user_md, &want, engine)?
                 };
-                Some((Memory::owned(api, &want, engine)?, rpd.primitive()?))
+                Some((Memory::owned(api, &want, engine)?, r))
             };
             if is_residual {
                 residual = Some(Residual {
                     dst_slot: slots.len(),
                     user: Memory::slot(api, user_md, engine)?,
-                    reorder: PrimDesc::reorder(api, user_md, &want, engine)?.primitive()?,
+                    reorder: Reorder::new(api, user_md, &want, engine)?,
                 });
             }
             slots.push(Slot {
@@ -342,11 +400,12 @@ impl Plan {
         if residual_into.is_some() && residual.is_none() {
             return Err("internal: residual into an argument the plan lacks".into());
         }
-        // Arguments the primitive reports that the caller does not pass: a workspace, and
-        // the shift of a batch norm backward with `dnnl_use_shift`, which oneDNN 2.6 insists
-        // on being given though the gradients do not depend on it (tests check they don't).
+        // Arguments the primitive reports that the caller does not pass: its scratchpad, a
+        // workspace, and the shift of a batch norm backward with `dnnl_use_shift`, which
+        // oneDNN 2.6 insists on being given though the gradients do not depend on it (tests
+        // check they don't).
         let mut extra = Vec::new();
-        for a in [arg::WORKSPACE, arg::SHIFT] {
+        for a in [arg::SCRATCHPAD, arg::WORKSPACE, arg::SHIFT] {
             if specs.iter().any(|s| s.0 == a) {
                 continue;
             }
@@ -400,24 +459,12 @@ impl Plan {
                     data.push(Data::Owned);
                     main_args.push((s.arg, j));
                     if s.out {
-                        after.push(Step {
-                            prim: reorder,
-                            args: vec![(arg::FROM, j), (arg::TO, i)],
-                            writes: vec![i],
-                        });
+                        after.push(reorder.step(j, i, &mut mems, &mut data));
                     } else {
-                        before.push(Step {
-                            prim: reorder,
-                            args: vec![(arg::FROM, i), (arg::TO, j)],
-                            writes: vec![j],
-                        });
+                        before.push(reorder.step(i, j, &mut mems, &mut data));
                     }
                     if let Some(r) = self.residual.as_ref().filter(|r| r.dst_slot == i) {
-                        before.push(Step {
-                            prim: &r.reorder,
-                            args: vec![(arg::FROM, n), (arg::TO, j)],
-                            writes: vec![j],
-                        });
+                        before.push(r.reorder.step(n, j, &mut mems, &mut data));
                     }
                 }
             }
@@ -808,6 +855,32 @@ impl Dnnl {
         self.run_plan(key, data)?;
         check_len("y", y.len(), n)?;
         Ok(y)
+    }
+
+    /// Bytes of the scratchpads owned by the cached plans (primitives and reorders).
+    pub fn scratchpad_bytes(&self) -> usize {
+        let g = self.lock();
+        g.plans
+            .values()
+            .map(|p| {
+                let main: usize = p
+                    .extra
+                    .iter()
+                    .filter(|(a, _)| *a == arg::SCRATCHPAD)
+                    .map(|(_, m)| m.bytes())
+                    .sum();
+                let reorders = p
+                    .slots
+                    .iter()
+                    .filter_map(|s| s.inner.as_ref())
+                    .map(|(_, r)| &r.scratch)
+                    .chain(p.residual.as_ref().map(|r| &r.reorder.scratch))
+                    .flatten()
+                    .map(Memory::bytes)
+                    .sum::<usize>();
+                main + reorders
+            })
+            .sum()
     }
 
     /// The implementation oneDNN chose for a pass (e.g. `jit:avx512_common`), creating and

@@ -32,6 +32,8 @@ const STREAM_DEFAULT_FLAGS: c_uint = 1;
 // dnnl_alg_kind_t
 const CONVOLUTION_DIRECT: c_int = 1;
 const ELTWISE_RELU: c_int = 0x1f;
+// dnnl_scratchpad_mode_t
+const SCRATCHPAD_MODE_USER: c_int = 1;
 // dnnl_query_t
 const QUERY_IMPL_INFO_STR: c_int = 8;
 const QUERY_EXEC_ARG_MD: c_int = 255;
@@ -73,6 +75,7 @@ pub mod arg {
     pub const SCALE: i32 = 51;
     pub const SHIFT: i32 = 52;
     pub const WORKSPACE: i32 = 64;
+    pub const SCRATCHPAD: i32 = 80;
     pub const DIFF_SRC: i32 = 129;
     pub const DIFF_DST: i32 = 145;
     pub const DIFF_WEIGHTS: i32 = 161;
@@ -214,6 +217,7 @@ api! {
     primitive_attr_create: fn(*mut Handle) -> Status;
     primitive_attr_destroy: fn(Handle) -> Status;
     primitive_attr_set_post_ops: fn(Handle, Handle) -> Status;
+    primitive_attr_set_scratchpad_mode: fn(Handle, c_int) -> Status;
     post_ops_create: fn(*mut Handle) -> Status;
     post_ops_destroy: fn(Handle) -> Status;
     post_ops_append_sum: fn(Handle, f32) -> Status;
@@ -502,12 +506,18 @@ impl PrimDesc {
     ) -> Result<PrimDesc, String> {
         let mut h: Handle = std::ptr::null_mut();
         let hint = hint.map_or(std::ptr::null_mut(), |p| p.h);
-        let attr = attr.map_or(std::ptr::null_mut(), |a| a.h);
-        // SAFETY: op points to a descriptor filled by its init function; attr is null
-        // (defaults) or a live attribute object (oneDNN copies it); hint is null or a live
-        // primitive descriptor.
+        let default;
+        let attr = match attr {
+            Some(a) => a,
+            None => {
+                default = Attr::post_ops(api, &[])?;
+                &default
+            }
+        };
+        // SAFETY: op points to a descriptor filled by its init function; attr is a live
+        // attribute object (oneDNN copies it); hint is null or a live primitive descriptor.
         check("primitive_desc_create", unsafe {
-            (api.primitive_desc_create)(&mut h, op.ptr(), attr, engine.0, hint)
+            (api.primitive_desc_create)(&mut h, op.ptr(), attr.h, engine.0, hint)
         })?;
         Ok(PrimDesc { h, api })
     }
@@ -520,16 +530,10 @@ impl PrimDesc {
         engine: &Engine,
     ) -> Result<PrimDesc, String> {
         let mut h: Handle = std::ptr::null_mut();
-        // SAFETY: both descriptors are initialised; attr may be null.
+        let attr = Attr::post_ops(api, &[])?;
+        // SAFETY: both descriptors are initialised; attr is live (oneDNN copies it).
         check("reorder_primitive_desc_create", unsafe {
-            (api.reorder_primitive_desc_create)(
-                &mut h,
-                src,
-                engine.0,
-                dst,
-                engine.0,
-                std::ptr::null_mut(),
-            )
+            (api.reorder_primitive_desc_create)(&mut h, src, engine.0, dst, engine.0, attr.h)
         })?;
         Ok(PrimDesc { h, api })
     }
@@ -596,14 +600,19 @@ pub enum PostOp {
     Relu,
 }
 
-/// A `dnnl_primitive_attr_t` carrying a post-op chain.
+/// A `dnnl_primitive_attr_t` carrying a post-op chain, always with
+/// `dnnl_scratchpad_mode_user`: oneDNN's default (library) scratchpad is a **thread-local**
+/// buffer shared by the primitives created on a thread, so a cached primitive executed on
+/// another thread (a rayon pool, another test) finds none (`invalid_arguments`, seen with
+/// the 2.6.3 gemm convolutions) or a smaller one. With user mode each plan owns its
+/// primitives' scratchpads (see `Plan`), and any thread may execute them.
 pub struct Attr {
     h: Handle,
     api: &'static Api,
 }
 
 impl Attr {
-    /// Attributes with the post-ops `ops`, in order.
+    /// Attributes with the post-ops `ops`, in order (none: only the scratchpad mode).
     pub fn post_ops(api: &'static Api, ops: &[PostOp]) -> Result<Attr, String> {
         let mut h: Handle = std::ptr::null_mut();
         // SAFETY: h is an out-pointer.
@@ -611,6 +620,13 @@ impl Attr {
             (api.primitive_attr_create)(&mut h)
         })?;
         let attr = Attr { h, api };
+        // SAFETY: attr.h is live.
+        check("primitive_attr_set_scratchpad_mode", unsafe {
+            (api.primitive_attr_set_scratchpad_mode)(attr.h, SCRATCHPAD_MODE_USER)
+        })?;
+        if ops.is_empty() {
+            return Ok(attr);
+        }
         let mut po: Handle = std::ptr::null_mut();
         // SAFETY: po is an out-pointer.
         check("post_ops_create", unsafe { (api.post_ops_create)(&mut po) })?;

@@ -548,3 +548,39 @@ fn batch_norm_relu_matches_closed_form() {
             .is_err());
     }
 }
+
+/// Cached primitives run on threads other than the one that created them (a rayon pool
+/// does this). With oneDNN's default thread-local library scratchpad the stem's gemm
+/// backward-data failed with `invalid_arguments` on any other thread; plans now own
+/// user-mode scratchpads.
+#[test]
+fn plans_run_on_other_threads() {
+    let Some(d) = dnnl() else { return };
+    for (i, g) in cases().iter().enumerate() {
+        let yd = g.y_dims().unwrap();
+        let dy = rand(yd.iter().product(), 2300 + i as u64);
+        let w = rand(g.w_dims.iter().product(), 2400 + i as u64);
+        let x = rand(g.x_dims.iter().product(), 2500 + i as u64);
+        let mut want = vec![0f64; x.len()];
+        for_each_tap(g, |yi, xi, wi, _| want[xi] += dy[yi] as f64 * w[wi] as f64);
+        let all = |tag: &str| {
+            for layout in LAYOUTS {
+                let mut dx = vec![f32::NAN; x.len()];
+                d.conv_backward_data_with(layout, g, &dy, &w, &mut dx)
+                    .unwrap_or_else(|e| panic!("{tag} bwd data {layout:?} {g:?}: {e}"));
+                assert_close(&format!("{tag} {layout:?} {g:?}"), &dx, &want, TOL);
+                let mut y = vec![f32::NAN; dy.len()];
+                d.conv_forward_with(layout, g, &x, &w, None, &mut y)
+                    .unwrap_or_else(|e| panic!("{tag} fwd {layout:?} {g:?}: {e}"));
+                let mut dw = vec![f32::NAN; w.len()];
+                d.conv_backward_weights_with(layout, g, &x, &dy, &mut dw, None)
+                    .unwrap_or_else(|e| panic!("{tag} bwd weights {layout:?} {g:?}: {e}"));
+            }
+            d.conv_forward_fused(g, &x, &w, None, Some(&dy), true)
+                .unwrap_or_else(|e| panic!("{tag} fused {g:?}: {e}"));
+        };
+        std::thread::scope(|s| s.spawn(|| all("creating thread")).join().unwrap());
+        all("test thread");
+        std::thread::scope(|s| s.spawn(|| all("third thread")).join().unwrap());
+    }
+}
