@@ -42,15 +42,20 @@ fn fill(n: usize, seed: usize) -> Vec<f32> {
         .collect()
 }
 
-fn time_ms(runs: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    (0..runs)
-        .map(|_| {
+/// Minimum over `runs` rounds of each closure, the closures interleaved within a round (so
+/// that load from other processes hits them alike), after one warm-up round.
+fn time_interleaved(runs: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    let mut best = vec![f64::MAX; fs.len()];
+    for round in 0..=runs {
+        for (i, f) in fs.iter_mut().enumerate() {
             let s = Instant::now();
             f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .fold(f64::MAX, f64::min)
+            if round > 0 {
+                best[i] = best[i].min(s.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    best
 }
 
 fn main() {
@@ -70,7 +75,7 @@ fn main() {
     );
     println!("ResNet-18 inference, sum over convolutions, ms: (a) conv_forward_vec + Rust add/relu, (b) conv_forward_fused, (c) conv_forward_fused_prepared");
     for (n, hw) in [(1, 28), (64, 28), (1, 224), (32, 224)] {
-        let (mut a, mut b, mut c) = (0.0, 0.0, 0.0);
+        let mut sum = [0.0; 4];
         for (i, (g, res, relu)) in resnet18(n, hw).into_iter().enumerate() {
             let ny: usize = g.y_dims().unwrap().iter().product();
             let x = fill(g.x_dims.iter().product(), i);
@@ -81,8 +86,7 @@ fn main() {
             let bias = fill(g.w_dims[0], i + 2);
             let r = fill(ny, i + 3);
             let residual = res.then_some(&r[..]);
-            a += time_ms(runs, || {
-                let mut y = d.conv_forward_vec(&g, &x, &w, Some(&bias)).unwrap();
+            let post = |y: &mut [f32]| {
                 if let Some(r) = residual {
                     for (y, r) in y.iter_mut().zip(r) {
                         *y += r;
@@ -93,23 +97,44 @@ fn main() {
                         *y = y.max(0.0);
                     }
                 }
-                std::hint::black_box(y);
-            });
-            b += time_ms(runs, || {
-                std::hint::black_box(
-                    d.conv_forward_fused(&g, &x, &w, Some(&bias), residual, relu)
-                        .unwrap(),
-                );
-            });
+            };
             let p = d.prepare_conv(&g, &w, Some(&bias)).unwrap();
-            c += time_ms(runs, || {
-                std::hint::black_box(
-                    d.conv_forward_fused_prepared(&p, &x, residual, relu)
-                        .unwrap(),
-                );
-            });
+            let t = time_interleaved(
+                runs,
+                &mut [
+                    &mut || {
+                        let mut y = d.conv_forward_vec(&g, &x, &w, Some(&bias)).unwrap();
+                        post(&mut y);
+                        std::hint::black_box(y);
+                    },
+                    &mut || {
+                        std::hint::black_box(
+                            d.conv_forward_fused(&g, &x, &w, Some(&bias), residual, relu)
+                                .unwrap(),
+                        );
+                    },
+                    &mut || {
+                        std::hint::black_box(
+                            d.conv_forward_fused_prepared(&p, &x, residual, relu)
+                                .unwrap(),
+                        );
+                    },
+                    &mut || {
+                        let mut y = vec![0.0; ny];
+                        d.conv_forward(&g, &x, &w, Some(&bias), &mut y).unwrap();
+                        post(&mut y);
+                        std::hint::black_box(y);
+                    },
+                ],
+            );
+            for (s, t) in sum.iter_mut().zip(t) {
+                *s += t;
+            }
         }
-        println!("batch {n:>2} {hw:>3}²: (a) {a:9.2}  (b) {b:9.2}  (c) {c:9.2}");
+        println!(
+            "batch {n:>2} {hw:>3}²: (a) {:9.2}  (b) {:9.2}  (c) {:9.2}  | (d) zero-filled vec + conv_forward + Rust add/relu {:9.2}",
+            sum[0], sum[1], sum[2], sum[3]
+        );
     }
     // BN shapes of ResNet-18 at batch 16, 224² (channels, spatial, count); all followed by
     // ReLU except the second BN of each block (ReLU after the add) and downsample BNs,
@@ -129,43 +154,48 @@ fn main() {
         let gamma = vec![1.0f32; c];
         let beta = vec![0.1f32; c];
         let eps = 1e-5;
-        u += count as f64
-            * time_ms(runs, || {
-                let mut fw = d
-                    .batch_norm_forward_training(&x, dims, &gamma, &beta, eps)
-                    .unwrap();
-                for y in fw.y.iter_mut() {
-                    *y = y.max(0.0);
-                }
-                let dyp: Vec<f32> = dy
-                    .iter()
-                    .zip(&fw.y)
-                    .map(|(g, y)| if *y > 0.0 { *g } else { 0.0 })
-                    .collect();
-                let b = d
-                    .batch_norm_backward(&x, &dyp, dims, &fw.mean, &fw.variance, &gamma, eps)
-                    .unwrap();
-                std::hint::black_box((fw, b));
-            });
-        f += count as f64
-            * time_ms(runs, || {
-                let fw = d
-                    .batch_norm_relu_forward_training(&x, dims, &gamma, &beta, eps)
-                    .unwrap();
-                let b = d
-                    .batch_norm_relu_backward(
-                        &x,
-                        &dy,
-                        dims,
-                        &fw.mean,
-                        &fw.variance,
-                        &gamma,
-                        eps,
-                        &fw.workspace,
-                    )
-                    .unwrap();
-                std::hint::black_box((fw, b));
-            });
+        let t = time_interleaved(
+            runs,
+            &mut [
+                &mut || {
+                    let mut fw = d
+                        .batch_norm_forward_training(&x, dims, &gamma, &beta, eps)
+                        .unwrap();
+                    for y in fw.y.iter_mut() {
+                        *y = y.max(0.0);
+                    }
+                    let dyp: Vec<f32> = dy
+                        .iter()
+                        .zip(&fw.y)
+                        .map(|(g, y)| if *y > 0.0 { *g } else { 0.0 })
+                        .collect();
+                    let b = d
+                        .batch_norm_backward(&x, &dyp, dims, &fw.mean, &fw.variance, &gamma, eps)
+                        .unwrap();
+                    std::hint::black_box((fw, b));
+                },
+                &mut || {
+                    let fw = d
+                        .batch_norm_relu_forward_training(&x, dims, &gamma, &beta, eps)
+                        .unwrap();
+                    let b = d
+                        .batch_norm_relu_backward(
+                            &x,
+                            &dy,
+                            dims,
+                            &fw.mean,
+                            &fw.variance,
+                            &gamma,
+                            eps,
+                            &fw.workspace,
+                        )
+                        .unwrap();
+                    std::hint::black_box((fw, b));
+                },
+            ],
+        );
+        u += count as f64 * t[0];
+        f += count as f64 * t[1];
     }
     println!("ResNet-18 BN fwd+bwd, batch 16 224², 20 BNs, ms: BN + Rust relu/mask {u:.1}, BN+ReLU fused {f:.1}");
     println!(
