@@ -199,6 +199,10 @@ fn main() {
     }
     println!("ResNet-18 BN fwd+bwd, batch 16 224², 20 BNs, ms: BN + Rust relu/mask {u:.1}, BN+ReLU fused {f:.1}");
     println!(
+        "scratchpads owned by all cached plans: {:.1} MiB",
+        d.scratchpad_bytes() as f64 / (1 << 20) as f64
+    );
+    println!(
         "loadavg at end {}",
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
