@@ -23,6 +23,18 @@
 //! than oversubscribing the cores with one OpenMP team per calling thread (libgomp keeps a
 //! team per calling thread). Measured on 2 cores: a 128×28×28 3×3 forward at batch 16 took
 //! 49 ms per call from one thread and 41 ms per call from two threads at once (no slowdown).
+//! Every primitive uses a user-managed scratchpad owned by its plan
+//! (`dnnl_scratchpad_mode_user`): oneDNN's default scratchpad is thread-local, so a cached
+//! primitive executed on a thread other than its creator's failed (`invalid_arguments`) or
+//! could get another primitive's smaller buffer; see [`Dnnl::scratchpad_bytes`].
+//!
+//! # Outputs without a zero-fill pass
+//! The `*_vec` calls, the fused convolutions and the batch norms return outputs allocated
+//! with `Vec::with_capacity` and handed to oneDNN uninitialised; their length is set only
+//! after the primitive (or the reorder to the caller's layout) that writes them succeeded.
+//! oneDNN writes every element of a destination memory, and these are dense plain layouts
+//! of exactly the output's size (the argument in `sys::run`).
+//!
 //! OpenMP threads spin a while after each primitive; a caller whose own pool then competes
 //! for the cores can set `OMP_WAIT_POLICY=passive`, and `OMP_NUM_THREADS` caps oneDNN's
 //! threads.
@@ -173,7 +185,20 @@ pub struct BnForward {
     pub variance: Vec<f32>,
 }
 
-/// Outputs of [`Dnnl::batch_norm_backward`].
+/// Outputs of [`Dnnl::batch_norm_relu_forward_training`].
+#[derive(Debug, Clone)]
+pub struct BnReluForward {
+    /// `relu(bn(x))`, NCHW.
+    pub y: Vec<f32>,
+    /// Per-channel batch mean.
+    pub mean: Vec<f32>,
+    /// Per-channel biased batch variance (see [`BnForward::variance`]).
+    pub variance: Vec<f32>,
+    /// oneDNN's workspace (the ReLU mask) for [`Dnnl::batch_norm_relu_backward`].
+    pub workspace: Vec<u8>,
+}
+
+/// Outputs of [`Dnnl::batch_norm_backward`] and [`Dnnl::batch_norm_relu_backward`].
 #[derive(Debug, Clone)]
 pub struct BnBackward {
     /// Gradient of the input, NCHW.
@@ -184,13 +209,38 @@ pub struct BnBackward {
     pub dbeta: Vec<f32>,
 }
 
-/// Training passes, or forward inference on weights prepared by [`Dnnl::prepare_conv`]
-/// (`PrepareWeights` is the plan that reorders them).
+/// Training passes; forward inference on the caller's plain weights (`Infer`) or on
+/// weights prepared by [`Dnnl::prepare_conv`] (`Prepared`; `PrepareWeights` is the plan that
+/// reorders them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Mode {
     Train,
     Infer,
+    Prepared,
     PrepareWeights,
+}
+
+/// Post-ops fused into an inference convolution, applied in this order:
+/// `y = conv(x, w) + bias`, then `y += residual` (`sum`), then `y = max(y, 0)` (`relu`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PostOps {
+    /// Add a residual of the output's shape (oneDNN's `sum` post-op).
+    pub sum: bool,
+    /// ReLU after everything else.
+    pub relu: bool,
+}
+
+impl PostOps {
+    fn ops(self) -> Vec<sys::PostOp> {
+        let mut v = Vec::new();
+        if self.sum {
+            v.push(sys::PostOp::Sum);
+        }
+        if self.relu {
+            v.push(sys::PostOp::Relu);
+        }
+        v
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -201,12 +251,60 @@ enum Key {
         geom: ConvGeom,
         bias: bool,
         mode: Mode,
+        post: PostOps,
     },
     Bn {
         backward: bool,
         dims: [usize; 4],
         eps_bits: u32,
+        relu: bool,
     },
+}
+
+/// A reorder primitive and its scratchpad (user-managed, see `sys::Attr`).
+struct Reorder {
+    prim: Primitive,
+    scratch: Option<Memory>,
+}
+
+impl Reorder {
+    fn new(
+        api: &'static Api,
+        src: &MemoryDesc,
+        dst: &MemoryDesc,
+        engine: &Engine,
+    ) -> Result<Reorder, String> {
+        let pd = PrimDesc::reorder(api, src, dst, engine)?;
+        let scratch = match pd.arg_md(arg::SCRATCHPAD) {
+            Some(md) => Some(Memory::owned(api, &md, engine)?),
+            None => None,
+        };
+        Ok(Reorder {
+            prim: pd.primitive()?,
+            scratch,
+        })
+    }
+
+    /// The step `from → to` (memory indices), appending the scratchpad to `mems`/`data`.
+    fn step<'p>(
+        &'p self,
+        from: usize,
+        to: usize,
+        mems: &mut Vec<&'p Memory>,
+        data: &mut Vec<Data<'_>>,
+    ) -> Step<'p> {
+        let mut args = vec![(arg::FROM, from), (arg::TO, to)];
+        if let Some(m) = &self.scratch {
+            args.push((arg::SCRATCHPAD, mems.len()));
+            mems.push(m);
+            data.push(Data::Owned);
+        }
+        Step {
+            prim: &self.prim,
+            args,
+            writes: vec![to],
+        }
+    }
 }
 
 /// One argument of a cached plan: the caller's layout, and where the primitive wants
@@ -214,14 +312,25 @@ enum Key {
 struct Slot {
     arg: i32,
     user: Memory,
-    inner: Option<(Memory, Primitive)>,
+    /// The caller-side layout of `user`.
+    md: MemoryDesc,
+    inner: Option<(Memory, Reorder)>,
     out: bool,
+}
+
+/// The input of a `sum` post-op: the caller's (plain) residual and the reorder that writes
+/// it into the destination slot's internal buffer before the primitive runs.
+struct Residual {
+    dst_slot: usize,
+    user: Memory,
+    reorder: Reorder,
 }
 
 /// A cached primitive with its argument slots.
 struct Plan {
     prim: Primitive,
     slots: Vec<Slot>,
+    residual: Option<Residual>,
     /// Arguments the primitive needs that the caller never sees (e.g. a workspace).
     extra: Vec<(i32, Memory)>,
     impl_name: String,
@@ -239,34 +348,64 @@ impl Plan {
         hint: Option<PrimDesc>,
         specs: &[(i32, MemoryDesc, bool)],
     ) -> Result<Plan, String> {
+        Self::with_residual(api, engine, pd, hint, specs, None)
+    }
+
+    /// A plan whose argument `residual_into` (an output) is initialised from one more
+    /// caller input, the last in [`Plan::run`]'s data, before the primitive runs: the
+    /// destination of a primitive with a `sum` post-op. That argument always gets an
+    /// internal buffer (a plain copy where the layouts agree), so the caller's output is
+    /// written only by the final reorder and never read.
+    fn with_residual(
+        api: &'static Api,
+        engine: &Engine,
+        pd: PrimDesc,
+        hint: Option<PrimDesc>,
+        specs: &[(i32, MemoryDesc, bool)],
+        residual_into: Option<i32>,
+    ) -> Result<Plan, String> {
         let mut slots = Vec::new();
+        let mut residual = None;
         for (a, user_md, out) in specs {
             let want = pd
                 .arg_md(*a)
                 .ok_or_else(|| format!("primitive {} takes no argument {a}", pd.impl_name()))?;
             let user = Memory::slot(api, user_md, engine)?;
-            let inner = if api.md_equal(&want, user_md) {
+            let is_residual = residual_into == Some(*a);
+            let inner = if api.md_equal(&want, user_md) && !is_residual {
                 None
             } else {
-                let rpd = if *out {
-                    PrimDesc::reorder(api, &want, user_md, engine)?
+                let r = if *out {
+                    Reorder::new(api, &want, user_md, engine)?
                 } else {
-                    PrimDesc::reorder(api, user_md, &want, engine)?
+                    Reorder::new(api, user_md, &want, engine)?
                 };
-                Some((Memory::owned(api, &want, engine)?, rpd.primitive()?))
+                Some((Memory::owned(api, &want, engine)?, r))
             };
+            if is_residual {
+                residual = Some(Residual {
+                    dst_slot: slots.len(),
+                    user: Memory::slot(api, user_md, engine)?,
+                    reorder: Reorder::new(api, user_md, &want, engine)?,
+                });
+            }
             slots.push(Slot {
                 arg: *a,
                 user,
+                md: *user_md,
                 inner,
                 out: *out,
             });
         }
-        // Arguments the primitive reports that the caller does not pass: a workspace, and
-        // the shift of a batch norm backward with `dnnl_use_shift`, which oneDNN 2.6 insists
-        // on being given though the gradients do not depend on it (tests check they don't).
+        if residual_into.is_some() && residual.is_none() {
+            return Err("internal: residual into an argument the plan lacks".into());
+        }
+        // Arguments the primitive reports that the caller does not pass: its scratchpad, a
+        // workspace, and the shift of a batch norm backward with `dnnl_use_shift`, which
+        // oneDNN 2.6 insists on being given though the gradients do not depend on it (tests
+        // check they don't).
         let mut extra = Vec::new();
-        for a in [arg::WORKSPACE, arg::SHIFT] {
+        for a in [arg::SCRATCHPAD, arg::WORKSPACE, arg::SHIFT] {
             if specs.iter().any(|s| s.0 == a) {
                 continue;
             }
@@ -277,6 +416,7 @@ impl Plan {
         Ok(Plan {
             prim: pd.primitive()?,
             slots,
+            residual,
             extra,
             impl_name: pd.impl_name(),
             _pd: pd,
@@ -284,35 +424,47 @@ impl Plan {
         })
     }
 
-    /// Runs the plan with `data[i]` bound to slot `i`.
+    /// Bytes of slot `i`'s caller-side layout.
+    fn user_bytes(&self, i: usize) -> usize {
+        self.slots[i].user.bytes()
+    }
+
+    /// Runs the plan with `data[i]` bound to slot `i` (and, for a plan with a residual, the
+    /// residual last).
     fn run(&self, api: &Api, stream: &mut Stream, data: Vec<Data<'_>>) -> Result<(), String> {
         let n = self.slots.len();
-        if data.len() != n {
+        if data.len() != n + usize::from(self.residual.is_some()) {
             return Err("internal: wrong number of arguments".into());
         }
         let mut mems: Vec<&Memory> = self.slots.iter().map(|s| &s.user).collect();
+        if let Some(r) = &self.residual {
+            mems.push(&r.user);
+        }
         let mut data = data;
         let mut main_args = Vec::with_capacity(n + self.extra.len());
+        let mut main_writes = Vec::new();
         let mut before = Vec::new();
         let mut after = Vec::new();
         for (i, s) in self.slots.iter().enumerate() {
             match &s.inner {
-                None => main_args.push((s.arg, i)),
+                None => {
+                    main_args.push((s.arg, i));
+                    if s.out {
+                        main_writes.push(i);
+                    }
+                }
                 Some((m, reorder)) => {
                     let j = mems.len();
                     mems.push(m);
                     data.push(Data::Owned);
                     main_args.push((s.arg, j));
                     if s.out {
-                        after.push(Step {
-                            prim: reorder,
-                            args: vec![(arg::FROM, j), (arg::TO, i)],
-                        });
+                        after.push(reorder.step(j, i, &mut mems, &mut data));
                     } else {
-                        before.push(Step {
-                            prim: reorder,
-                            args: vec![(arg::FROM, i), (arg::TO, j)],
-                        });
+                        before.push(reorder.step(i, j, &mut mems, &mut data));
+                    }
+                    if let Some(r) = self.residual.as_ref().filter(|r| r.dst_slot == i) {
+                        before.push(r.reorder.step(n, j, &mut mems, &mut data));
                     }
                 }
             }
@@ -325,6 +477,7 @@ impl Plan {
         before.push(Step {
             prim: &self.prim,
             args: main_args,
+            writes: main_writes,
         });
         before.extend(after);
         sys::run(api, stream, &mems, &mut data, &before)
@@ -413,6 +566,7 @@ impl Dnnl {
             geom,
             bias,
             mode,
+            post,
         } = *key
         else {
             unreachable!("conv_plan with a non-conv key")
@@ -438,9 +592,16 @@ impl Dnnl {
             prop::FORWARD_INFERENCE
         };
         let fwd = OpDesc::conv_forward(api, fprop, &x, &w, bias.then_some(&b), &y, &c)?;
-        let fpd = PrimDesc::new(api, &fwd, &self.engine, None)?;
+        let attr = if post == PostOps::default() {
+            None
+        } else {
+            Some(sys::Attr::post_ops(api, &post.ops())?)
+        };
+        let fpd = PrimDesc::with_attr(api, &fwd, attr.as_ref(), &self.engine, None)?;
+        drop(attr); // oneDNN copied it into the primitive descriptor
         if mode != Mode::Train {
-            // The caller's weights are already in (or go into) the primitive's own layout.
+            // With prepared weights the caller's weights are already in (or go into) the
+            // primitive's own layout; with `Infer` they are plain and reordered per call.
             let pw = fpd
                 .arg_md(arg::WEIGHTS)
                 .ok_or("convolution has no weights argument")?;
@@ -449,12 +610,14 @@ impl Dnnl {
                 let specs = [(arg::FROM, uw, false), (arg::TO, pw, true)];
                 return Plan::new(api, &self.engine, rpd, None, &specs);
             }
-            let mut specs = vec![(arg::SRC, ux, false), (arg::WEIGHTS, pw, false)];
+            let wmd = if mode == Mode::Prepared { pw } else { uw };
+            let mut specs = vec![(arg::SRC, ux, false), (arg::WEIGHTS, wmd, false)];
             if bias {
                 specs.push((arg::BIAS, b, false));
             }
             specs.push((arg::DST, uy, true));
-            return Plan::new(api, &self.engine, fpd, None, &specs);
+            let residual = post.sum.then_some(arg::DST);
+            return Plan::with_residual(api, &self.engine, fpd, None, &specs, residual);
         }
         match pass {
             Pass::Forward => {
@@ -526,6 +689,21 @@ impl Dnnl {
         w: &[f32],
         bias: Option<&[f32]>,
     ) -> Result<PreparedConv, String> {
+        self.prepare_conv_for(geom, w, bias, PostOps::default())
+    }
+
+    /// [`Dnnl::prepare_conv`] for the primitive with post-ops `post`. The weights' layout
+    /// is that primitive's; [`Dnnl::conv_forward_fused_prepared`] with other post-ops works
+    /// as long as its primitive wants the same layout (on AVX-512 f32 they all do: the
+    /// tests run every combination on weights from [`Dnnl::prepare_conv`]) and returns an
+    /// `Err` saying so otherwise.
+    pub fn prepare_conv_for(
+        &self,
+        geom: &ConvGeom,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        post: PostOps,
+    ) -> Result<PreparedConv, String> {
         geom.y_dims()?;
         check_len("w", w.len(), numel(geom.w_dims))?;
         if let Some(b) = bias {
@@ -537,15 +715,17 @@ impl Dnnl {
             geom: *geom,
             bias: bias.is_some(),
             mode: Mode::PrepareWeights,
+            post,
         };
-        let weights = self.with_plan(key, |api, stream, plan| {
-            let mut out = vec![0f32; plan.slots[1].user.bytes().div_ceil(4)];
-            plan.run(api, stream, vec![Data::In(w), Data::Out(&mut out)])?;
-            Ok(out)
+        let (weights, weights_md) = self.with_plan(key, |api, stream, plan| {
+            let mut out = Vec::with_capacity(plan.user_bytes(1).div_ceil(4));
+            plan.run(api, stream, vec![Data::In(w), Data::Fresh(&mut out)])?;
+            Ok((out, Box::new(plan.slots[1].md)))
         })?;
         Ok(PreparedConv {
             geom: *geom,
             weights,
+            weights_md,
             bias: bias.map(<[f32]>::to_vec),
         })
     }
@@ -560,19 +740,147 @@ impl Dnnl {
         let geom = &prepared.geom;
         check_len("x", x.len(), numel(geom.x_dims))?;
         check_len("y", y.len(), numel(geom.y_dims()?))?;
+        self.run_prepared(prepared, x, None, PostOps::default(), Data::Out(y))
+    }
+
+    /// [`Dnnl::conv_forward_prepared`] into a new vector (no zero-fill pass).
+    pub fn conv_forward_prepared_vec(
+        &self,
+        prepared: &PreparedConv,
+        x: &[f32],
+    ) -> Result<Vec<f32>, String> {
+        self.conv_forward_fused_prepared(prepared, x, None, false)
+    }
+
+    /// [`Dnnl::conv_forward_fused`] with weights (and bias) from [`Dnnl::prepare_conv`]:
+    /// no per-call work on the weights. The result is a new vector (no zero-fill pass).
+    pub fn conv_forward_fused_prepared(
+        &self,
+        prepared: &PreparedConv,
+        x: &[f32],
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) -> Result<Vec<f32>, String> {
+        let geom = &prepared.geom;
+        let n = numel(geom.y_dims()?);
+        check_len("x", x.len(), numel(geom.x_dims))?;
+        if let Some(r) = residual {
+            check_len("residual", r.len(), n)?;
+        }
+        let post = PostOps {
+            sum: residual.is_some(),
+            relu,
+        };
+        let mut y = Vec::with_capacity(n);
+        self.run_prepared(prepared, x, residual, post, Data::Fresh(&mut y))?;
+        check_len("y", y.len(), n)?;
+        Ok(y)
+    }
+
+    fn run_prepared(
+        &self,
+        prepared: &PreparedConv,
+        x: &[f32],
+        residual: Option<&[f32]>,
+        post: PostOps,
+        y: Data<'_>,
+    ) -> Result<(), String> {
         let mut data = vec![Data::In(x), Data::In(&prepared.weights)];
         if let Some(b) = &prepared.bias {
             data.push(Data::In(b));
         }
-        data.push(Data::Out(y));
+        data.push(y);
+        if let Some(r) = residual {
+            data.push(Data::In(r));
+        }
+        let key = Key::Conv {
+            pass: Pass::Forward,
+            layout: Layout::Blocked,
+            geom: prepared.geom,
+            bias: prepared.bias.is_some(),
+            mode: Mode::Prepared,
+            post,
+        };
+        self.with_plan(key, |api, stream, plan| {
+            if !api.md_equal(&plan.slots[1].md, &prepared.weights_md) {
+                return Err(format!(
+                    "weights were prepared for another layout than the primitive with \
+                     {post:?} wants; use prepare_conv_for with these post-ops"
+                ));
+            }
+            plan.run(api, stream, data)
+        })
+    }
+
+    /// Inference convolution with fused post-ops, for networks with batch norm folded into
+    /// the convolutions: `y = conv(x, w) + bias`, then `y += residual` if given, then
+    /// `y = max(y, 0)` if `relu`; all NCHW/OIHW, `residual` of dims [`ConvGeom::y_dims`].
+    /// One oneDNN forward-inference primitive with `sum`/`eltwise_relu` post-ops (the
+    /// residual is reordered into the primitive's destination buffer first). The weights
+    /// are reordered on every call; see [`Dnnl::conv_forward_fused_prepared`].
+    pub fn conv_forward_fused(
+        &self,
+        geom: &ConvGeom,
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        residual: Option<&[f32]>,
+        relu: bool,
+    ) -> Result<Vec<f32>, String> {
+        let n = numel(geom.y_dims()?);
+        check_len("x", x.len(), numel(geom.x_dims))?;
+        check_len("w", w.len(), numel(geom.w_dims))?;
+        let mut y = Vec::with_capacity(n);
+        let mut data = vec![Data::In(x), Data::In(w)];
+        if let Some(b) = bias {
+            check_len("bias", b.len(), geom.w_dims[0])?;
+            data.push(Data::In(b));
+        }
+        data.push(Data::Fresh(&mut y));
+        if let Some(r) = residual {
+            check_len("residual", r.len(), n)?;
+            data.push(Data::In(r));
+        }
         let key = Key::Conv {
             pass: Pass::Forward,
             layout: Layout::Blocked,
             geom: *geom,
-            bias: prepared.bias.is_some(),
+            bias: bias.is_some(),
             mode: Mode::Infer,
+            post: PostOps {
+                sum: residual.is_some(),
+                relu,
+            },
         };
-        self.run_plan(key, data)
+        self.run_plan(key, data)?;
+        check_len("y", y.len(), n)?;
+        Ok(y)
+    }
+
+    /// Bytes of the scratchpads owned by the cached plans (primitives and reorders).
+    pub fn scratchpad_bytes(&self) -> usize {
+        let g = self.lock();
+        g.plans
+            .values()
+            .map(|p| {
+                let main: usize = p
+                    .extra
+                    .iter()
+                    .filter(|(a, _)| *a == arg::SCRATCHPAD)
+                    .map(|(_, m)| m.bytes())
+                    .sum();
+                let reorders = p
+                    .slots
+                    .iter()
+                    .filter_map(|s| s.inner.as_ref())
+                    .map(|(_, r)| &r.scratch)
+                    .chain(p.residual.as_ref().map(|r| &r.reorder.scratch))
+                    .flatten()
+                    .map(Memory::bytes)
+                    .sum::<usize>();
+                main + reorders
+            })
+            .sum()
     }
 
     /// The implementation oneDNN chose for a pass (e.g. `jit:avx512_common`), creating and
@@ -589,6 +897,7 @@ impl Dnnl {
             geom: *geom,
             bias: false,
             mode: Mode::Train,
+            post: PostOps::default(),
         };
         let mut guard = self.lock();
         let plan = match guard.plans.entry(key) {
@@ -636,6 +945,7 @@ impl Dnnl {
             geom: *geom,
             bias: bias.is_some(),
             mode: Mode::Train,
+            post: PostOps::default(),
         };
         self.run_plan(key, data)
     }
@@ -669,6 +979,7 @@ impl Dnnl {
             geom: *geom,
             bias: false,
             mode: Mode::Train,
+            post: PostOps::default(),
         };
         self.run_plan(key, vec![Data::In(dy), Data::In(w), Data::Out(dx)])
     }
@@ -717,8 +1028,99 @@ impl Dnnl {
             geom: *geom,
             bias,
             mode: Mode::Train,
+            post: PostOps::default(),
         };
         self.run_plan(key, data)
+    }
+
+    /// [`Dnnl::conv_forward`] into a new vector: no zero-fill pass over the output
+    /// (oneDNN writes every element of it; see the crate docs).
+    pub fn conv_forward_vec(
+        &self,
+        geom: &ConvGeom,
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<Vec<f32>, String> {
+        let n = numel(geom.y_dims()?);
+        check_len("x", x.len(), numel(geom.x_dims))?;
+        check_len("w", w.len(), numel(geom.w_dims))?;
+        let mut y = Vec::with_capacity(n);
+        let mut data = vec![Data::In(x), Data::In(w)];
+        if let Some(b) = bias {
+            check_len("bias", b.len(), geom.w_dims[0])?;
+            data.push(Data::In(b));
+        }
+        data.push(Data::Fresh(&mut y));
+        let key = Key::Conv {
+            pass: Pass::Forward,
+            layout: Layout::choose(Pass::Forward, geom),
+            geom: *geom,
+            bias: bias.is_some(),
+            mode: Mode::Train,
+            post: PostOps::default(),
+        };
+        self.run_plan(key, data)?;
+        check_len("y", y.len(), n)?;
+        Ok(y)
+    }
+
+    /// [`Dnnl::conv_backward_data`] into a new vector (no zero-fill pass).
+    pub fn conv_backward_data_vec(
+        &self,
+        geom: &ConvGeom,
+        dy: &[f32],
+        w: &[f32],
+    ) -> Result<Vec<f32>, String> {
+        let n = numel(geom.x_dims);
+        check_len("dy", dy.len(), numel(geom.y_dims()?))?;
+        check_len("w", w.len(), numel(geom.w_dims))?;
+        let mut dx = Vec::with_capacity(n);
+        let key = Key::Conv {
+            pass: Pass::BackwardData,
+            layout: Layout::choose(Pass::BackwardData, geom),
+            geom: *geom,
+            bias: false,
+            mode: Mode::Train,
+            post: PostOps::default(),
+        };
+        self.run_plan(key, vec![Data::In(dy), Data::In(w), Data::Fresh(&mut dx)])?;
+        check_len("dx", dx.len(), n)?;
+        Ok(dx)
+    }
+
+    /// [`Dnnl::conv_backward_weights`] into new vectors (no zero-fill pass): `dw`, and
+    /// `db` when `with_bias`.
+    pub fn conv_backward_weights_vec(
+        &self,
+        geom: &ConvGeom,
+        x: &[f32],
+        dy: &[f32],
+        with_bias: bool,
+    ) -> Result<(Vec<f32>, Option<Vec<f32>>), String> {
+        check_len("x", x.len(), numel(geom.x_dims))?;
+        check_len("dy", dy.len(), numel(geom.y_dims()?))?;
+        let k = geom.w_dims[0];
+        let mut dw = Vec::with_capacity(numel(geom.w_dims));
+        let mut db = Vec::with_capacity(if with_bias { k } else { 0 });
+        let mut data = vec![Data::In(x), Data::In(dy), Data::Fresh(&mut dw)];
+        if with_bias {
+            data.push(Data::Fresh(&mut db));
+        }
+        let key = Key::Conv {
+            pass: Pass::BackwardWeights,
+            layout: Layout::choose(Pass::BackwardWeights, geom),
+            geom: *geom,
+            bias: with_bias,
+            mode: Mode::Train,
+            post: PostOps::default(),
+        };
+        self.run_plan(key, data)?;
+        check_len("dw", dw.len(), numel(geom.w_dims))?;
+        if with_bias {
+            check_len("db", db.len(), k)?;
+        }
+        Ok((dw, with_bias.then_some(db)))
     }
 
     fn bn_plan(&self, key: &Key) -> Result<Plan, String> {
@@ -726,19 +1128,31 @@ impl Dnnl {
             backward,
             dims,
             eps_bits,
+            relu,
         } = *key
         else {
             unreachable!("bn_plan with a non-bn key")
         };
         let api = self.api;
         let eps = f32::from_bits(eps_bits);
-        let flags = sys::bn_flags::USE_SCALE | sys::bn_flags::USE_SHIFT;
+        let mut flags = sys::bn_flags::USE_SCALE | sys::bn_flags::USE_SHIFT;
+        if relu {
+            flags |= sys::bn_flags::FUSE_NORM_RELU;
+        }
         let data = self.conv_md(dims, tag::ABCD)?;
         let ch = api.md(&[dims[1] as i64], tag::A)?;
         let fwd = OpDesc::bn_forward(api, prop::FORWARD_TRAINING, &data, eps, flags)?;
         let fpd = PrimDesc::new(api, &fwd, &self.engine, None)?;
+        let ws = if relu {
+            Some(
+                fpd.arg_md(arg::WORKSPACE)
+                    .ok_or("batch norm with fuse_norm_relu reports no workspace")?,
+            )
+        } else {
+            None
+        };
         if !backward {
-            let specs = [
+            let mut specs = vec![
                 (arg::SRC, data, false),
                 (arg::SCALE, ch, false),
                 (arg::SHIFT, ch, false),
@@ -746,11 +1160,14 @@ impl Dnnl {
                 (arg::MEAN, ch, true),
                 (arg::VARIANCE, ch, true),
             ];
+            if let Some(ws) = ws {
+                specs.push((arg::WORKSPACE, ws, true));
+            }
             return Plan::new(api, &self.engine, fpd, None, &specs);
         }
         let op = OpDesc::bn_backward(api, &data, &data, eps, flags)?;
         let pd = PrimDesc::new(api, &op, &self.engine, Some(&fpd))?;
-        let specs = [
+        let mut specs = vec![
             (arg::SRC, data, false),
             (arg::DIFF_DST, data, false),
             (arg::MEAN, ch, false),
@@ -760,11 +1177,15 @@ impl Dnnl {
             (arg::DIFF_SCALE, ch, true),
             (arg::DIFF_SHIFT, ch, true),
         ];
+        if let Some(ws) = ws {
+            specs.push((arg::WORKSPACE, ws, false));
+        }
         Plan::new(api, &self.engine, pd, Some(fpd), &specs)
     }
 
     /// Training-mode spatial batch normalisation of NCHW `x`:
     /// `y = γ (x − mean) / sqrt(variance + eps) + β` with the batch statistics over N, H, W.
+    /// The outputs are allocated without a zero-fill pass (oneDNN writes all of them).
     pub fn batch_norm_forward_training(
         &self,
         x: &[f32],
@@ -773,36 +1194,82 @@ impl Dnnl {
         beta: &[f32],
         eps: f32,
     ) -> Result<BnForward, String> {
+        let (f, _) = self.bn_forward(x, dims, gamma, beta, eps, false)?;
+        Ok(f)
+    }
+
+    /// Training batch normalisation fused with a ReLU (oneDNN's `dnnl_fuse_norm_relu`):
+    /// `y = max(0, γ (x − mean) / sqrt(variance + eps) + β)`, plus the workspace (the ReLU
+    /// mask, in oneDNN's format) that [`Dnnl::batch_norm_relu_backward`] needs. `Err` if
+    /// this oneDNN has no implementation of the fused primitive for these dims; the caller
+    /// can then use [`Dnnl::batch_norm_forward_training`] and its own ReLU.
+    pub fn batch_norm_relu_forward_training(
+        &self,
+        x: &[f32],
+        dims: [usize; 4],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) -> Result<BnReluForward, String> {
+        let (f, workspace) = self.bn_forward(x, dims, gamma, beta, eps, true)?;
+        Ok(BnReluForward {
+            y: f.y,
+            mean: f.mean,
+            variance: f.variance,
+            workspace,
+        })
+    }
+
+    fn bn_forward(
+        &self,
+        x: &[f32],
+        dims: [usize; 4],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+        relu: bool,
+    ) -> Result<(BnForward, Vec<u8>), String> {
         let c = dims[1];
         check_len("x", x.len(), numel(dims))?;
         check_len("gamma", gamma.len(), c)?;
         check_len("beta", beta.len(), c)?;
         let mut out = BnForward {
-            y: vec![0.0; x.len()],
-            mean: vec![0.0; c],
-            variance: vec![0.0; c],
+            y: Vec::with_capacity(x.len()),
+            mean: Vec::with_capacity(c),
+            variance: Vec::with_capacity(c),
         };
-        let data = vec![
-            Data::In(x),
-            Data::In(gamma),
-            Data::In(beta),
-            Data::Out(&mut out.y),
-            Data::Out(&mut out.mean),
-            Data::Out(&mut out.variance),
-        ];
-        self.run_plan(
-            Key::Bn {
-                backward: false,
-                dims,
-                eps_bits: eps.to_bits(),
-            },
-            data,
-        )?;
-        Ok(out)
+        let key = Key::Bn {
+            backward: false,
+            dims,
+            eps_bits: eps.to_bits(),
+            relu,
+        };
+        let workspace = self.with_plan(key, |api, stream, plan| {
+            // The workspace is zero-filled (it is small: a byte or a bit per element): its
+            // format is oneDNN's, and nothing documents that every byte of it is written.
+            let mut ws = vec![0u8; if relu { plan.user_bytes(6) } else { 0 }];
+            let mut data = vec![
+                Data::In(x),
+                Data::In(gamma),
+                Data::In(beta),
+                Data::Fresh(&mut out.y),
+                Data::Fresh(&mut out.mean),
+                Data::Fresh(&mut out.variance),
+            ];
+            if relu {
+                data.push(Data::OutBytes(&mut ws));
+            }
+            plan.run(api, stream, data)?;
+            Ok(ws)
+        })?;
+        check_len("y", out.y.len(), x.len())?;
+        check_len("mean", out.mean.len(), c)?;
+        check_len("variance", out.variance.len(), c)?;
+        Ok((out, workspace))
     }
 
     /// Gradients of [`Dnnl::batch_norm_forward_training`] given the forward's `mean` and
-    /// (biased) `variance`.
+    /// (biased) `variance`. The outputs are allocated without a zero-fill pass.
     #[allow(clippy::too_many_arguments)]
     pub fn batch_norm_backward(
         &self,
@@ -814,6 +1281,38 @@ impl Dnnl {
         gamma: &[f32],
         eps: f32,
     ) -> Result<BnBackward, String> {
+        self.bn_backward(x, dy, dims, mean, variance, gamma, eps, None)
+    }
+
+    /// Gradients of [`Dnnl::batch_norm_relu_forward_training`] (the composite
+    /// `relu(bn(x))`): `dy` is the gradient of its output, `workspace` the forward's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn batch_norm_relu_backward(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        dims: [usize; 4],
+        mean: &[f32],
+        variance: &[f32],
+        gamma: &[f32],
+        eps: f32,
+        workspace: &[u8],
+    ) -> Result<BnBackward, String> {
+        self.bn_backward(x, dy, dims, mean, variance, gamma, eps, Some(workspace))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn bn_backward(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        dims: [usize; 4],
+        mean: &[f32],
+        variance: &[f32],
+        gamma: &[f32],
+        eps: f32,
+        workspace: Option<&[u8]>,
+    ) -> Result<BnBackward, String> {
         let c = dims[1];
         check_len("x", x.len(), numel(dims))?;
         check_len("dy", dy.len(), numel(dims))?;
@@ -821,28 +1320,42 @@ impl Dnnl {
         check_len("variance", variance.len(), c)?;
         check_len("gamma", gamma.len(), c)?;
         let mut out = BnBackward {
-            dx: vec![0.0; x.len()],
-            dgamma: vec![0.0; c],
-            dbeta: vec![0.0; c],
+            dx: Vec::with_capacity(x.len()),
+            dgamma: Vec::with_capacity(c),
+            dbeta: Vec::with_capacity(c),
         };
-        let data = vec![
-            Data::In(x),
-            Data::In(dy),
-            Data::In(mean),
-            Data::In(variance),
-            Data::In(gamma),
-            Data::Out(&mut out.dx),
-            Data::Out(&mut out.dgamma),
-            Data::Out(&mut out.dbeta),
-        ];
-        self.run_plan(
-            Key::Bn {
-                backward: true,
-                dims,
-                eps_bits: eps.to_bits(),
-            },
-            data,
-        )?;
+        let key = Key::Bn {
+            backward: true,
+            dims,
+            eps_bits: eps.to_bits(),
+            relu: workspace.is_some(),
+        };
+        self.with_plan(key, |api, stream, plan| {
+            let mut data = vec![
+                Data::In(x),
+                Data::In(dy),
+                Data::In(mean),
+                Data::In(variance),
+                Data::In(gamma),
+                Data::Fresh(&mut out.dx),
+                Data::Fresh(&mut out.dgamma),
+                Data::Fresh(&mut out.dbeta),
+            ];
+            if let Some(ws) = workspace {
+                if ws.len() != plan.user_bytes(8) {
+                    return Err(format!(
+                        "workspace: {} bytes, expected {}",
+                        ws.len(),
+                        plan.user_bytes(8)
+                    ));
+                }
+                data.push(Data::InBytes(ws));
+            }
+            plan.run(api, stream, data)
+        })?;
+        check_len("dx", out.dx.len(), x.len())?;
+        check_len("dgamma", out.dgamma.len(), c)?;
+        check_len("dbeta", out.dbeta.len(), c)?;
         Ok(out)
     }
 }
@@ -852,6 +1365,7 @@ impl Dnnl {
 pub struct PreparedConv {
     geom: ConvGeom,
     weights: Vec<f32>,
+    weights_md: Box<MemoryDesc>,
     bias: Option<Vec<f32>>,
 }
 

@@ -31,6 +31,9 @@ const ENGINE_CPU: c_int = 1;
 const STREAM_DEFAULT_FLAGS: c_uint = 1;
 // dnnl_alg_kind_t
 const CONVOLUTION_DIRECT: c_int = 1;
+const ELTWISE_RELU: c_int = 0x1f;
+// dnnl_scratchpad_mode_t
+const SCRATCHPAD_MODE_USER: c_int = 1;
 // dnnl_query_t
 const QUERY_IMPL_INFO_STR: c_int = 8;
 const QUERY_EXEC_ARG_MD: c_int = 255;
@@ -72,6 +75,7 @@ pub mod arg {
     pub const SCALE: i32 = 51;
     pub const SHIFT: i32 = 52;
     pub const WORKSPACE: i32 = 64;
+    pub const SCRATCHPAD: i32 = 80;
     pub const DIFF_SRC: i32 = 129;
     pub const DIFF_DST: i32 = 145;
     pub const DIFF_WEIGHTS: i32 = 161;
@@ -82,9 +86,11 @@ pub mod arg {
 
 /// `dnnl_normalization_flags_t` values used here (v2.6 has both the old combined
 /// `dnnl_use_scaleshift` = 0x2, with one `[2, C]` argument, and the separate flags below,
-/// with `[C]` arguments `DNNL_ARG_SCALE`/`DNNL_ARG_SHIFT`; this crate uses the separate ones;
-/// `dnnl_fuse_norm_relu` = 0x4 is not used).
+/// with `[C]` arguments `DNNL_ARG_SCALE`/`DNNL_ARG_SHIFT`; this crate uses the separate ones).
 pub mod bn_flags {
+    /// `dnnl_fuse_norm_relu`: `y = relu(bn(x))`, with a workspace (the ReLU mask) that the
+    /// backward pass takes.
+    pub const FUSE_NORM_RELU: u32 = 0x4;
     pub const USE_SCALE: u32 = 0x8;
     pub const USE_SHIFT: u32 = 0x10;
 }
@@ -208,6 +214,14 @@ api! {
         c_uint) -> Status;
     batch_normalization_backward_desc_init: fn(*mut BnDesc, c_int, *const MemoryDesc,
         *const MemoryDesc, f32, c_uint) -> Status;
+    primitive_attr_create: fn(*mut Handle) -> Status;
+    primitive_attr_destroy: fn(Handle) -> Status;
+    primitive_attr_set_post_ops: fn(Handle, Handle) -> Status;
+    primitive_attr_set_scratchpad_mode: fn(Handle, c_int) -> Status;
+    post_ops_create: fn(*mut Handle) -> Status;
+    post_ops_destroy: fn(Handle) -> Status;
+    post_ops_append_sum: fn(Handle, f32) -> Status;
+    post_ops_append_eltwise: fn(Handle, f32, c_int, f32, f32) -> Status;
     primitive_desc_create: fn(*mut Handle, *const c_void, Handle, Handle, Handle) -> Status;
     primitive_desc_destroy: fn(Handle) -> Status;
     primitive_desc_query_md: fn(Handle, c_int, c_int) -> *const MemoryDesc;
@@ -479,12 +493,31 @@ impl PrimDesc {
         engine: &Engine,
         hint: Option<&PrimDesc>,
     ) -> Result<PrimDesc, String> {
+        Self::with_attr(api, op, None, engine, hint)
+    }
+
+    /// [`PrimDesc::new`] with primitive attributes (post-ops).
+    pub fn with_attr(
+        api: &'static Api,
+        op: &OpDesc,
+        attr: Option<&Attr>,
+        engine: &Engine,
+        hint: Option<&PrimDesc>,
+    ) -> Result<PrimDesc, String> {
         let mut h: Handle = std::ptr::null_mut();
         let hint = hint.map_or(std::ptr::null_mut(), |p| p.h);
-        // SAFETY: op points to a descriptor filled by its init function; attr may be null
-        // (defaults); hint is null or a live primitive descriptor.
+        let default;
+        let attr = match attr {
+            Some(a) => a,
+            None => {
+                default = Attr::post_ops(api, &[])?;
+                &default
+            }
+        };
+        // SAFETY: op points to a descriptor filled by its init function; attr is a live
+        // attribute object (oneDNN copies it); hint is null or a live primitive descriptor.
         check("primitive_desc_create", unsafe {
-            (api.primitive_desc_create)(&mut h, op.ptr(), std::ptr::null_mut(), engine.0, hint)
+            (api.primitive_desc_create)(&mut h, op.ptr(), attr.h, engine.0, hint)
         })?;
         Ok(PrimDesc { h, api })
     }
@@ -497,16 +530,10 @@ impl PrimDesc {
         engine: &Engine,
     ) -> Result<PrimDesc, String> {
         let mut h: Handle = std::ptr::null_mut();
-        // SAFETY: both descriptors are initialised; attr may be null.
+        let attr = Attr::post_ops(api, &[])?;
+        // SAFETY: both descriptors are initialised; attr is live (oneDNN copies it).
         check("reorder_primitive_desc_create", unsafe {
-            (api.reorder_primitive_desc_create)(
-                &mut h,
-                src,
-                engine.0,
-                dst,
-                engine.0,
-                std::ptr::null_mut(),
-            )
+            (api.reorder_primitive_desc_create)(&mut h, src, engine.0, dst, engine.0, attr.h)
         })?;
         Ok(PrimDesc { h, api })
     }
@@ -560,6 +587,80 @@ impl Drop for PrimDesc {
     fn drop(&mut self) {
         // SAFETY: h was created by primitive_desc_create and is destroyed once.
         unsafe { (self.api.primitive_desc_destroy)(self.h) };
+    }
+}
+
+/// A post-op of a forward convolution, in execution order.
+#[derive(Clone, Copy, Debug)]
+pub enum PostOp {
+    /// `dst += previous dst` (`dnnl_post_ops_append_sum`, scale 1): the primitive reads its
+    /// destination before writing it.
+    Sum,
+    /// `dst = max(dst, 0)` (`dnnl_eltwise_relu`, scale 1, alpha 0, beta 0).
+    Relu,
+}
+
+/// A `dnnl_primitive_attr_t` carrying a post-op chain, always with
+/// `dnnl_scratchpad_mode_user`: oneDNN's default (library) scratchpad is a **thread-local**
+/// buffer shared by the primitives created on a thread, so a cached primitive executed on
+/// another thread (a rayon pool, another test) finds none (`invalid_arguments`, seen with
+/// the 2.6.3 gemm convolutions) or a smaller one. With user mode each plan owns its
+/// primitives' scratchpads (see `Plan`), and any thread may execute them.
+pub struct Attr {
+    h: Handle,
+    api: &'static Api,
+}
+
+impl Attr {
+    /// Attributes with the post-ops `ops`, in order (none: only the scratchpad mode).
+    pub fn post_ops(api: &'static Api, ops: &[PostOp]) -> Result<Attr, String> {
+        let mut h: Handle = std::ptr::null_mut();
+        // SAFETY: h is an out-pointer.
+        check("primitive_attr_create", unsafe {
+            (api.primitive_attr_create)(&mut h)
+        })?;
+        let attr = Attr { h, api };
+        // SAFETY: attr.h is live.
+        check("primitive_attr_set_scratchpad_mode", unsafe {
+            (api.primitive_attr_set_scratchpad_mode)(attr.h, SCRATCHPAD_MODE_USER)
+        })?;
+        if ops.is_empty() {
+            return Ok(attr);
+        }
+        let mut po: Handle = std::ptr::null_mut();
+        // SAFETY: po is an out-pointer.
+        check("post_ops_create", unsafe { (api.post_ops_create)(&mut po) })?;
+        // SAFETY: po is a live post-ops object, destroyed once below (set_post_ops copies
+        // it into the attributes); attr.h is live.
+        let r = unsafe {
+            let mut r = Ok(());
+            for op in ops {
+                let st = match op {
+                    PostOp::Sum => (api.post_ops_append_sum)(po, 1.0),
+                    PostOp::Relu => (api.post_ops_append_eltwise)(po, 1.0, ELTWISE_RELU, 0.0, 0.0),
+                };
+                r = check("post_ops_append", st);
+                if r.is_err() {
+                    break;
+                }
+            }
+            if r.is_ok() {
+                r = check(
+                    "primitive_attr_set_post_ops",
+                    (api.primitive_attr_set_post_ops)(attr.h, po),
+                );
+            }
+            (api.post_ops_destroy)(po);
+            r
+        };
+        r.map(|()| attr)
+    }
+}
+
+impl Drop for Attr {
+    fn drop(&mut self) {
+        // SAFETY: h was created by primitive_attr_create and is destroyed once.
+        unsafe { (self.api.primitive_attr_destroy)(self.h) };
     }
 }
 
@@ -646,19 +747,37 @@ pub enum Data<'a> {
     In(&'a [f32]),
     /// Written by the primitives.
     Out(&'a mut [f32]),
+    /// An empty `Vec` whose spare capacity the primitives write; [`run`] sets its length to
+    /// the memory's size once they have (see [`run`] for why that is sound).
+    Fresh(&'a mut Vec<f32>),
+    /// Bytes read by the primitives (a workspace).
+    InBytes(&'a [u8]),
+    /// Bytes written by the primitives (a workspace).
+    OutBytes(&'a mut [u8]),
     /// The memory owns its buffer; nothing to bind.
     Owned,
 }
 
-/// One primitive execution: the primitive and its (argument id, memory index) pairs.
+/// One primitive execution: the primitive, its (argument id, memory index) pairs, and the
+/// memory indices among them that it writes whole (destinations, `TO` of a reorder).
 pub struct Step<'p> {
     pub prim: &'p Primitive,
     pub args: Vec<(i32, usize)>,
+    pub writes: Vec<usize>,
 }
 
 /// Binds `data[i]` to `mems[i]`, executes `steps` in order on `stream`, waits, and unbinds.
-/// Fails (without executing) if a slice is shorter than its memory's layout or if a slot
-/// would be executed unbound.
+/// Fails (without executing) if a buffer is shorter than its memory's layout, if a slot
+/// would be executed unbound, or if a [`Data::Fresh`] vector is not empty, has too little
+/// capacity, or is bound to a memory that no step lists in `writes`.
+///
+/// A [`Data::Fresh`] vector gets the length `bytes / 4` of its memory after all steps
+/// succeeded. That is sound because such a memory is a dense plain f32 layout (the callers
+/// bind them to NCHW/OIHW/`x` user memories, whose size is exactly the element count × 4)
+/// and it is the destination of a step: oneDNN's primitives and reorders define every
+/// element of their destination memory (there is no "partial write" mode for a dst), so
+/// every f32 of `[0, bytes / 4)` has been written when the stream has finished. On any
+/// failure the length stays 0 and nothing uninitialised is exposed.
 pub fn run(
     api: &Api,
     stream: &mut Stream,
@@ -667,40 +786,57 @@ pub fn run(
     steps: &[Step<'_>],
 ) -> Result<(), String> {
     if mems.len() != data.len()
-        || steps
-            .iter()
-            .any(|s| s.args.iter().any(|&(_, i)| i >= mems.len()))
+        || steps.iter().any(|s| {
+            s.args.iter().any(|&(_, i)| i >= mems.len())
+                || s.writes.iter().any(|w| !s.args.iter().any(|a| a.1 == *w))
+        })
     {
         return Err("internal: plan and data do not match".into());
     }
-    for (m, d) in mems.iter().zip(data.iter()) {
-        let len = match d {
-            Data::In(s) => s.len(),
-            Data::Out(s) => s.len(),
+    for (k, (m, d)) in mems.iter().zip(data.iter()).enumerate() {
+        let bytes = match d {
+            Data::In(s) => s.len() * 4,
+            Data::Out(s) => s.len() * 4,
+            Data::Fresh(v) => {
+                if !v.is_empty() || m.bytes % 4 != 0 {
+                    return Err("internal: fresh output not empty or not f32-sized".into());
+                }
+                if !steps.iter().any(|s| s.writes.contains(&k)) {
+                    return Err("internal: fresh output that no step writes".into());
+                }
+                v.capacity() * 4
+            }
+            Data::InBytes(s) => s.len(),
+            Data::OutBytes(s) => s.len(),
             Data::Owned if m.owned => continue,
             Data::Owned => return Err("internal: unbound memory slot".into()),
         };
         if m.owned {
             return Err("internal: binding a slice to an owned memory".into());
         }
-        if len * 4 < m.bytes {
+        if bytes < m.bytes {
             return Err(format!(
-                "buffer of {} floats, layout needs {} bytes",
-                len, m.bytes
+                "buffer of {bytes} bytes, layout needs {} bytes",
+                m.bytes
             ));
         }
     }
     let mut result = Ok(());
-    // SAFETY: every slot is bound to a live slice at least as long as its layout (checked
-    // above) that outlives this call; `data` borrows the slices (mutably for outputs) for the
-    // whole call, execution is synchronous (stream_wait before return), and the handles are
-    // reset to null before returning so no dangling pointer stays in a cached memory.
-    // Argument memories are live (borrowed) and their indices were checked above.
+    // SAFETY: every slot is bound to a live buffer at least as long as its layout (checked
+    // above; for `Fresh`, the vector's allocated capacity) that outlives this call; `data`
+    // borrows the buffers (mutably for outputs) for the whole call, execution is synchronous
+    // (stream_wait before return), and the handles are reset to null before returning so no
+    // dangling pointer stays in a cached memory. Argument memories are live (borrowed) and
+    // their indices were checked above. The `set_len` is justified in the doc comment: the
+    // capacity covers `bytes / 4` floats, and all of them were written by a successful step.
     unsafe {
         for (m, d) in mems.iter().zip(data.iter_mut()) {
             let p: Handle = match d {
                 Data::In(s) => s.as_ptr() as Handle,
                 Data::Out(s) => s.as_mut_ptr() as Handle,
+                Data::Fresh(v) => v.spare_capacity_mut().as_mut_ptr() as Handle,
+                Data::InBytes(s) => s.as_ptr() as Handle,
+                Data::OutBytes(s) => s.as_mut_ptr() as Handle,
                 Data::Owned => continue,
             };
             if let Err(e) = check(
@@ -732,9 +868,12 @@ pub fn run(
                 result = check("stream_wait", st);
             }
         }
-        for (m, d) in mems.iter().zip(data.iter()) {
+        for (m, d) in mems.iter().zip(data.iter_mut()) {
             if !matches!(d, Data::Owned) {
                 (api.memory_set_data_handle)(m.h, std::ptr::null_mut());
+            }
+            if let (Data::Fresh(v), Ok(())) = (d, &result) {
+                v.set_len(m.bytes / 4);
             }
         }
     }

@@ -326,3 +326,261 @@ fn reports_version_and_runtime() {
     assert_ne!(d.cpu_runtime(), "unknown");
     eprintln!("oneDNN {} ({})", d.version(), d.cpu_runtime());
 }
+
+/// The `_vec` variants run the same primitives into fresh vectors: bit-identical results.
+#[test]
+fn vec_variants_equal_slice_variants() {
+    let Some(d) = dnnl() else { return };
+    let same = |what: &str, a: &[f32], b: &[f32]| {
+        assert_eq!(a.len(), b.len(), "{what}: length");
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert_eq!(x.to_bits(), y.to_bits(), "{what}: element {i}: {x} vs {y}");
+        }
+    };
+    for (i, g) in cases().iter().enumerate() {
+        let yd = g.y_dims().unwrap();
+        let ny: usize = yd.iter().product();
+        let x = rand(g.x_dims.iter().product(), 1100 + i as u64);
+        let w = rand(g.w_dims.iter().product(), 1200 + i as u64);
+        let b = rand(g.w_dims[0], 1300 + i as u64);
+        let dy = rand(ny, 1400 + i as u64);
+        for bias in [None, Some(&b[..])] {
+            let mut y = vec![f32::NAN; ny];
+            d.conv_forward(g, &x, &w, bias, &mut y).unwrap();
+            same(
+                &format!("fwd {g:?}"),
+                &d.conv_forward_vec(g, &x, &w, bias).unwrap(),
+                &y,
+            );
+            let p = d.prepare_conv(g, &w, bias).unwrap();
+            d.conv_forward_prepared(&p, &x, &mut y).unwrap();
+            same(
+                &format!("fwd prepared {g:?}"),
+                &d.conv_forward_prepared_vec(&p, &x).unwrap(),
+                &y,
+            );
+        }
+        let mut dx = vec![f32::NAN; x.len()];
+        d.conv_backward_data(g, &dy, &w, &mut dx).unwrap();
+        same(
+            &format!("bwd data {g:?}"),
+            &d.conv_backward_data_vec(g, &dy, &w).unwrap(),
+            &dx,
+        );
+        let mut dw = vec![f32::NAN; w.len()];
+        let mut db = vec![f32::NAN; yd[1]];
+        d.conv_backward_weights(g, &x, &dy, &mut dw, Some(&mut db))
+            .unwrap();
+        let (vw, vb) = d.conv_backward_weights_vec(g, &x, &dy, true).unwrap();
+        same(&format!("bwd weights {g:?}"), &vw, &dw);
+        same(&format!("bwd bias {g:?}"), &vb.unwrap(), &db);
+        d.conv_backward_weights(g, &x, &dy, &mut dw, None).unwrap();
+        let (vw, vb) = d.conv_backward_weights_vec(g, &x, &dy, false).unwrap();
+        same(&format!("bwd weights no bias {g:?}"), &vw, &dw);
+        assert!(vb.is_none());
+    }
+}
+
+/// Every ResNet convolution kind at batches 1 and 3 (channel counts on and off the
+/// 16-channel blocks), fused conv + bias (+ residual) (+ ReLU), plain and prepared.
+#[test]
+fn fused_inference_conv_matches_reference() {
+    let Some(d) = dnnl() else { return };
+    let kinds = [
+        ([3, 19, 17], 16, 7, 2, 3), // stem 7x7/2
+        ([16, 9, 10], 16, 3, 1, 1), // 3x3/1
+        ([20, 11, 9], 24, 3, 2, 1), // 3x3/2, off blocks
+        ([32, 7, 6], 64, 3, 2, 1),  // 3x3/2
+        ([16, 6, 5], 32, 1, 1, 0),  // 1x1/1
+        ([8, 9, 8], 12, 1, 1, 0),   // 1x1/1, off blocks
+        ([32, 7, 9], 64, 1, 2, 0),  // 1x1/2 (downsample)
+    ];
+    let mut case = 0u64;
+    for ([c, h, w_], k, r, s, p) in kinds {
+        for n in [1, 3] {
+            case += 1;
+            let g = geom([n, c, h, w_], [k, c, r, r], s, p, 1);
+            let yd = g.y_dims().unwrap();
+            let ny: usize = yd.iter().product();
+            let ohw = yd[2] * yd[3];
+            let x = rand(g.x_dims.iter().product(), 1500 + case);
+            let w = rand(g.w_dims.iter().product(), 1600 + case);
+            let b = rand(k, 1700 + case);
+            let res = rand(ny, 1800 + case);
+            let mut conv = vec![0f64; ny];
+            for_each_tap(&g, |yi, xi, wi, _| conv[yi] += x[xi] as f64 * w[wi] as f64);
+            for bias in [None, Some(&b[..])] {
+                let prepared = d.prepare_conv(&g, &w, bias).unwrap();
+                for residual in [None, Some(&res[..])] {
+                    for relu in [false, true] {
+                        let want: Vec<f64> = (0..ny)
+                            .map(|j| {
+                                let mut v = conv[j];
+                                if let Some(b) = bias {
+                                    v += b[(j / ohw) % k] as f64;
+                                }
+                                if let Some(r) = residual {
+                                    v += r[j] as f64;
+                                }
+                                if relu {
+                                    v = v.max(0.0);
+                                }
+                                v
+                            })
+                            .collect();
+                        let what = format!(
+                            "{g:?} bias {} residual {} relu {relu}",
+                            bias.is_some(),
+                            residual.is_some()
+                        );
+                        let y = d
+                            .conv_forward_fused(&g, &x, &w, bias, residual, relu)
+                            .unwrap();
+                        assert_close(&format!("fused {what}"), &y, &want, TOL);
+                        let y = d
+                            .conv_forward_fused_prepared(&prepared, &x, residual, relu)
+                            .unwrap();
+                        assert_close(&format!("fused prepared {what}"), &y, &want, TOL);
+                        if relu {
+                            assert!(y.iter().all(|v| *v >= 0.0), "relu {what}");
+                        }
+                    }
+                }
+            }
+            // A wrong residual length is an error, not a read past the end.
+            assert!(d
+                .conv_forward_fused(&g, &x, &w, None, Some(&res[1..]), true)
+                .is_err());
+        }
+    }
+}
+
+/// `relu(bn(x))` and its gradients against the closed form, masked where `y ≤ 0`.
+#[test]
+fn batch_norm_relu_matches_closed_form() {
+    let Some(d) = dnnl() else { return };
+    for (i, dims) in [[3, 5, 4, 3], [2, 17, 5, 7], [1, 16, 6, 6], [3, 64, 7, 5]]
+        .into_iter()
+        .enumerate()
+    {
+        let [_, c, h, w] = dims;
+        let hw = h * w;
+        let ch = |j: usize| (j / hw) % c;
+        let count: usize = dims.iter().product();
+        let m = (count / c) as f64;
+        let x: Vec<f32> = rand(count, 1900 + i as u64)
+            .iter()
+            .enumerate()
+            .map(|(j, v)| v * (1.0 + ch(j) as f32 * 0.5) + ch(j) as f32 - 2.0)
+            .collect();
+        let gamma = rand(c, 2000 + i as u64);
+        let beta = rand(c, 2100 + i as u64);
+        let dy = rand(count, 2200 + i as u64);
+        let eps = 1e-5f32;
+        let (mean, var, xhat) = bn_reference(&x, dims, eps as f64);
+        let f = match d.batch_norm_relu_forward_training(&x, dims, &gamma, &beta, eps) {
+            Ok(f) => f,
+            Err(e) if std::env::var("RECTRAIN_REQUIRE_ONEDNN").as_deref() != Ok("1") => {
+                eprintln!("skipping: batch norm + relu unavailable: {e}");
+                return;
+            }
+            Err(e) => panic!("batch norm + relu: {e}"),
+        };
+        let pre: Vec<f64> = xhat
+            .iter()
+            .enumerate()
+            .map(|(j, v)| gamma[ch(j)] as f64 * v + beta[ch(j)] as f64)
+            .collect();
+        let want_y: Vec<f64> = pre.iter().map(|v| v.max(0.0)).collect();
+        assert_close(&format!("bn+relu y {dims:?}"), &f.y, &want_y, TOL);
+        assert_close(&format!("bn+relu mean {dims:?}"), &f.mean, &mean, TOL);
+        assert_close(
+            &format!("bn+relu variance {dims:?}"),
+            &f.variance,
+            &var,
+            TOL,
+        );
+        assert!(!f.workspace.is_empty());
+        // dy' = dy·[y > 0] (oneDNN's mask is its own y > 0; pre-activations within rounding
+        // of 0 could disagree, so the mask is taken from oneDNN's y)
+        let dyp: Vec<f64> = (0..count)
+            .map(|j| if f.y[j] > 0.0 { dy[j] as f64 } else { 0.0 })
+            .collect();
+        let mut dbeta = vec![0f64; c];
+        let mut dgamma = vec![0f64; c];
+        for j in 0..count {
+            dbeta[ch(j)] += dyp[j];
+            dgamma[ch(j)] += dyp[j] * xhat[j];
+        }
+        let want_dx: Vec<f64> = (0..count)
+            .map(|j| {
+                let k = ch(j);
+                gamma[k] as f64 / (var[k] + eps as f64).sqrt()
+                    * (dyp[j] - dbeta[k] / m - xhat[j] * dgamma[k] / m)
+            })
+            .collect();
+        let b = d
+            .batch_norm_relu_backward(
+                &x,
+                &dy,
+                dims,
+                &f.mean,
+                &f.variance,
+                &gamma,
+                eps,
+                &f.workspace,
+            )
+            .unwrap();
+        assert_close(&format!("bn+relu dx {dims:?}"), &b.dx, &want_dx, TOL);
+        assert_close(&format!("bn+relu dgamma {dims:?}"), &b.dgamma, &dgamma, TOL);
+        assert_close(&format!("bn+relu dbeta {dims:?}"), &b.dbeta, &dbeta, TOL);
+        assert!(d
+            .batch_norm_relu_backward(
+                &x,
+                &dy,
+                dims,
+                &f.mean,
+                &f.variance,
+                &gamma,
+                eps,
+                &f.workspace[1..]
+            )
+            .is_err());
+    }
+}
+
+/// Cached primitives run on threads other than the one that created them (a rayon pool
+/// does this). With oneDNN's default thread-local library scratchpad the stem's gemm
+/// backward-data failed with `invalid_arguments` on any other thread; plans now own
+/// user-mode scratchpads.
+#[test]
+fn plans_run_on_other_threads() {
+    let Some(d) = dnnl() else { return };
+    for (i, g) in cases().iter().enumerate() {
+        let yd = g.y_dims().unwrap();
+        let dy = rand(yd.iter().product(), 2300 + i as u64);
+        let w = rand(g.w_dims.iter().product(), 2400 + i as u64);
+        let x = rand(g.x_dims.iter().product(), 2500 + i as u64);
+        let mut want = vec![0f64; x.len()];
+        for_each_tap(g, |yi, xi, wi, _| want[xi] += dy[yi] as f64 * w[wi] as f64);
+        let all = |tag: &str| {
+            for layout in LAYOUTS {
+                let mut dx = vec![f32::NAN; x.len()];
+                d.conv_backward_data_with(layout, g, &dy, &w, &mut dx)
+                    .unwrap_or_else(|e| panic!("{tag} bwd data {layout:?} {g:?}: {e}"));
+                assert_close(&format!("{tag} {layout:?} {g:?}"), &dx, &want, TOL);
+                let mut y = vec![f32::NAN; dy.len()];
+                d.conv_forward_with(layout, g, &x, &w, None, &mut y)
+                    .unwrap_or_else(|e| panic!("{tag} fwd {layout:?} {g:?}: {e}"));
+                let mut dw = vec![f32::NAN; w.len()];
+                d.conv_backward_weights_with(layout, g, &x, &dy, &mut dw, None)
+                    .unwrap_or_else(|e| panic!("{tag} bwd weights {layout:?} {g:?}: {e}"));
+            }
+            d.conv_forward_fused(g, &x, &w, None, Some(&dy), true)
+                .unwrap_or_else(|e| panic!("{tag} fused {g:?}: {e}"));
+        };
+        std::thread::scope(|s| s.spawn(|| all("creating thread")).join().unwrap());
+        all("test thread");
+        std::thread::scope(|s| s.spawn(|| all("third thread")).join().unwrap());
+    }
+}
