@@ -90,15 +90,9 @@ pub fn conv_forward(
     let bias = bias.map(contiguous);
     let geom = geometry(&x, &w, options);
     let y_dims = or_panic(geom.y_dims(), format_args!("convolution {geom:?}"));
-    let mut y = vec![0.0; y_dims.iter().product()];
-    or_panic(
-        dnnl().conv_forward(
-            &geom,
-            values(&x),
-            values(&w),
-            bias.as_ref().map(values),
-            &mut y,
-        ),
+    // Outputs come from the crate without a zero-fill pass (oneDNN writes every element).
+    let y = or_panic(
+        dnnl().conv_forward_vec(&geom, values(&x), values(&w), bias.as_ref().map(values)),
         format_args!("convolution {geom:?}"),
     );
     Ok(tensor(y, &y_dims))
@@ -137,17 +131,15 @@ impl ConvKernels for Onednn {
         // oneDNN parallelises each call over every core: the two gradients run one
         // after the other.
         let dx = want_x.then(|| {
-            let mut dx = vec![0.0; geom.x_dims.iter().product()];
-            or_panic(
-                dnnl().conv_backward_data(&geom, values(&dy), values(&w), &mut dx),
+            let dx = or_panic(
+                dnnl().conv_backward_data_vec(&geom, values(&dy), values(&w)),
                 format_args!("convolution data gradient {geom:?}"),
             );
             tensor(dx, &geom.x_dims)
         });
         let dw = want_w.then(|| {
-            let mut dw = vec![0.0; geom.w_dims.iter().product()];
-            or_panic(
-                dnnl().conv_backward_weights(&geom, values(&x), values(&dy), &mut dw, None),
+            let (dw, _) = or_panic(
+                dnnl().conv_backward_weights_vec(&geom, values(&x), values(&dy), false),
                 format_args!("convolution weight gradient {geom:?}"),
             );
             tensor(dw, &geom.w_dims)
