@@ -426,26 +426,27 @@ impl<B: Backend> Block<B> {
             }
             None => x.clone(),
         };
-        let mut out = relu(norm(&self.bn1, conv2d(&self.conv1, x)));
-        out = norm(&self.bn2, conv2d(&self.conv2, out));
-        if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            out = norm(bn3, conv2d(conv3, relu(out)));
-        }
+        let out = norm_relu(&self.bn1, conv2d(&self.conv1, x));
+        let out = conv2d(&self.conv2, out);
+        let out = match (&self.conv3, &self.bn3) {
+            (Some(conv3), Some(bn3)) => norm(bn3, conv2d(conv3, norm_relu(&self.bn2, out))),
+            _ => norm(&self.bn2, out),
+        };
         relu(out + identity)
     }
 
     /// The pre-activation unit: `bn1 → relu` feeds `conv1` and the projection, and the
     /// sum is not activated (the next unit's BatchNorm and ReLU come first).
     fn forward_preact(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let act1 = relu(norm_mxnet(&self.bn1, x.clone()));
+        let act1 = norm_mxnet_relu(&self.bn1, x.clone());
         let shortcut = match &self.downsample {
             Some(d) => conv2d(&d.conv, act1.clone()),
             None => x,
         };
         let mut out = conv2d(&self.conv1, act1);
-        out = conv2d(&self.conv2, relu(norm_mxnet(&self.bn2, out)));
+        out = conv2d(&self.conv2, norm_mxnet_relu(&self.bn2, out));
         if let (Some(conv3), Some(bn3)) = (&self.conv3, &self.bn3) {
-            out = conv2d(conv3, relu(norm_mxnet(bn3, out)));
+            out = conv2d(conv3, norm_mxnet_relu(bn3, out));
         }
         out + shortcut
     }
@@ -495,17 +496,17 @@ impl<B: Backend> ResNet<B> {
             None => x,
         };
         x = conv2d(&self.conv1, x);
-        x = relu(if preact {
-            norm_mxnet(&self.bn1, x)
+        x = if preact {
+            norm_mxnet_relu(&self.bn1, x)
         } else {
-            norm(&self.bn1, x)
-        });
+            norm_relu(&self.bn1, x)
+        };
         x = self.maxpool.forward(x);
         for block in self.blocks() {
             x = block.forward(x);
         }
         if let Some(bn) = &self.bn_out {
-            x = relu(norm_mxnet(bn, x));
+            x = norm_mxnet_relu(bn, x);
         }
         global_average_pool(x)
     }
@@ -619,26 +620,35 @@ impl<B: Backend> ResNet<B> {
 /// `x·s + t` with per-channel `s = γ/√(σ²+ε)` and `t = β − μ·s` on materialised
 /// `[N, C, 1, 1]` operands (CPU backends take their contiguous broadcast kernels).
 fn norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    batch_norm_forward(bn, x, true, false)
+    batch_norm_forward(bn, x, true, false, false)
 }
 
-/// MXNet's BatchNorm: as [`norm`], but the running variance moves by the batch's
-/// biased variance.
-fn norm_mxnet<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    batch_norm_forward(bn, x, false, false)
+/// `relu(norm(bn, x))`, as one kernel where the backend fuses them.
+fn norm_relu<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    batch_norm_forward(bn, x, true, false, true)
+}
+
+/// MXNet's BatchNorm (the running variance moves by the batch's biased variance), then
+/// a ReLU: every BatchNorm of MXNet's pre-activation units but `bn_data` has one after
+/// it, fused into one kernel where the backend can.
+fn norm_mxnet_relu<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    batch_norm_forward(bn, x, false, false, true)
 }
 
 /// MXNet's BatchNorm with `fix_gamma=True` (`bn_data`): γ is 1 whatever the parameter
 /// holds, and gets no gradient.
 fn norm_fixed_gamma<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    batch_norm_forward(bn, x, false, true)
+    batch_norm_forward(bn, x, false, true, false)
 }
 
+/// BatchNorm (training: the batch's statistics, moving the running ones; else the
+/// running ones), then a ReLU when `relu`.
 fn batch_norm_forward<B: Backend>(
     bn: &BatchNorm<B>,
     x: Tensor<B, 4>,
     unbiased_running_var: bool,
     fix_gamma: bool,
+    relu: bool,
 ) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let device = x.device();
@@ -648,7 +658,7 @@ fn batch_norm_forward<B: Backend>(
         } else {
             bn.gamma.val()
         };
-        let out = crate::kernels::batch_norm_train(x, gamma, bn.beta.val(), bn.epsilon);
+        let out = crate::kernels::batch_norm_train(x, gamma, bn.beta.val(), bn.epsilon, relu);
         let count = (n * h * w) as f64;
         let unbiased = if count > 1.0 && unbiased_running_var {
             count / (count - 1.0)
@@ -676,7 +686,12 @@ fn batch_norm_forward<B: Backend>(
         affine(bn, mean, var)
     };
     let per_channel = |t: Tensor<B, 1>| t.reshape([1, c, 1, 1]).repeat_dim(0, n);
-    x * per_channel(scale) + per_channel(shift)
+    let y = x * per_channel(scale) + per_channel(shift);
+    if relu {
+        burn::tensor::activation::relu(y)
+    } else {
+        y
+    }
 }
 
 /// Adaptive average pooling to 1×1, then flatten: `[N, C, H, W]` → `[N, C]`.

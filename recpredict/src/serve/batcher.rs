@@ -3,10 +3,12 @@
 //!
 //! The batcher takes the first waiting image, then every image already queued (up to
 //! the batch size). It waits for more, at most `max_delay` after the first image, while
-//! other requests are still being decoded, or when the previous batch had several
-//! requests (clients under load send again as soon as they are answered): a lone
-//! request is predicted at once, and under load the batches fill up (as with Triton's
-//! and TorchServe's batch delay).
+//! other requests are still being decoded, or while it holds fewer images than the
+//! previous batch had (clients under load send again as soon as they are answered, so
+//! the last batch's clients are about to come back): a lone request is predicted at
+//! once, under load the batches fill up (as with Triton's and TorchServe's batch
+//! delay), and a batch that has all of the last batch's clients goes without waiting
+//! out the rest of the delay.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -61,14 +63,10 @@ pub struct Batching {
 const POLL: Duration = Duration::from_micros(200);
 
 /// The next batch: blocks for the first job, then takes what is queued, and waits
-/// (within `max_delay` of the first job) while more requests are being decoded. Empty
-/// when every sender is gone.
-fn next_batch(
-    jobs: &Receiver<Job>,
-    batching: &Batching,
-    load: &Load,
-    under_load: bool,
-) -> Vec<Job> {
+/// (within `max_delay` of the first job) while more requests are being decoded or
+/// while it holds fewer than `expected` jobs (the previous batch's size). Empty when
+/// every sender is gone.
+fn next_batch(jobs: &Receiver<Job>, batching: &Batching, load: &Load, expected: usize) -> Vec<Job> {
     let mut batch = Vec::new();
     let Ok(first) = jobs.recv() else {
         return batch;
@@ -85,7 +83,9 @@ fn next_batch(
             Err(TryRecvError::Empty) => {}
         }
         let now = Instant::now();
-        if now >= deadline || (!under_load && load.decoding.load(Ordering::Acquire) == 0) {
+        if now >= deadline
+            || (batch.len() >= expected && load.decoding.load(Ordering::Acquire) == 0)
+        {
             break;
         }
         match jobs.recv_timeout((deadline - now).min(POLL)) {
@@ -102,12 +102,12 @@ fn next_batch(
 /// went away meanwhile is skipped.
 pub fn run(jobs: Receiver<Job>, model: &mut dyn Classifier, batching: Batching, load: Arc<Load>) {
     let chw: usize = batching.shape.iter().product();
-    let mut under_load = false;
+    let mut expected = 1;
     loop {
-        let batch = next_batch(&jobs, &batching, &load, under_load);
-        // Several requests came together: clients are waiting on their answers and will
-        // send again, so the next batch waits out `max_delay` for them.
-        under_load = batch.len() > 1;
+        let batch = next_batch(&jobs, &batching, &load, expected);
+        // Several requests came together: their clients are waiting on their answers
+        // and will send again, so the next batch waits (within `max_delay`) for as many.
+        expected = batch.len().max(1);
         if batch.is_empty() {
             return;
         }
@@ -222,7 +222,7 @@ mod tests {
         // Nothing else in flight: the batch of one goes at once, far within the minute
         // of `max_delay`.
         let t = Instant::now();
-        assert_eq!(next_batch(&rx, &BATCHING, &load, false).len(), 1);
+        assert_eq!(next_batch(&rx, &BATCHING, &load, 1).len(), 1);
         assert!(t.elapsed() < Duration::from_secs(30));
 
         // One request still decoding: the batcher waits for it.
@@ -240,7 +240,7 @@ mod tests {
                 r
             }
         });
-        assert_eq!(next_batch(&rx, &BATCHING, &load, false).len(), 2);
+        assert_eq!(next_batch(&rx, &BATCHING, &load, 1).len(), 2);
         drop(late.join().unwrap());
 
         // Still "decoding" but past max_delay: the batch goes without it.
@@ -252,17 +252,34 @@ mod tests {
         let (j, _r2) = job(0.3);
         tx.send(j).unwrap();
         let t = Instant::now();
-        assert_eq!(next_batch(&rx, &quick, &load, false).len(), 1);
+        assert_eq!(next_batch(&rx, &quick, &load, 1).len(), 1);
         assert!(t.elapsed() >= Duration::from_millis(20));
 
-        // Under load (the last batch had several requests), the batch waits out
-        // max_delay for more even when none is being decoded.
+        // Under load (the last batch had two requests), the batch waits out
+        // max_delay for a second one even when none is being decoded...
         load.decoding.store(0, Ordering::Release);
         let (j, _r3) = job(0.4);
         tx.send(j).unwrap();
         let t = Instant::now();
-        assert_eq!(next_batch(&rx, &quick, &load, true).len(), 1);
+        assert_eq!(next_batch(&rx, &quick, &load, 2).len(), 1);
         assert!(t.elapsed() >= Duration::from_millis(20));
+
+        // ...and goes as soon as it has it, well before max_delay (a minute).
+        let (j, _r4) = job(0.5);
+        tx.send(j).unwrap();
+        let late = std::thread::spawn({
+            let tx = tx.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(50));
+                let (j, r) = job(0.6);
+                tx.send(j).unwrap();
+                r
+            }
+        });
+        let t = Instant::now();
+        assert_eq!(next_batch(&rx, &BATCHING, &load, 2).len(), 2);
+        assert!(t.elapsed() < Duration::from_secs(30));
+        drop(late.join().unwrap());
     }
 
     #[test]

@@ -138,6 +138,7 @@ mod reference {
             gamma: FlexTensor,
             beta: FlexTensor,
             epsilon: f64,
+            _relu: bool,
         ) -> NormForward<FlexTensor> {
             let out =
                 crate::kernels::batch_norm_ops(tensor(x), tensor(gamma), tensor(beta), epsilon);
@@ -155,6 +156,7 @@ mod reference {
             [mean, inv_std]: [FlexTensor; 2],
             dy: FlexTensor,
             _epsilon: f64,
+            _relu: bool,
         ) -> [FlexTensor; 3] {
             let (x, dy) = (tensor::<4>(x), tensor::<4>(dy));
             let n = x.dims()[0];
@@ -316,18 +318,24 @@ mod tests {
     /// (MXNet's fixed γ).
     #[test]
     fn batch_norm_node_matches_burns_autodiff() {
-        norm_node_matches_burn::<CpuKernels>();
+        norm_node_matches_burn::<CpuKernels>(false);
+        // A ReLU after it: burn's, after the node (these kernels do not fuse one).
+        norm_node_matches_burn::<CpuKernels>(true);
     }
 
-    /// The same with oneDNN's batch norm kernels.
+    /// The same with oneDNN's batch norm kernels, alone and with a ReLU after them.
     #[test]
     fn onednn_batch_norm_node_matches_burns_autodiff() {
         if onednn_here() {
-            norm_node_matches_burn::<Onednn>();
+            norm_node_matches_burn::<Onednn>(false);
+            norm_node_matches_burn::<Onednn>(true);
         }
     }
 
-    fn norm_node_matches_burn<K: NormKernels<B = Flex>>() {
+    /// `relu(batch_norm)` when `relu`: the reference applies burn's ReLU to burn's
+    /// operations.
+    fn norm_node_matches_burn<K: NormKernels<B = Flex>>(relu: bool) {
+        use burn::tensor::activation::relu as burn_relu;
         let device = Default::default();
         for [n, c, h, w] in [[1, 3, 4, 5], [4, 8, 3, 3], [7, 2, 1, 1], [2, 16, 7, 6]] {
             let data =
@@ -339,13 +347,16 @@ mod tests {
             let up =
                 Tensor::<Flex, 4>::random([n, c, h, w], Distribution::Default, &device).into_data();
             for fixed_gamma in [false, true] {
-                let case = format!("{n}x{c}x{h}x{w} fixed γ {fixed_gamma}");
+                let case = format!("{n}x{c}x{h}x{w} fixed γ {fixed_gamma} relu {relu}");
                 // The reference: burn's operations and autodiff.
                 let x = Tensor::<Reference, 4>::from_data(data.clone(), &device).require_grad();
                 let g = Tensor::<Reference, 1>::from_data(gamma.clone(), &device);
                 let g = if fixed_gamma { g } else { g.require_grad() };
                 let b = Tensor::<Reference, 1>::from_data(beta.clone(), &device).require_grad();
-                let r = batch_norm_ops(x.clone(), g.clone(), b.clone(), 1e-5);
+                let mut r = batch_norm_ops(x.clone(), g.clone(), b.clone(), 1e-5);
+                if relu {
+                    r.y = burn_relu(r.y);
+                }
                 let u = Tensor::<Reference, 4>::from_data(up.clone(), &device);
                 let grads = (r.y.clone() * u).sum().backward();
                 // The kernel layer's node.
@@ -353,7 +364,7 @@ mod tests {
                 let g2 = Tensor::<Train, 1>::from_data(gamma.clone(), &device);
                 let g2 = if fixed_gamma { g2 } else { g2.require_grad() };
                 let b2 = Tensor::<Train, 1>::from_data(beta.clone(), &device).require_grad();
-                let out = train_norm::<Train, K>(x2.clone(), g2.clone(), b2.clone(), 1e-5);
+                let out = train_norm::<Train, K>(x2.clone(), g2.clone(), b2.clone(), 1e-5, relu);
                 let u2 = Tensor::<Train, 4>::from_data(up.clone(), &device);
                 let grads2 = (out.y.clone() * u2).sum().backward();
 

@@ -356,34 +356,46 @@ pub struct NormOutput<B: Backend> {
 }
 
 /// Training-mode batch norm over `[N, C, H, W]` with the batch's statistics:
-/// `y = γ·(x − μ)/√(σ² + ε) + β` per channel, with the backend's kernel.
+/// `y = γ·(x − μ)/√(σ² + ε) + β` per channel, then `max(y, 0)` when `relu`, with the
+/// backend's kernel (fused with the ReLU where the kernels fuse it:
+/// [`autodiff::NormKernels::FUSES_RELU`]).
 pub fn batch_norm_train<B: Backend>(
     x: Tensor<B, 4>,
     gamma: Tensor<B, 1>,
     beta: Tensor<B, 1>,
     epsilon: f64,
+    relu: bool,
 ) -> NormOutput<B> {
     let param_dtype = gamma.dtype();
     let out = match Kernels::of::<B>() {
         Kernels::CpuTrain(CpuKernelLibrary::Onednn)
             if onednn::norm_takes(x.dtype(), param_dtype) =>
         {
-            return train_norm::<B, onednn::Onednn>(x, gamma, beta, epsilon);
+            return train_norm::<B, onednn::Onednn>(x, gamma, beta, epsilon, relu);
         }
         // cuDNN takes f32 parameters with half-type data (and gives their gradients in
         // the parameters' dtype).
         #[cfg(feature = "cuda")]
         Kernels::CudaTrain(precision, CudaConvolutions::Cudnn) if epsilon >= cudnn::MIN_EPSILON => {
             use cudnn::Cudnn;
-            return cuda_kernels!(precision, Cudnn, train_norm::<B>(x, gamma, beta, epsilon));
+            return cuda_kernels!(
+                precision,
+                Cudnn,
+                train_norm::<B>(x, gamma, beta, epsilon, relu)
+            );
         }
         _ => {
             // Statistics in the parameters' dtype (f32 under mixed precision, as
             // cuDNN): half-type sums over N·H·W values lose most of their digits.
             let dtype = x.dtype();
             let out = batch_norm_ops(in_dtype(x, param_dtype), gamma, beta, epsilon);
+            let y = if relu {
+                burn::tensor::activation::relu(out.y)
+            } else {
+                out.y
+            };
             NormOutput {
-                y: in_dtype(out.y, dtype),
+                y: in_dtype(y, dtype),
                 mean: out.mean.detach(),
                 var: out.var.detach(),
             }
@@ -402,6 +414,7 @@ fn train_norm<B: Backend, K: NormKernels>(
     gamma: Tensor<B, 1>,
     beta: Tensor<B, 1>,
     epsilon: f64,
+    relu: bool,
 ) -> NormOutput<B> {
     let ad = |t: FloatTensor<B>| to::<B, FloatTensor<Autodiff<K::B>>>(t);
     let [y, mean, var] = autodiff::batch_norm::<K>(
@@ -409,6 +422,7 @@ fn train_norm<B: Backend, K: NormKernels>(
         ad(gamma.into_primitive().tensor()),
         ad(beta.into_primitive().tensor()),
         epsilon,
+        relu,
     );
     let back = |t| to::<Autodiff<K::B>, FloatTensor<B>>(t);
     NormOutput {
