@@ -232,19 +232,17 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         (Kernels::CpuTrain(CpuKernelLibrary::Flex), None) => {
             train_conv::<B, CpuKernels>(x, weight, options)
         }
-        (Kernels::Cpu(CpuKernelLibrary::Onednn), bias) => {
-            let prim =
-                |t: Tensor<B, 4>| to::<B, burn_flex::FlexTensor>(t.into_primitive().tensor());
-            let bias = bias.map(|b| to::<B, burn_flex::FlexTensor>(b.into_primitive().tensor()));
-            match onednn::conv_forward(prim(x), prim(weight), bias, &options) {
-                Ok(y) => from_primitive(to::<Flex, FloatTensor<B>>(y)),
-                Err((x, w, bias)) => burn::tensor::module::conv2d(
-                    from_primitive(to::<Flex, FloatTensor<B>>(x)),
-                    from_primitive(to::<Flex, FloatTensor<B>>(w)),
-                    bias.map(|b| from_primitive(to::<Flex, FloatTensor<B>>(b))),
-                    options,
-                ),
-            }
+        (Kernels::Cpu(CpuKernelLibrary::Onednn), bias)
+            if onednn::conv_takes(x.dtype(), weight.dtype(), bias.as_ref().map(|b| b.dtype())) =>
+        {
+            let flex = |t: FloatTensor<B>| to::<B, burn_flex::FlexTensor>(t);
+            let y = onednn::conv_forward(
+                flex(x.into_primitive().tensor()),
+                flex(weight.into_primitive().tensor()),
+                bias.map(|b| flex(b.into_primitive().tensor())),
+                &options,
+            );
+            from_primitive(to::<Flex, FloatTensor<B>>(y))
         }
         #[cfg(feature = "cuda")]
         (Kernels::CudaTrain(precision, path), None) => {

@@ -75,17 +75,20 @@ fn is_f32(ts: &[&FlexTensor]) -> bool {
     ts.iter().all(|t| t.dtype() == DType::F32)
 }
 
-/// `conv(x, w) + bias` (inference, bias optional) on oneDNN; `None` for dtypes it
-/// does not take here (the caller uses burn's).
+/// Whether [`conv_forward`] takes operands of these dtypes (f32; the caller uses
+/// burn's convolution for others).
+pub fn conv_takes(x: DType, w: DType, bias: Option<DType>) -> bool {
+    x == DType::F32 && w == DType::F32 && bias.is_none_or(|b| b == DType::F32)
+}
+
+/// `conv(x, w) + bias` (inference, bias optional) on oneDNN, for operands
+/// [`conv_takes`].
 pub fn conv_forward(
     x: FlexTensor,
     w: FlexTensor,
     bias: Option<FlexTensor>,
     options: &ConvOptions<2>,
-) -> Result<FlexTensor, (FlexTensor, FlexTensor, Option<FlexTensor>)> {
-    if !is_f32(&[&x, &w]) || bias.as_ref().is_some_and(|b| b.dtype() != DType::F32) {
-        return Err((x, w, bias));
-    }
+) -> FlexTensor {
     let (x, w) = (contiguous(x), contiguous(w));
     let bias = bias.map(contiguous);
     let geom = geometry(&x, &w, options);
@@ -95,7 +98,7 @@ pub fn conv_forward(
         dnnl().conv_forward_vec(&geom, values(&x), values(&w), bias.as_ref().map(values)),
         format_args!("convolution {geom:?}"),
     );
-    Ok(tensor(y, &y_dims))
+    tensor(y, &y_dims)
 }
 
 impl ConvKernels for Onednn {
@@ -110,9 +113,10 @@ impl ConvKernels for Onednn {
     }
 
     fn forward(x: FlexTensor, w: FlexTensor, options: &ConvOptions<2>) -> FlexTensor {
-        match conv_forward(x, w, None, options) {
-            Ok(y) => y,
-            Err((x, w, _)) => <CpuKernels as ConvKernels>::forward(x, w, options),
+        if conv_takes(x.dtype(), w.dtype(), None) {
+            conv_forward(x, w, None, options)
+        } else {
+            <CpuKernels as ConvKernels>::forward(x, w, options)
         }
     }
 
