@@ -289,6 +289,11 @@ async fn invocations(
         return too_large();
     }
     let Ok(_permit) = state.admission.clone().try_acquire_owned() else {
+        // The body is read (and dropped, up to `drain_limit`) before the answer, as for
+        // 413: answering first closed the connection while the client was still sending,
+        // and the client saw the connection end instead of the 503 (seen in
+        // `tests/serve.rs`' full-queue test once the model got fast).
+        let _ = read_body(body, 0).await;
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             format_args!(
