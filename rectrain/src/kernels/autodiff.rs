@@ -62,8 +62,7 @@ pub struct NormForward<T> {
     /// The batch's per-channel biased variance, `[C]`, in γ's dtype.
     pub var: T,
     /// What the backward step needs besides `x` and γ (kernel-specific: e.g. the mean
-    /// and 1/√(σ²+ε) in the statistics' own dtype, or the statistics and a fused ReLU's
-    /// mask).
+    /// and 1/√(σ²+ε) in the statistics' own dtype).
     pub saved: [T; 2],
 }
 
@@ -72,30 +71,21 @@ pub trait NormKernels: Debug + Send + Sync + 'static {
     /// The backend they compute on.
     type B: Backend;
 
-    /// Whether `forward` and `backward` can apply a ReLU to the output themselves
-    /// (`relu`: one pass over memory instead of three). Kernels that cannot are only
-    /// ever called with `relu` false ([`batch_norm`] applies burn's ReLU after them).
-    const FUSES_RELU: bool = false;
-
-    /// `y = γ·(x − μ)/√(σ² + ε) + β` per channel of `x: [N, C, H, W]`, then `max(y, 0)`
-    /// when `relu`.
+    /// `y = γ·(x − μ)/√(σ² + ε) + β` per channel of `x: [N, C, H, W]`.
     fn forward(
         x: FloatTensor<Self::B>,
         gamma: FloatTensor<Self::B>,
         beta: FloatTensor<Self::B>,
         epsilon: f64,
-        relu: bool,
     ) -> NormForward<FloatTensor<Self::B>>;
 
-    /// The gradients of `x`, γ and β from the output's `dy` (of the ReLU's output when
-    /// the forward step had `relu`).
+    /// The gradients of `x`, γ and β from the output's `dy`.
     fn backward(
         x: FloatTensor<Self::B>,
         gamma: FloatTensor<Self::B>,
         saved: [FloatTensor<Self::B>; 2],
         dy: FloatTensor<Self::B>,
         epsilon: f64,
-        relu: bool,
     ) -> [FloatTensor<Self::B>; 3];
 }
 
@@ -151,13 +141,12 @@ impl<K: NormKernels> Backward<K::B, 3> for NormNode<K> {
         FloatTensor<K::B>,
         [FloatTensor<K::B>; 2],
         f64,
-        bool,
     );
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<K::B>(&ops.node);
-        let (x, gamma, saved, epsilon, relu) = ops.state;
-        let gradients = K::backward(x, gamma, saved, dy, epsilon, relu);
+        let (x, gamma, saved, epsilon) = ops.state;
+        let gradients = K::backward(x, gamma, saved, dy, epsilon);
         for (node, g) in ops.parents.into_iter().zip(gradients) {
             if let Some(node) = node {
                 grads.register::<K::B>(node.id, g);
@@ -167,25 +156,19 @@ impl<K: NormKernels> Backward<K::B, 3> for NormNode<K> {
 }
 
 /// Training-mode batch norm on `Autodiff<K::B>` with `K`'s kernels forward and
-/// backward, followed by a ReLU when `relu`: `[y, mean, var]`, the output
-/// (differentiable in `x`, γ and β) and the batch's mean and biased variance
-/// (constants, for the running statistics). Kernels without a fused ReLU get burn's
-/// after them.
+/// backward: `[y, mean, var]`, the output (differentiable in `x`, γ and β) and the
+/// batch's mean and biased variance (constants, for the running statistics).
 pub fn batch_norm<K: NormKernels>(
     x: FloatTensor<Autodiff<K::B>>,
     gamma: FloatTensor<Autodiff<K::B>>,
     beta: FloatTensor<Autodiff<K::B>>,
     epsilon: f64,
-    relu: bool,
 ) -> [FloatTensor<Autodiff<K::B>>; 3] {
-    use burn::tensor::ops::ActivationOps;
-    let fused = relu && K::FUSES_RELU;
     let out = K::forward(
         x.primitive.clone(),
         gamma.primitive.clone(),
         beta.primitive.clone(),
         epsilon,
-        fused,
     );
     let node = NormNode::<K>(PhantomData);
     let y = match node
@@ -194,21 +177,10 @@ pub fn batch_norm<K: NormKernels>(
         .stateful()
     {
         OpsKind::Tracked(prep) => prep.finish(
-            (
-                x.primitive,
-                gamma.primitive,
-                out.saved.clone(),
-                epsilon,
-                fused,
-            ),
+            (x.primitive, gamma.primitive, out.saved.clone(), epsilon),
             out.y,
         ),
         OpsKind::UnTracked(prep) => prep.finish(out.y),
-    };
-    let y = if relu && !fused {
-        Autodiff::<K::B>::relu(y)
-    } else {
-        y
     };
     let constant = Autodiff::<K::B>::from_inner;
     [y, constant(out.mean), constant(out.var)]

@@ -138,7 +138,6 @@ mod reference {
             gamma: FlexTensor,
             beta: FlexTensor,
             epsilon: f64,
-            _relu: bool,
         ) -> NormForward<FlexTensor> {
             let out =
                 crate::kernels::batch_norm_ops(tensor(x), tensor(gamma), tensor(beta), epsilon);
@@ -156,7 +155,6 @@ mod reference {
             [mean, inv_std]: [FlexTensor; 2],
             dy: FlexTensor,
             _epsilon: f64,
-            _relu: bool,
         ) -> [FlexTensor; 3] {
             let (x, dy) = (tensor::<4>(x), tensor::<4>(dy));
             let n = x.dims()[0];

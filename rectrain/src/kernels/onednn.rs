@@ -161,19 +161,12 @@ pub fn norm_takes(x: DType, gamma: DType) -> bool {
 impl NormKernels for Onednn {
     type B = Flex;
 
-    // oneDNN 2.6 can fuse the ReLU (`dnnl_fuse_norm_relu`, the `onednn` crate's
-    // `batch_norm_relu_*`), but on plain NCHW data its fused kernel made training slower
-    // on 2 cores (ResNet-18 b16 224²: 12.6 against 14.7 img/s; ResNet-50 b8: 4.6 against
-    // 5.3, two rounds each, 2026-12-07): the ReLU stays burn's, after the node.
-    const FUSES_RELU: bool = false;
-
     /// oneDNN's training batch norm; `saved` is the batch's mean and biased variance.
     fn forward(
         x: FlexTensor,
         gamma: FlexTensor,
         beta: FlexTensor,
         epsilon: f64,
-        _relu: bool,
     ) -> NormForward<FlexTensor> {
         let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
         let dims = dims4(&x);
@@ -203,7 +196,6 @@ impl NormKernels for Onednn {
         [mean, var]: [FlexTensor; 2],
         dy: FlexTensor,
         epsilon: f64,
-        _relu: bool,
     ) -> [FlexTensor; 3] {
         let (x, gamma, dy) = (contiguous(x), contiguous(gamma), contiguous(dy));
         let dims = dims4(&x);
