@@ -350,8 +350,13 @@ mod parity {
             let x2 = Tensor::<Ad<F>, 4>::from_inner(x0).require_grad();
             let g2 = Tensor::<Ad<F>, 1>::from_inner(g0).require_grad();
             let b2 = Tensor::<Ad<F>, 1>::from_inner(b0).require_grad();
-            let [y2, mean2, var2] =
-                batch_norm::<K<F>>(prim(x2.clone()), prim(g2.clone()), prim(b2.clone()), 1e-5);
+            let [y2, mean2, var2] = batch_norm::<K<F>>(
+                prim(x2.clone()),
+                prim(g2.clone()),
+                prim(b2.clone()),
+                1e-5,
+                false,
+            );
             let y2: Tensor<Ad<F>, 4> = tensor(y2);
             let grads2 = (y2.clone() * Tensor::from_inner(up)).sum().backward();
             let case = format!("batchnorm {c}x{side}x{side}");

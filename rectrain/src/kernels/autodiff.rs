@@ -71,21 +71,29 @@ pub trait NormKernels: Debug + Send + Sync + 'static {
     /// The backend they compute on.
     type B: Backend;
 
-    /// `y = γ·(x − μ)/√(σ² + ε) + β` per channel of `x: [N, C, H, W]`.
+    /// Whether the kernels apply a following ReLU themselves (`relu` is then passed
+    /// through; without, it is always `false` and the caller applies burn's ReLU).
+    const FUSES_RELU: bool = false;
+
+    /// `y = γ·(x − μ)/√(σ² + ε) + β` per channel of `x: [N, C, H, W]`, then
+    /// `max(y, 0)` when `relu`.
     fn forward(
         x: FloatTensor<Self::B>,
         gamma: FloatTensor<Self::B>,
         beta: FloatTensor<Self::B>,
         epsilon: f64,
+        relu: bool,
     ) -> NormForward<FloatTensor<Self::B>>;
 
-    /// The gradients of `x`, γ and β from the output's `dy`.
+    /// The gradients of `x`, γ and β from the output's `dy` (`relu` as in
+    /// [`Self::forward`]).
     fn backward(
         x: FloatTensor<Self::B>,
         gamma: FloatTensor<Self::B>,
         saved: [FloatTensor<Self::B>; 2],
         dy: FloatTensor<Self::B>,
         epsilon: f64,
+        relu: bool,
     ) -> [FloatTensor<Self::B>; 3];
 }
 
@@ -141,12 +149,13 @@ impl<K: NormKernels> Backward<K::B, 3> for NormNode<K> {
         FloatTensor<K::B>,
         [FloatTensor<K::B>; 2],
         f64,
+        bool,
     );
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let dy = grads.consume::<K::B>(&ops.node);
-        let (x, gamma, saved, epsilon) = ops.state;
-        let gradients = K::backward(x, gamma, saved, dy, epsilon);
+        let (x, gamma, saved, epsilon, relu) = ops.state;
+        let gradients = K::backward(x, gamma, saved, dy, epsilon, relu);
         for (node, g) in ops.parents.into_iter().zip(gradients) {
             if let Some(node) = node {
                 grads.register::<K::B>(node.id, g);
@@ -156,19 +165,27 @@ impl<K: NormKernels> Backward<K::B, 3> for NormNode<K> {
 }
 
 /// Training-mode batch norm on `Autodiff<K::B>` with `K`'s kernels forward and
-/// backward: `[y, mean, var]`, the output (differentiable in `x`, γ and β) and the
-/// batch's mean and biased variance (constants, for the running statistics).
+/// backward: `[y, mean, var]`, the output (differentiable in `x`, γ and β; after ReLU
+/// when `relu`, which needs [`NormKernels::FUSES_RELU`]) and the batch's mean and biased
+/// variance (constants, for the running statistics).
 pub fn batch_norm<K: NormKernels>(
     x: FloatTensor<Autodiff<K::B>>,
     gamma: FloatTensor<Autodiff<K::B>>,
     beta: FloatTensor<Autodiff<K::B>>,
     epsilon: f64,
+    relu: bool,
 ) -> [FloatTensor<Autodiff<K::B>>; 3] {
+    assert!(
+        !relu || K::FUSES_RELU,
+        "{}'s batch norm does not apply ReLU",
+        std::any::type_name::<K>()
+    );
     let out = K::forward(
         x.primitive.clone(),
         gamma.primitive.clone(),
         beta.primitive.clone(),
         epsilon,
+        relu,
     );
     let node = NormNode::<K>(PhantomData);
     let y = match node
@@ -177,7 +194,13 @@ pub fn batch_norm<K: NormKernels>(
         .stateful()
     {
         OpsKind::Tracked(prep) => prep.finish(
-            (x.primitive, gamma.primitive, out.saved.clone(), epsilon),
+            (
+                x.primitive,
+                gamma.primitive,
+                out.saved.clone(),
+                epsilon,
+                relu,
+            ),
             out.y,
         ),
         OpsKind::UnTracked(prep) => prep.finish(out.y),

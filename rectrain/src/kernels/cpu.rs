@@ -138,6 +138,7 @@ mod reference {
             gamma: FlexTensor,
             beta: FlexTensor,
             epsilon: f64,
+            _relu: bool,
         ) -> NormForward<FlexTensor> {
             let out =
                 crate::kernels::batch_norm_ops(tensor(x), tensor(gamma), tensor(beta), epsilon);
@@ -155,6 +156,7 @@ mod reference {
             [mean, inv_std]: [FlexTensor; 2],
             dy: FlexTensor,
             _epsilon: f64,
+            _relu: bool,
         ) -> [FlexTensor; 3] {
             let (x, dy) = (tensor::<4>(x), tensor::<4>(dy));
             let n = x.dims()[0];
@@ -178,6 +180,7 @@ mod tests {
     use super::CpuKernels;
     use crate::backend::CpuBackend;
     use crate::kernels::autodiff::{ConvKernels, NormKernels};
+    use crate::kernels::cpu_norm::CpuNorm;
     use crate::kernels::onednn::{onednn_here, Onednn};
     use crate::kernels::{
         batch_norm_ops, conv2d, cpu_kernels, train_conv, train_norm, CpuKernelLibrary,
@@ -321,13 +324,12 @@ mod tests {
         norm_node_matches_burn::<CpuKernels>(true);
     }
 
-    /// The same with oneDNN's batch norm kernels, alone and with a ReLU after them.
+    /// The same with the CPU's training kernels (`cpu-norm`), alone and with the ReLU
+    /// they fuse.
     #[test]
-    fn onednn_batch_norm_node_matches_burns_autodiff() {
-        if onednn_here() {
-            norm_node_matches_burn::<Onednn>(false);
-            norm_node_matches_burn::<Onednn>(true);
-        }
+    fn cpu_norm_batch_norm_node_matches_burns_autodiff() {
+        norm_node_matches_burn::<CpuNorm>(false);
+        norm_node_matches_burn::<CpuNorm>(true);
     }
 
     /// `relu(batch_norm)` when `relu`: the reference applies burn's ReLU to burn's

@@ -1,6 +1,6 @@
 //! The CPU's kernels on oneDNN ([`Onednn`]), the library PyTorch itself runs on the
-//! CPU: convolution forward, data and weight gradients, and training batch norm
-//! forward and backward, on f32 burn-flex tensors.
+//! CPU: convolution forward, data and weight gradients, on f32 burn-flex tensors
+//! (batch norm is [`super::cpu_norm`]'s, with either convolution library).
 //!
 //! oneDNN is loaded at run time by the [`onednn`] crate (`libdnnl.so.2`, e.g. Debian's
 //! `libdnnl2`), so nothing links against it; [`super::cpu_kernels`] decides once per
@@ -18,7 +18,7 @@ use burn::tensor::{DType, TensorData};
 use burn_flex::{Flex, FlexTensor};
 use onednn::{ConvGeom, Dnnl};
 
-use super::autodiff::{ConvKernels, NormForward, NormKernels};
+use super::autodiff::ConvKernels;
 use super::cpu::CpuKernels;
 
 /// oneDNN's kernels on burn-flex tensors.
@@ -149,74 +149,6 @@ impl ConvKernels for Onednn {
             tensor(dw, &geom.w_dims)
         });
         [dx, dw]
-    }
-}
-
-/// Whether [`Onednn`]'s batch norm takes these operands (f32 data and parameters; the
-/// caller runs burn's operations otherwise).
-pub fn norm_takes(x: DType, gamma: DType) -> bool {
-    x == DType::F32 && gamma == DType::F32
-}
-
-impl NormKernels for Onednn {
-    type B = Flex;
-
-    /// oneDNN's training batch norm; `saved` is the batch's mean and biased variance.
-    fn forward(
-        x: FlexTensor,
-        gamma: FlexTensor,
-        beta: FlexTensor,
-        epsilon: f64,
-    ) -> NormForward<FlexTensor> {
-        let (x, gamma, beta) = (contiguous(x), contiguous(gamma), contiguous(beta));
-        let dims = dims4(&x);
-        let out = or_panic(
-            dnnl().batch_norm_forward_training(
-                values(&x),
-                dims,
-                values(&gamma),
-                values(&beta),
-                epsilon as f32,
-            ),
-            format_args!("batch norm of {dims:?}"),
-        );
-        let mean = tensor(out.mean, &[dims[1]]);
-        let var = tensor(out.variance, &[dims[1]]);
-        NormForward {
-            y: tensor(out.y, &dims),
-            mean: mean.clone(),
-            var: var.clone(),
-            saved: [mean, var],
-        }
-    }
-
-    fn backward(
-        x: FlexTensor,
-        gamma: FlexTensor,
-        [mean, var]: [FlexTensor; 2],
-        dy: FlexTensor,
-        epsilon: f64,
-    ) -> [FlexTensor; 3] {
-        let (x, gamma, dy) = (contiguous(x), contiguous(gamma), contiguous(dy));
-        let dims = dims4(&x);
-        let out = or_panic(
-            dnnl().batch_norm_backward(
-                values(&x),
-                values(&dy),
-                dims,
-                values(&mean),
-                values(&var),
-                values(&gamma),
-                epsilon as f32,
-            ),
-            format_args!("batch norm gradient of {dims:?}"),
-        );
-        let c = [dims[1]];
-        [
-            tensor(out.dx, &dims),
-            tensor(out.dgamma, &c),
-            tensor(out.dbeta, &c),
-        ]
     }
 }
 

@@ -387,7 +387,13 @@ const BF16_REFUSED: u8 = 2;
 impl<F: FloatElement> NormKernels for Cudnn<F> {
     type B = Inner<F>;
 
-    fn forward(x: Tensor, gamma: Tensor, beta: Tensor, epsilon: f64) -> NormForward<Tensor> {
+    fn forward(
+        x: Tensor,
+        gamma: Tensor,
+        beta: Tensor,
+        epsilon: f64,
+        _relu: bool,
+    ) -> NormForward<Tensor> {
         let what = format!("batch norm of {:?}", dims4(&x));
         let dtype = x.dtype;
         let out = in_norm_dtype(x, |x| {
@@ -404,6 +410,7 @@ impl<F: FloatElement> NormKernels for Cudnn<F> {
         saved: [Tensor; 2],
         dy: Tensor,
         epsilon: f64,
+        _relu: bool,
     ) -> [Tensor; 3] {
         let what = format!("batch norm gradient of {:?}", dims4(&x));
         let dtype = x.dtype;
