@@ -4,6 +4,7 @@
 //! any GPU code, so every tool can read and write RecordIO.
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod dataset;
 pub mod imageops;
 pub mod inspect;

@@ -11,8 +11,8 @@ use crate::{Config, InputSpec, OutputMode};
 use anyhow::Context;
 use clap::Parser;
 use im2list::cli::{self, Outcome};
-use rectrain::cli::{lst_root, DeviceArgs, WorkersArgs};
-use rectrain::preprocess::EvalMode;
+use resnet::cli::{lst_root, DeviceArgs, WorkersArgs};
+use resnet::preprocess::EvalMode;
 
 /// The tool's name in messages.
 pub const TOOL: &str = "recpredict";

@@ -42,7 +42,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use rectrain::metrics::{argmax, in_top_k};
+use resnet::metrics::{argmax, in_top_k};
 
 /// One class's row of the summary.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -624,9 +624,9 @@ mod tests {
             (3, [0.0, 200.0, -200.0, -300.0]), // 0, 2 and 3 all have probability 0
         ];
         let mut e = Evaluator::new(4, 2, None);
-        let mut acc = rectrain::metrics::Accumulator::default();
+        let mut acc = resnet::metrics::Accumulator::default();
         for (t, logits) in &rows {
-            let probs = &rectrain::infer::probabilities_from_logits(logits, 4, false)[0];
+            let probs = &resnet::infer::probabilities_from_logits(logits, 4, false)[0];
             e.add(Some(*t), probs).unwrap();
             acc.add_batch(logits, 4, &[vec![*t as f32]], 0.0, false, Some(2));
         }
@@ -638,7 +638,7 @@ mod tests {
         // k = 1: the all-tied row and both tied-best rows count, as MXNet's top-1.
         let mut e1 = Evaluator::new(4, 1, None);
         for (t, logits) in &rows[..3] {
-            let probs = &rectrain::infer::probabilities_from_logits(logits, 4, false)[0];
+            let probs = &resnet::infer::probabilities_from_logits(logits, 4, false)[0];
             e1.add(Some(*t), probs).unwrap();
         }
         assert_eq!(e1.summary().top_k_accuracy, Some(1.0));

@@ -16,7 +16,7 @@
 //! - [`serve`]: the same model and preprocessing behind SageMaker's HTTP inference
 //!   contract (`--serve`), with dynamic batching.
 //!
-//! Preprocessing is `rectrain::preprocess::preprocess_eval`, the very function that
+//! Preprocessing is `resnet::preprocess::preprocess_eval`, the very function that
 //! measured the validation accuracy during training (shorter-side resize and centre
 //! crop), or with `--squash` the SageMaker endpoint's resize to exactly H×W.
 #![deny(missing_docs)]
@@ -34,8 +34,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rectrain::backend::{DeviceSpec, Precision};
-use rectrain::preprocess::{preprocess_eval_report, EvalMode};
+use resnet::backend::{DeviceSpec, Precision};
+use resnet::preprocess::{preprocess_eval_report, EvalMode};
 
 pub use input::InputSpec;
 pub use pipeline::{OutputMode, Report, Timings, TOOL};
@@ -86,8 +86,8 @@ pub enum Error {
     Artifact {
         /// The artifact directory.
         dir: PathBuf,
-        /// What is wrong (the [`rectrain::artifact::ArtifactError`] or
-        /// [`rectrain::mxnet::MxnetError`] message, which already names its file and
+        /// What is wrong (the [`resnet::artifact::ArtifactError`] or
+        /// [`resnet::mxnet::MxnetError`] message, which already names its file and
         /// cause; kept as text so the cause is not printed twice).
         message: String,
     },

@@ -6,7 +6,7 @@ use clap::Parser;
 use recpredict::app::{self, Opts};
 
 fn main() -> ExitCode {
-    rectrain::kernels::cpu::keep_freed_memory();
+    resnet::kernels::cpu::keep_freed_memory();
     im2list::cli::run(app::TOOL, || {
         app::run(Opts::parse_from(app::args_with_sagemaker_entry(
             std::env::args_os(),

@@ -1,24 +1,26 @@
 //! The model behind [`Classifier`], of either kind `--model` may name:
 //!
 //! - a rectrain artifact directory: its ResNet on the chosen device
-//!   (`rectrain::backend`, the same device rules as training) through
-//!   `rectrain::infer::Predictor`, which returns softmax probabilities, or independent
+//!   (`resnet::backend`, the same device rules as training) through
+//!   `resnet::infer::Predictor`, which returns softmax probabilities, or independent
 //!   sigmoids for a multi-label model;
 //! - an MXNet Module checkpoint (a SageMaker `model.tar.gz`, a directory or prefix with
 //!   `*-symbol.json` + `*-NNNN.params`): its graph interpreted in burn by
-//!   `rectrain::mxnet` ([`rectrain::mxnet::net::MxnetPredictor`]).
+//!   `resnet::mxnet` ([`resnet::mxnet::net::predictor`]).
+//!
+//! Both load into one [`Predictor`].
 //!
 //! [`open`] reads what the options are checked against (input shape, classes, labels,
 //! preprocessing) before [`load`] puts the network on the device.
 
 use std::path::{Path, PathBuf};
 
-use rectrain::artifact::{self, ArtifactConfig, ArtifactError};
-use rectrain::backend::{self, DeviceSpec, Precision};
-use rectrain::infer::Predictor;
-use rectrain::mxnet::net::MxnetPredictor;
-use rectrain::mxnet::MxnetModel;
-use rectrain::preprocess::{EvalMode, PreprocessConfig};
+use resnet::artifact::{self, ArtifactConfig, ArtifactError};
+use resnet::backend::{self, DeviceSpec, Precision};
+use resnet::infer::Predictor;
+use resnet::mxnet::net;
+use resnet::mxnet::MxnetModel;
+use resnet::preprocess::{EvalMode, PreprocessConfig};
 
 use crate::pipeline::Classifier;
 use crate::Error;
@@ -38,7 +40,7 @@ pub enum Source {
 }
 
 /// Find the model `path` names: an MXNet checkpoint when it is one (see
-/// `rectrain::mxnet::archive`), else a rectrain artifact directory.
+/// `resnet::mxnet::archive`), else a rectrain artifact directory.
 pub fn open(path: &Path) -> Result<Source, Error> {
     let artifact_err = |message: String| Error::Artifact {
         dir: path.to_path_buf(),
@@ -112,14 +114,9 @@ impl Source {
     }
 }
 
-enum Net {
-    Rectrain(Predictor),
-    Mxnet(MxnetPredictor),
-}
-
 /// A loaded model, ready to predict batches.
 pub struct Model {
-    net: Net,
+    predictor: Predictor,
 }
 
 /// Resolve `device` (notices such as "no GPU, using the CPU" go to `notice`) and load
@@ -137,31 +134,29 @@ pub fn load(
     let resolved =
         backend::resolve(device, &mut *notice).map_err(|e| Error::Device(Box::new(e)))?;
     let precision = resolved.effective_precision(precision, &mut *notice);
-    let net = match source {
-        Source::Rectrain { art, weights } => Net::Rectrain(
+    let (loaded, path) = match source {
+        Source::Rectrain { art, weights } => (
             Predictor::load(
                 weights,
                 &art.resnet(),
                 art.multi_label,
                 &resolved,
                 precision,
-            )
-            .map_err(|e| Error::Model {
-                path: weights.clone(),
-                source: Box::new(e),
-            })?
-            .with_batch_size(batch_size),
+            ),
+            weights.clone(),
         ),
-        Source::Mxnet(m) => Net::Mxnet(
-            MxnetPredictor::load(&m.plan, &resolved, precision)
-                .map_err(|e| Error::Model {
-                    path: PathBuf::from(&m.source),
-                    source: Box::new(e),
-                })?
-                .with_batch_size(batch_size),
+        Source::Mxnet(m) => (
+            net::predictor(&m.plan, &resolved, precision),
+            PathBuf::from(&m.source),
         ),
     };
-    Ok(Model { net })
+    let predictor = loaded.map_err(|e| Error::Model {
+        path,
+        source: Box::new(e),
+    })?;
+    Ok(Model {
+        predictor: predictor.with_batch_size(batch_size),
+    })
 }
 
 impl Classifier for Model {
@@ -171,9 +166,6 @@ impl Classifier for Model {
         n: usize,
         shape: [usize; 3],
     ) -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(match &self.net {
-            Net::Rectrain(p) => p.predict(images, n, shape)?,
-            Net::Mxnet(p) => p.predict(images, n, shape)?,
-        })
+        Ok(self.predictor.predict(images, n, shape)?)
     }
 }

@@ -39,7 +39,7 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 use std::path::Path;
 
-use rectrain::metrics;
+use resnet::metrics;
 use serde::Serialize;
 
 use crate::input::ItemKey;

@@ -11,10 +11,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use im2rec::recordio::{pack_image_record, IndexWriter, RecordWriter};
-use rectrain::artifact::{ArtifactConfig, FORMAT, FORMAT_VERSION};
-use rectrain::backend::CpuBackend;
-use rectrain::model::ResNetConfig;
-use rectrain::preprocess::Normalization;
+use resnet::artifact::{ArtifactConfig, FORMAT, FORMAT_VERSION};
+use resnet::backend::CpuBackend;
+use resnet::model::ResNetConfig;
+use resnet::preprocess::Normalization;
 use serde::Deserialize;
 
 const CLASSES: usize = 3;
@@ -173,7 +173,7 @@ fn artifact_config(classes: usize) -> ArtifactConfig {
 fn write_artifact(dir: &Path, classes: usize, weight_classes: usize) {
     let device = Default::default();
     let model = ResNetConfig::new(18, weight_classes).init::<CpuBackend>(&device);
-    rectrain::weights::save_safetensors(&model, &rectrain::artifact::weights_path(dir)).unwrap();
+    resnet::weights::save_safetensors(&model, &resnet::artifact::weights_path(dir)).unwrap();
     artifact_config(classes).save(dir).unwrap();
 }
 
@@ -551,7 +551,7 @@ fn a_28x28_model_predicts_28x28_images() {
     fs::create_dir_all(&dir).unwrap();
     let device = Default::default();
     let model = ResNetConfig::new(18, CLASSES).init::<CpuBackend>(&device);
-    rectrain::weights::save_safetensors(&model, &rectrain::artifact::weights_path(&dir)).unwrap();
+    resnet::weights::save_safetensors(&model, &resnet::artifact::weights_path(&dir)).unwrap();
     let mut cfg = artifact_config(CLASSES);
     cfg.image_shape = [3, 28, 28];
     cfg.resize = None;
@@ -617,7 +617,7 @@ fn model_problems_are_fatal_with_exit_2() {
         "{err}"
     );
 
-    fs::write(rectrain::artifact::weights_path(&dir), b"garbage").unwrap();
+    fs::write(resnet::artifact::weights_path(&dir), b"garbage").unwrap();
     let err = try_model(&dir);
     assert!(err.contains("cannot load the model weights"), "{err}");
 

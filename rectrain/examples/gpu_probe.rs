@@ -31,9 +31,9 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor};
-use rectrain::backend::{dispatch, resolve, BackendTask, DeviceSpec, Precision};
-use rectrain::model::ResNetConfig;
 use rectrain::train::amp::MixedPrecision;
+use resnet::backend::{dispatch, resolve, BackendTask, DeviceSpec, Precision};
+use resnet::model::ResNetConfig;
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -104,7 +104,7 @@ impl BackendTask for Probe {
         eprintln!("model built in {:.1}s", t0.elapsed().as_secs_f64());
         let mut optim = SgdConfig::new()
             .with_momentum(Some(MomentumConfig::new().with_momentum(0.9)))
-            .init::<B, rectrain::model::ResNet<B>>();
+            .init::<B, resnet::model::ResNet<B>>();
         let loss_fn = CrossEntropyLossConfig::new().init::<B>(&device);
         let shape = [a.batch, 3, a.size, a.size];
         let x = Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
@@ -128,7 +128,7 @@ impl BackendTask for Probe {
         let mut times = Vec::new();
         for step in 0..a.steps {
             let t = Instant::now();
-            let waits = rectrain::kernels::cudnn::host_waits();
+            let waits = resnet::kernels::cudnn::host_waits();
             if let Some(m) = &valid {
                 let z = m.forward(x_inner.clone());
                 // Reading one value forces the whole forward to finish.
@@ -152,7 +152,7 @@ impl BackendTask for Probe {
                 "step={step} ms={:.1} img_s={:.1} host_waits={}",
                 s * 1e3,
                 a.batch as f64 / s,
-                rectrain::kernels::cudnn::host_waits() - waits
+                resnet::kernels::cudnn::host_waits() - waits
             );
         }
         let steady: Vec<f64> = times.iter().skip(2).copied().collect();
@@ -183,9 +183,9 @@ mod parity {
     use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
     use burn::tensor::{bf16, Distribution, Tensor, TensorPrimitive};
     use burn_autodiff::checkpoint::strategy::BalancedCheckpointing;
-    use rectrain::kernels::autodiff::{batch_norm, ConvKernels};
-    use rectrain::kernels::cudnn::{probe, Cudnn, Inner};
-    use rectrain::kernels::{batch_norm_ops, cast};
+    use resnet::kernels::autodiff::{batch_norm, ConvKernels};
+    use resnet::kernels::cudnn::{probe, Cudnn, Inner};
+    use resnet::kernels::{batch_norm_ops, cast};
 
     use super::Args;
 
@@ -411,7 +411,7 @@ mod parity {
 }
 
 fn main() -> std::process::ExitCode {
-    rectrain::kernels::cpu::keep_freed_memory();
+    resnet::kernels::cpu::keep_freed_memory();
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
@@ -426,7 +426,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    if let Some(dir) = rectrain::backend::cache_dir() {
+    if let Some(dir) = resnet::backend::cache_dir() {
         eprintln!("gpu_probe: device {dev}, kernel cache {}", dir.display());
     }
     match dispatch(&dev, args.precision, Probe(args)) {

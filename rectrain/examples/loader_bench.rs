@@ -18,7 +18,7 @@ use im2rec::recordio::{pack_image_record, IndexWriter, RecordWriter};
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use rectrain::augment::AugmentationType;
 use rectrain::loader::{epoch_batches, LoaderConfig, RecDataset};
-use rectrain::preprocess::PreprocessConfig;
+use resnet::preprocess::PreprocessConfig;
 
 fn photo(i: u32) -> Result<Vec<u8>> {
     let mut state = 0x9E37_79B9u32.wrapping_mul(i + 1);

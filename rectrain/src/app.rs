@@ -9,10 +9,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use crate::cli::{lst_root, DeviceArgs, HyperparameterArgs, WorkersArgs};
+use crate::cli::HyperparameterArgs;
 use crate::hparams::{self, Hyperparameters, RawHyperparameters};
 use crate::train::{self, DataSource, TrainConfig, TrainOutcome};
 use im2list::cli::{self, Outcome};
+use resnet::cli::{lst_root, DeviceArgs, WorkersArgs};
 
 /// The tool's name in messages.
 pub const TOOL: &str = "rectrain";
@@ -329,7 +330,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
 /// `--export-mxnet`: OUT/model.tar.gz from the artifact in OUT.
 fn export_mxnet(out: &Path) -> anyhow::Result<()> {
     let tarball = out.join("model.tar.gz");
-    let members = crate::mxnet::export::export_tarball(out, &tarball)?;
+    let members = resnet::mxnet::export::export_tarball(out, &tarball)?;
     cli::message(
         TOOL,
         format_args!("wrote {} ({})", tarball.display(), members.join(", ")),

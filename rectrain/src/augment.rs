@@ -11,7 +11,7 @@
 //! Steps: decode → `resize` (shorter side) → affine warp → upscale if smaller than
 //! H×W → crop (random or centred) → HLS jitter → normalise to CHW, flipping while
 //! writing. Decoding, resizing, cropping and normalisation are
-//! [`crate::preprocess`]'s, so training differs from validation only by the random
+//! [`resnet::preprocess`]'s, so training differs from validation only by the random
 //! draws. All randomness comes from the RNG the caller passes (the loader derives
 //! one per record from seed, epoch and record index).
 
@@ -21,7 +21,7 @@ use std::str::FromStr;
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
-use crate::preprocess::{
+use resnet::preprocess::{
     self, center_offsets, check_out, cover, decode_resized, Pixels, Prepared, PreprocessConfig,
     PreprocessError,
 };
@@ -507,10 +507,10 @@ pub fn warp_affine_window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preprocess::tests::{coords, denorm, png_rgb};
-    use crate::preprocess::{preprocess_eval, EvalMode, IMAGENET_MEAN, IMAGENET_STD};
     use rand::SeedableRng;
     use rand_pcg::Pcg64Mcg;
+    use resnet::preprocess::tests::{coords, denorm, png_rgb};
+    use resnet::preprocess::{preprocess_eval, EvalMode, IMAGENET_MEAN, IMAGENET_STD};
 
     fn rng(seed: u64) -> Pcg64Mcg {
         Pcg64Mcg::seed_from_u64(seed)

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use crate::augment::AugmentationType;
-use crate::backend::Precision;
-use crate::preprocess::MAX_SIDE;
+use resnet::backend::Precision;
+use resnet::preprocess::MAX_SIDE;
 
 /// Hyperparameters as SageMaker passes them: name → string value.
 pub type RawHyperparameters = BTreeMap<String, String>;

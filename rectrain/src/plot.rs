@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::metrics::EpochMetrics;
+use resnet::metrics::EpochMetrics;
 
 /// The plot could not be drawn or written.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +109,7 @@ pub fn write_accuracy_svg(
     title: &str,
 ) -> Result<(), PlotError> {
     let svg = accuracy_svg(history, title)?;
-    crate::artifact::write_atomic(path, svg.as_bytes()).map_err(|source| PlotError::Io {
+    resnet::artifact::write_atomic(path, svg.as_bytes()).map_err(|source| PlotError::Io {
         path: path.display().to_string(),
         source,
     })

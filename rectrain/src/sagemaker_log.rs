@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::backend::Precision;
 use crate::hparams::{self, Hyperparameters};
-use crate::metrics::{Accumulator, EpochMetrics};
+use resnet::backend::Precision;
+use resnet::metrics::{Accumulator, EpochMetrics};
 
 /// SageMaker's defaults file (`default-input.json`), as its training log prints it.
 pub const SAGEMAKER_DEFAULT_INPUT: &[(&str, &str)] = &[
@@ -231,7 +231,7 @@ impl Speedometer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::json_line;
+    use resnet::metrics::json_line;
 
     #[test]
     fn parameter_block_matches_sagemaker() {

@@ -1,4 +1,4 @@
-//! The model artifact's `config.json` (`rectrain::artifact::ArtifactConfig::load`): no
+//! The model artifact's `config.json` (`resnet::artifact::ArtifactConfig::load`): no
 //! panic; a configuration that loads describes a network that can be built (its depth
 //! is one rectrain has) and preprocessing that validates.
 #![no_main]
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use rectrain::artifact::{config_path, ArtifactConfig};
+use resnet::artifact::{config_path, ArtifactConfig};
 
 /// `load` takes the artifact folder: each input is written to its `config.json`.
 fn scratch() -> &'static PathBuf {

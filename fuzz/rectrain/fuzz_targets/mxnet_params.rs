@@ -1,11 +1,11 @@
-//! MXNet's `nd.save` parameter files (`rectrain::mxnet::params::read_params`): every
+//! MXNet's `nd.save` parameter files (`resnet::mxnet::params::read_params`): every
 //! array version (V1, V2, V3, legacy), dtype and name table. No panic, no allocation
 //! beyond the bytes present; what reads back is written by `write_params` into a file
 //! that reads back to the same arrays.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rectrain::mxnet::params::{read_params, write_params};
+use resnet::mxnet::params::{read_params, write_params};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(arrays) = read_params(data) else {

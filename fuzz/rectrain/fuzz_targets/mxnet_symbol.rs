@@ -1,4 +1,4 @@
-//! MXNet's symbol JSON and the graph compiler (`rectrain::mxnet::MxnetModel::from_files`:
+//! MXNet's symbol JSON and the graph compiler (`resnet::mxnet::MxnetModel::from_files`:
 //! `symbol::parse_symbol`, `graph::compile` with its shape inference and operator
 //! checks), with the parameters of the committed SageMaker-style ResNet-18 fixture
 //! (written by MXNet 1.9.1), so that mutations of its symbol reach deep into the
@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use burn::backend::Flex;
 use burn::tensor::{Tensor, TensorData};
 use libfuzzer_sys::fuzz_target;
-use rectrain::mxnet::archive::{CheckpointFiles, Member};
-use rectrain::mxnet::{net, MxnetModel};
+use resnet::mxnet::archive::{CheckpointFiles, Member};
+use resnet::mxnet::{net, MxnetModel};
 
 const PARAMS: &[u8] =
     include_bytes!("../../../tests/fixtures/mxnet/resnet18/image-classification-0003.params");

@@ -1,4 +1,4 @@
-//! `rectrain::weights::read_state_dict`: a `.pth` (torch's ZIP format: the ZIP
+//! `resnet::weights::read_state_dict`: a `.pth` (torch's ZIP format: the ZIP
 //! directory, the pickle of `data.pkl`, the storages; or the legacy pickle format) or
 //! a `.safetensors` file, recognised from its bytes. No panic, no abort; sizes are
 //! checked against the bytes present before allocating; a tensor that comes back holds
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use rectrain::weights::{read_state_dict, HostData};
+use resnet::weights::{read_state_dict, HostData};
 
 /// The reader takes a path: each input is written to one file in a private folder.
 fn scratch() -> &'static PathBuf {

@@ -1,15 +1,15 @@
 //! Decoding: the entry points ([`decode`], [`decode_scaled`]) that dispatch on the
-//! format, the formats other than JPEG (PNG, WebP, BMP, TIFF, PNM) through the
-//! `image` crate with OpenCV's channels, and the colour conversions of the colour
-//! modes ([`to_rgb`], [`to_gray`]) that the JPEG decoders share.
+//! format, and the formats other than JPEG (PNG, WebP, BMP, TIFF, PNM) through the
+//! `image` crate with OpenCV's channels.
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageBuffer, ImageDecoder, ImageFormat};
+use image::{DynamicImage, ImageDecoder, ImageFormat};
 
+use super::color::{to_gray, to_rgb};
 use super::jpeg::decode_jpeg;
-use super::probe::{check_size, format_name, sniff};
-use super::{ColorMode, Decoded, ImageOpError, MAX_PIXELS};
+use super::probe::{format_name, sniff};
+use super::{check_size, ColorMode, Decoded, ImageOpError, MAX_PIXELS};
 
 /// Decode an encoded image. With `min_shorter_side = Some(n)`, a JPEG may come back
 /// reduced by 2, 4 or 8 (its shorter side stays `>= n`); use [`decode_scaled`] to
@@ -157,34 +157,5 @@ fn bmp_channels(bytes: &[u8], image: DynamicImage) -> DynamicImage {
         DynamicImage::ImageRgba8(_) if !four => DynamicImage::ImageRgb8(image.to_rgb8()),
         DynamicImage::ImageRgb8(_) if four => DynamicImage::ImageRgba8(image.to_rgba8()),
         other => other,
-    }
-}
-
-pub(super) fn to_rgb(image: DynamicImage) -> DynamicImage {
-    match image {
-        DynamicImage::ImageRgb8(_) => image,
-        other => DynamicImage::ImageRgb8(other.to_rgb8()),
-    }
-}
-
-/// Grey with OpenCV's BT.601 fixed-point weights (`cvtColor(..., BGR2GRAY)`).
-pub(super) fn to_gray(image: DynamicImage) -> DynamicImage {
-    match image {
-        DynamicImage::ImageLuma8(_) => image,
-        DynamicImage::ImageLuma16(_)
-        | DynamicImage::ImageLumaA8(_)
-        | DynamicImage::ImageLumaA16(_) => DynamicImage::ImageLuma8(image.to_luma8()),
-        other => {
-            let rgb = other.to_rgb8();
-            let (w, h) = rgb.dimensions();
-            let px = rgb
-                .pixels()
-                .map(|p| {
-                    let [r, g, b] = p.0.map(u32::from);
-                    ((r * 4899 + g * 9617 + b * 1868 + 8192) >> 14) as u8
-                })
-                .collect();
-            DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, px).expect("w*h pixels"))
-        }
     }
 }

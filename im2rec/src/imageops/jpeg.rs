@@ -5,9 +5,8 @@
 
 use image::{DynamicImage, ImageBuffer, Luma, Rgb};
 
-use super::decode::{to_gray, to_rgb};
-use super::probe::check_size;
-use super::{libjpeg, ColorMode, Decoded, ImageOpError, MAX_SIDE};
+use super::color::{to_gray, to_rgb};
+use super::{check_size, libjpeg, ColorMode, Decoded, ImageOpError, MAX_SIDE};
 
 /// The largest DCT downscale (8, 4, 2, else 1) that keeps the shorter side of a
 /// `width`×`height` JPEG at least `min_shorter_side` pixels.

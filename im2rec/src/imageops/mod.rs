@@ -41,6 +41,7 @@
 
 use image::DynamicImage;
 
+mod color;
 mod decode;
 mod encode;
 mod jpeg;
@@ -62,6 +63,18 @@ pub use resize::{
 /// The largest image, in pixels, that is decoded (2^28, e.g. 16384×16384). Bigger
 /// ones are refused before any pixel memory is allocated.
 pub const MAX_PIXELS: u64 = 1 << 28;
+
+/// Refuse a decoded size: no pixels, more than [`MAX_SIDE`] per side, or more than
+/// [`MAX_PIXELS`] pixels.
+pub(crate) fn check_size(width: u32, height: u32) -> Result<(), ImageOpError> {
+    if width == 0 || height == 0 {
+        return Err(ImageOpError::NoPixels { width, height });
+    }
+    if width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(ImageOpError::TooLarge { width, height });
+    }
+    Ok(())
+}
 
 /// The largest width or height accepted (the JPEG format's own limit).
 pub const MAX_SIDE: u32 = 65_535;

@@ -71,16 +71,6 @@ pub(super) fn sniff(bytes: &[u8]) -> Result<ImageFormat, ImageOpError> {
     image::guess_format(bytes).map_err(|_| ImageOpError::NotAnImage)
 }
 
-pub(super) fn check_size(width: u32, height: u32) -> Result<(), ImageOpError> {
-    if width == 0 || height == 0 {
-        return Err(ImageOpError::NoPixels { width, height });
-    }
-    if width > MAX_SIDE || height > MAX_SIDE || u64::from(width) * u64::from(height) > MAX_PIXELS {
-        return Err(ImageOpError::TooLarge { width, height });
-    }
-    Ok(())
-}
-
 /// Refuse an output size before any pixel memory is allocated for it: more than
 /// [`MAX_PIXELS`] pixels, or (for JPEG) more than [`MAX_SIDE`] per side. A
 /// `--resize` of a very long, thin image can ask for that.

@@ -4,7 +4,7 @@ use std::io::Cursor;
 
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma, Rgb};
 
-use super::decode::to_gray;
+use super::color::to_gray;
 use super::jpeg::{decode_jpeg_libjpeg, decode_jpeg_scaled_fallback, jpeg_exif};
 use super::*;
 
@@ -492,7 +492,7 @@ fn bad_inputs_are_typed_errors() {
         "{err}"
     );
     assert_eq!(
-        super::probe::check_size(0, 5).unwrap_err().to_string(),
+        super::check_size(0, 5).unwrap_err().to_string(),
         "no pixels: the header gives a size of 0x5"
     );
 }

@@ -24,8 +24,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use rectrain::backend::{DeviceSpec, Precision};
-use rectrain::preprocess::{preprocess_eval_report, EvalMode};
+use resnet::backend::{DeviceSpec, Precision};
+use resnet::preprocess::{preprocess_eval_report, EvalMode};
 
 use crate::{Error, TOOL};
 use batcher::{Batching, Load};

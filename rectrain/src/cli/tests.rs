@@ -216,15 +216,3 @@ fn the_hyperparameter_group_overrides_itself_on_its_own() {
     assert_eq!(o.hyperparameters.0["epochs"], "3");
     assert_eq!(o.hyperparameters.0["momentum"], "-1");
 }
-
-#[test]
-fn lst_images_default_to_the_lst_folder() {
-    assert_eq!(lst_folder(Path::new("/d/x.lst")), PathBuf::from("/d"));
-    assert_eq!(lst_folder(Path::new("sub/x.lst")), PathBuf::from("sub"));
-    assert_eq!(lst_folder(Path::new("x.lst")), PathBuf::from("."));
-    assert_eq!(lst_root(Path::new("sub/x.lst"), None), PathBuf::from("sub"));
-    assert_eq!(
-        lst_root(Path::new("sub/x.lst"), Some("imgs".into())),
-        PathBuf::from("imgs")
-    );
-}

@@ -12,7 +12,7 @@ pub enum FlagKind {
     /// `--name-with-dashes VALUE`, accepted but not listed in `--help`.
     Hidden,
     /// The flag is declared with the options `recpredict` shares
-    /// ([`crate::cli::DeviceArgs`]'s `--precision-dtype`), so that both tools spell,
+    /// ([`resnet::cli::DeviceArgs`]'s `--precision-dtype`), so that both tools spell,
     /// parse and describe it alike; `rectrain` puts its value into the hyperparameters.
     Shared,
 }

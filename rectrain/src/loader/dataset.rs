@@ -11,7 +11,7 @@ use std::path::Path;
 
 use im2rec::dataset::{Dataset, DatasetError, Labels, ReadMode};
 
-use crate::preprocess::PreprocessError;
+use resnet::preprocess::PreprocessError;
 
 pub use im2rec::dataset::{not_a_directory, Location};
 

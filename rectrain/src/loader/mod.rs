@@ -31,7 +31,7 @@ pub use order::{batch_order, num_batches, record_rng};
 pub use workers::{epoch_batches, make_batch, Batch, EpochBatches, UpscaleNotice};
 
 use crate::augment::AugmentationType;
-use crate::preprocess::PreprocessConfig;
+use resnet::preprocess::PreprocessConfig;
 
 /// How to turn a dataset into batches.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,11 +75,11 @@ impl LoaderConfig {
         if self.batch_size == 0 {
             return Err(LoaderError::Config("batch_size must be positive".into()));
         }
-        if self.workers > crate::cli::MAX_WORKERS {
+        if self.workers > resnet::cli::MAX_WORKERS {
             return Err(LoaderError::Config(format!(
                 "{} workers is too many (at most {})",
                 self.workers,
-                crate::cli::MAX_WORKERS
+                resnet::cli::MAX_WORKERS
             )));
         }
         self.preprocess

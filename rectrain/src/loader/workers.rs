@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::augment::{self, AugmentParams};
-use crate::preprocess::{self, EvalMode};
+use resnet::preprocess::{self, EvalMode};
 
 use super::order::{batch_order, record_rng};
 use super::{LoaderConfig, LoaderError, RecDataset};

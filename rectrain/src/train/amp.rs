@@ -3,7 +3,7 @@
 //! backend is `Autodiff<Cuda<f32>>`, and the optimizer, the checkpoints and the artifact
 //! see f32), while the network computes in the half type: the images are cast on the
 //! way in, and the kernel layer casts each weight to its input's dtype inside autodiff's
-//! graph ([`crate::kernels::conv2d`]), so the gradients reach the master weights in f32.
+//! graph ([`resnet::kernels::conv2d`]), so the gradients reach the master weights in f32.
 //! Batch norm's statistics and parameters stay f32 (cuDNN's rule); the pooled features
 //! go back to f32 before the classifier and the loss.
 //!
@@ -16,7 +16,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
-use crate::backend::Precision;
+use resnet::backend::Precision;
 
 /// Loss scale at the start (PyTorch's `GradScaler` default, 2^16).
 pub const INITIAL_SCALE: f64 = 65_536.0;
@@ -52,7 +52,7 @@ impl MixedPrecision {
     /// A training batch's images in the compute dtype.
     pub fn input<B: Backend>(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         match self.compute {
-            Some(dtype) => crate::kernels::in_dtype(x, dtype),
+            Some(dtype) => resnet::kernels::in_dtype(x, dtype),
             None => x,
         }
     }
@@ -158,9 +158,9 @@ mod tests {
     /// policy gives f32 gradients on the f32 master weights, close to float32's.
     #[test]
     fn bf16_step_gives_f32_gradients_close_to_f32s() {
-        use crate::model::{ResNet, ResNetConfig};
         use burn::backend::Autodiff;
         use burn::tensor::Distribution;
+        use resnet::model::{ResNet, ResNetConfig};
         type A = Autodiff<burn::backend::Flex>;
         let device = Default::default();
         let model: ResNet<A> = ResNetConfig::new(18, 3).init(&device);

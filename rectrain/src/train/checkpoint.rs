@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::artifact::{self, ArtifactConfig};
-use crate::metrics::{self, EpochMetrics};
-use crate::model::ResNet;
 use crate::plot;
 use crate::sagemaker_log::{epoch_log_lines, info};
-use crate::weights;
+use resnet::artifact::{self, ArtifactConfig};
+use resnet::metrics::{self, EpochMetrics};
+use resnet::model::ResNet;
+use resnet::weights;
 
 use super::epoch::Run;
 use super::error::{io_err, weights_err};

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::backend::DeviceSpec;
 use crate::hparams::Hyperparameters;
 use crate::loader::RecDataset;
+use resnet::backend::DeviceSpec;
 
 use super::TrainError;
 

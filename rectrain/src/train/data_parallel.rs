@@ -7,7 +7,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{ElementConversion, Tensor};
 
-use super::epoch::host_f32;
+use resnet::backend::host_f32;
 
 /// One replica's shard: the replica and the model's weights to load into it, its items
 /// and its device.
@@ -244,10 +244,10 @@ mod tests {
     use burn::tensor::TensorData;
 
     use crate::loader::Batch;
-    use crate::model::{ResNet, ResNetConfig};
     use crate::train::epoch::shard_images;
     use crate::train::loss::batch_loss;
     use crate::train::optim::all_finite;
+    use resnet::model::{ResNet, ResNetConfig};
 
     type Cpu = burn::backend::Flex;
     type CpuAd = burn::backend::Autodiff<burn::backend::Flex>;

@@ -12,14 +12,15 @@ use burn::optim::Optimizer;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 
-use crate::artifact;
 use crate::augment::AugmentationType;
 use crate::hparams::OptimizerKind;
-use crate::infer::probabilities_from_logits;
 use crate::loader::{self, Batch, LoaderConfig};
-use crate::metrics::{Accumulator, EpochMetrics};
-use crate::model::ResNet;
 use crate::sagemaker_log::{info, Speedometer};
+use resnet::artifact;
+use resnet::backend::host_f32;
+use resnet::infer::probabilities_from_logits;
+use resnet::metrics::{Accumulator, EpochMetrics};
+use resnet::model::ResNet;
 
 use super::data_parallel::DataParallel;
 use super::loss::batch_loss;
@@ -74,13 +75,6 @@ pub(super) fn shard_images<B: Backend>(
     let len = c * h * w;
     let pixels = batch.images[shard.start * len..shard.end * len].to_vec();
     Tensor::from_data(TensorData::new(pixels, [shard.len(), c, h, w]), device)
-}
-
-pub(super) fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .unwrap_or_default()
 }
 
 impl<B: AutodiffBackend> Run<'_, B> {

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use im2rec::dataset::prefixed;
 
-use crate::artifact;
-use crate::backend::BackendError;
 use crate::hparams;
 use crate::loader::LoaderError;
 use crate::plot;
-use crate::weights::WeightsError;
+use resnet::artifact;
+use resnet::backend::BackendError;
+use resnet::weights::WeightsError;
 
 /// A cause without an error type of its own (a recorder's or a JSON parser's message).
 pub type BoxedCause = Box<dyn std::error::Error + Send + Sync + 'static>;

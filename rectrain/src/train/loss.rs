@@ -47,7 +47,7 @@ mod tests {
     use burn::optim::{GradientsParams, Optimizer, SgdConfig};
     use burn::tensor::ElementConversion;
 
-    use crate::model::{ResNet, ResNetConfig};
+    use resnet::model::{ResNet, ResNetConfig};
 
     type Cpu = burn::backend::Flex;
     type CpuAd = burn::backend::Autodiff<burn::backend::Flex>;

@@ -62,12 +62,12 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, RmsPropConfig, SgdConfig};
 use burn::tensor::backend::AutodiffBackend;
 
-use crate::artifact;
-use crate::backend::{self, BackendTask, Precision};
 use crate::hparams::{self, OptimizerKind};
-use crate::model::ResNet;
 use crate::sagemaker_log::{configuration_lines, info, parameter_lines};
-use crate::weights::{self, HeadPolicy};
+use resnet::artifact;
+use resnet::backend::{self, BackendTask, Precision};
+use resnet::model::ResNet;
+use resnet::weights::{self, HeadPolicy};
 
 pub use config::{DataSource, TrainConfig, TrainOutcome};
 pub use data_parallel::{shard_sizes, DataParallel, ParallelStep};

@@ -6,7 +6,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
 
-use crate::kernels::contiguous;
+use resnet::kernels::contiguous;
 
 /// Whether every float tensor of a module (parameters and buffers) is finite. One
 /// value is read back: the sum of `x × 0` over all elements, which is 0 exactly when
@@ -117,7 +117,7 @@ mod tests {
     use super::*;
     use burn::tensor::TensorData;
 
-    use crate::model::{ResNet, ResNetConfig};
+    use resnet::model::{ResNet, ResNetConfig};
 
     type Cpu = burn::backend::Flex;
     type CpuAd = burn::backend::Autodiff<burn::backend::Flex>;

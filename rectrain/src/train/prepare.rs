@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::loader::{self, RecDataset};
-use crate::model::{Layout, ResNetConfig};
-use crate::mxnet::resnet::{open_trainable, TrainableCheckpoint};
-use crate::preprocess::PreprocessConfig;
-use crate::weights::HeadPolicy;
+use resnet::model::{Layout, ResNetConfig};
+use resnet::mxnet::resnet::{open_trainable, TrainableCheckpoint};
+use resnet::preprocess::PreprocessConfig;
+use resnet::weights::HeadPolicy;
 
 use super::resume::{self, ResumeState};
 use super::{TrainConfig, TrainError};
@@ -261,7 +261,7 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
     // --pretrained may also be a model SageMaker trained (an MXNet checkpoint: a
     // model.tar.gz, a folder, a prefix): transfer learning from SageMaker's network.
     let pretrained_mxnet = match &cfg.pretrained {
-        Some(path) => crate::mxnet::archive::locate(path)
+        Some(path) => resnet::mxnet::archive::locate(path)
             .map_err(|e| TrainError::Config(format!("--pretrained: {e}")))?
             .is_some(),
         None => false,

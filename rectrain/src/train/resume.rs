@@ -9,10 +9,10 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use crate::artifact;
 use crate::hparams::{self, Hyperparameters, RawHyperparameters};
-use crate::metrics::{Accumulator, BestTracker, EarlyStopping, EpochMetrics};
-use crate::model::{Layout, ResNet};
+use resnet::artifact;
+use resnet::metrics::{Accumulator, BestTracker, EarlyStopping, EpochMetrics};
+use resnet::model::{Layout, ResNet};
 
 use super::error::{io_err, state_err};
 use super::{TrainConfig, TrainError};

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use im2rec::recordio::{pack_image_record, IndexWriter, RecordWriter};
-use rectrain::artifact::{self, ArtifactConfig};
-use rectrain::metrics::EpochMetrics;
+use resnet::artifact::{self, ArtifactConfig};
+use resnet::metrics::EpochMetrics;
 
 fn rectrain() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rectrain"));
@@ -336,8 +336,8 @@ fn trains_writes_the_artifact_and_logs_like_sagemaker() {
         assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
     }
     let model =
-        rectrain::model::ResNetConfig::new(18, 2).init::<burn::backend::Flex>(&Default::default());
-    rectrain::weights::load_safetensors(
+        resnet::model::ResNetConfig::new(18, 2).init::<burn::backend::Flex>(&Default::default());
+    resnet::weights::load_safetensors(
         model,
         &artifact::weights_path(&out_dir),
         &Default::default(),
@@ -448,9 +448,9 @@ fn data_parallel_training_on_two_cpu_replicas() {
     use std::sync::Arc;
 
     use burn::backend::{Autodiff, Flex};
-    use rectrain::backend::DeviceSpec;
     use rectrain::hparams::{Hyperparameters, OptimizerKind};
     use rectrain::train::{self, DataSource, TrainConfig, TrainError, TrainOutcome};
+    use resnet::backend::DeviceSpec;
 
     let d = data(12, 4, 16);
     let run_once = |out: &Path, mini_batch_size: usize| {

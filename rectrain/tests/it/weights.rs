@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
-use rectrain::backend::CpuBackend;
-use rectrain::model::{ResNet, ResNetConfig};
-use rectrain::weights::{
+use resnet::backend::CpuBackend;
+use resnet::model::{ResNet, ResNetConfig};
+use resnet::weights::{
     load_pretrained, load_safetensors, load_state_dict, read_state_dict, save_safetensors,
     state_dict_keys, to_state_dict, HeadPolicy, HostData, HostTensor, StateDict, WeightsError,
 };

@@ -1,6 +1,6 @@
 //! Accuracy, loss and per-epoch records, the best-model and early-stopping rules,
 //! and the top-k rule (MXNet's). SageMaker's log lines are
-//! [`crate::sagemaker_log`]'s.
+//! `rectrain::sagemaker_log`'s.
 //!
 //! Accuracy follows MXNet's metrics, on the network's probabilities (softmax, or a
 //! sigmoid per class for multi-label models): single-label accuracy is the fraction of

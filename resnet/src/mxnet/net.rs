@@ -1,4 +1,4 @@
-//! A compiled [`Plan`] run in burn, on any backend, and [`MxnetPredictor`]: batched class
+//! A compiled [`Plan`] run in burn, on any backend, and [`predictor`]: batched class
 //! probabilities from it, like [`crate::infer::Predictor`] for rectrain's own models.
 //! Convolutions go through [`crate::kernels::conv2d`], so the kernel layer applies.
 
@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, TensorData};
 use super::graph::{Act, Op, Output, Plan};
 use super::params::NdArray;
 use crate::backend::{dispatch_infer, InferTask, Precision, ResolvedDevice};
-use crate::infer::{logits, logits_in_passes, probabilities_from_logits, InferError, Run};
+use crate::infer::{logits, InferError, Predictor, Run};
 use crate::kernels;
 
 enum Layer<B: Backend> {
@@ -295,74 +295,21 @@ impl InferTask for LoadTask<'_> {
     }
 }
 
-/// An imported MXNet network on a device, turning preprocessed images into
-/// probabilities (softmax, or per-class sigmoids for a multi-label graph), computed in
-/// f64 from the logits.
-pub struct MxnetPredictor {
-    run: Box<dyn Run>,
-    input_shape: [usize; 3],
-    num_classes: usize,
-    output: Output,
-    batch_size: usize,
-}
-
-impl std::fmt::Debug for MxnetPredictor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MxnetPredictor")
-            .field("input_shape", &self.input_shape)
-            .field("num_classes", &self.num_classes)
-            .field("output", &self.output)
-            .field("batch_size", &self.batch_size)
-            .finish()
-    }
-}
-
-impl MxnetPredictor {
-    /// Put `plan`'s network on `device` with `precision`.
-    pub fn load(
-        plan: &Plan,
-        device: &ResolvedDevice,
-        precision: Precision,
-    ) -> Result<Self, InferError> {
-        let run = dispatch_infer(device, precision, LoadTask { plan })?;
-        Ok(MxnetPredictor {
-            run,
-            input_shape: plan.input_shape,
-            num_classes: plan.num_classes,
-            output: plan.output,
-            batch_size: crate::infer::DEFAULT_BATCH_SIZE,
-        })
-    }
-
-    /// Sets the number of images per forward pass (at least 1).
-    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_size = batch_size.max(1);
-        self
-    }
-
-    /// Per-image probabilities for `n` preprocessed images of `shape`, which must be
-    /// the network's input shape.
-    pub fn predict(
-        &self,
-        images: &[f32],
-        n: usize,
-        shape: [usize; 3],
-    ) -> Result<Vec<Vec<f32>>, InferError> {
-        let per_image: usize = shape.iter().product();
-        if shape != self.input_shape || images.len() != n * per_image {
-            let expected = n * self.input_shape.iter().product::<usize>();
-            return Err(InferError::BadInput {
-                n,
-                shape: self.input_shape,
-                expected,
-                got: images.len(),
-            });
-        }
-        let z = logits_in_passes(self.run.as_ref(), images, shape, self.batch_size);
-        Ok(probabilities_from_logits(
-            &z,
-            self.num_classes,
-            self.output == Output::Sigmoid,
-        ))
-    }
+/// Puts `plan`'s network on `device` with `precision`, as a [`Predictor`] that takes
+/// the graph's input shape and gives its head's probabilities (softmax, or per-class
+/// sigmoids for a multi-label graph).
+pub fn predictor(
+    plan: &Plan,
+    device: &ResolvedDevice,
+    precision: Precision,
+) -> Result<Predictor, InferError> {
+    let run = dispatch_infer(device, precision, LoadTask { plan })?;
+    Ok(Predictor::from_run(
+        run,
+        Some(plan.input_shape),
+        plan.num_classes,
+        plan.output == Output::Sigmoid,
+        device,
+        precision,
+    ))
 }

@@ -325,6 +325,15 @@ fn duplicate_notice(ids: &[usize]) -> Option<String> {
     })
 }
 
+/// A tensor's values on the host as `f32`, row-major (other float dtypes converted):
+/// logits for the metrics, gradients for the tests, weights for saving.
+pub fn host_f32<B: Backend, const D: usize>(t: burn::tensor::Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("converted to f32")
+}
+
 /// Default directory of the CubeCL kernel caches (see the module docs).
 pub fn cache_dir() -> Option<PathBuf> {
     let env = |k: &str| {

@@ -9,6 +9,7 @@ use burn::nn::{BatchNorm, Linear};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
+use crate::backend::host_f32;
 use crate::model::{Block, Downsample, Layout, ResNet};
 
 use super::{HostData, HostTensor, StateDict, WeightsError};
@@ -345,13 +346,6 @@ pub fn state_dict_keys<B: Backend>(model: &ResNet<B>) -> Vec<String> {
 // Model → state dict (saving)
 // ---------------------------------------------------------------------------
 
-fn to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("converted to f32")
-}
-
 pub(super) struct Exporter(StateDict);
 
 impl Exporter {
@@ -368,17 +362,21 @@ impl Exporter {
 
 impl<B: Backend> LeafVisitor<B> for Exporter {
     fn conv(&mut self, k: &Keys, c: &Conv2d<B>) {
-        self.put(k.weight(), c.weight.dims().to_vec(), to_f32(c.weight.val()));
+        self.put(
+            k.weight(),
+            c.weight.dims().to_vec(),
+            host_f32(c.weight.val()),
+        );
         if let Some(b) = &c.bias {
-            self.put(k.bias(), b.dims().to_vec(), to_f32(b.val()));
+            self.put(k.bias(), b.dims().to_vec(), host_f32(b.val()));
         }
     }
     fn bn(&mut self, k: &Keys, b: &BatchNorm<B>) {
         let n = b.gamma.dims().to_vec();
-        self.put(k.gamma(), n.clone(), to_f32(b.gamma.val()));
-        self.put(k.beta(), n.clone(), to_f32(b.beta.val()));
-        self.put(k.mean(), n.clone(), to_f32(b.running_mean.value_sync()));
-        self.put(k.var(), n, to_f32(b.running_var.value_sync()));
+        self.put(k.gamma(), n.clone(), host_f32(b.gamma.val()));
+        self.put(k.beta(), n.clone(), host_f32(b.beta.val()));
+        self.put(k.mean(), n.clone(), host_f32(b.running_mean.value_sync()));
+        self.put(k.var(), n, host_f32(b.running_var.value_sync()));
         if let Some(key) = k.counter() {
             self.0.insert(
                 key,
@@ -391,10 +389,10 @@ impl<B: Backend> LeafVisitor<B> for Exporter {
     }
     fn linear(&mut self, k: &Keys, l: &Linear<B>) {
         let [i, o] = l.weight.dims();
-        let w = to_f32(l.weight.val());
+        let w = host_f32(l.weight.val());
         self.put(k.weight(), vec![o, i], transpose(&w, i, o));
         if let Some(b) = &l.bias {
-            self.put(k.bias(), b.dims().to_vec(), to_f32(b.val()));
+            self.put(k.bias(), b.dims().to_vec(), host_f32(b.val()));
         }
     }
 }

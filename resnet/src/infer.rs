@@ -96,11 +96,7 @@ pub fn logits<B: Backend>(
 ) -> Vec<f32> {
     let [c, h, w] = shape;
     let x = Tensor::<B, 4>::from_data(TensorData::new(images.to_vec(), [n, c, h, w]), device);
-    forward(x)
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("converted to f32")
+    crate::backend::host_f32(forward(x))
 }
 
 /// A network loaded on a device (behind the backend type): logits of a batch.
@@ -153,9 +149,14 @@ impl InferTask for LoadTask<'_> {
     }
 }
 
-/// A trained model loaded on a device, ready to turn images into probabilities.
+/// A network loaded on a device, ready to turn images into probabilities: a rectrain
+/// model ([`Predictor::load`]) or an imported MXNet graph
+/// ([`crate::mxnet::net::predictor`]), the same type for both.
 pub struct Predictor {
     run: Box<dyn Run>,
+    /// The one input shape the network takes (an MXNet graph's), or `None` for any
+    /// image size with three channels (the ResNet pools adaptively).
+    input_shape: Option<[usize; 3]>,
     num_classes: usize,
     multi_label: bool,
     batch_size: usize,
@@ -166,6 +167,7 @@ pub struct Predictor {
 impl std::fmt::Debug for Predictor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Predictor")
+            .field("input_shape", &self.input_shape)
             .field("num_classes", &self.num_classes)
             .field("multi_label", &self.multi_label)
             .field("batch_size", &self.batch_size)
@@ -187,14 +189,34 @@ impl Predictor {
     ) -> Result<Self, InferError> {
         cfg.validate()?;
         let run = dispatch_infer(device, precision, LoadTask { weights, cfg })??;
-        Ok(Predictor {
+        Ok(Predictor::from_run(
             run,
-            num_classes: cfg.num_classes,
+            None,
+            cfg.num_classes,
+            multi_label,
+            device,
+            precision,
+        ))
+    }
+
+    /// A predictor over a network already on `device`.
+    pub(crate) fn from_run(
+        run: Box<dyn Run>,
+        input_shape: Option<[usize; 3]>,
+        num_classes: usize,
+        multi_label: bool,
+        device: &ResolvedDevice,
+        precision: Precision,
+    ) -> Self {
+        Predictor {
+            run,
+            input_shape,
+            num_classes,
             multi_label,
             batch_size: DEFAULT_BATCH_SIZE,
             device: device.clone(),
             precision,
-        })
+        }
     }
 
     /// Sets the number of images per forward pass (at least 1).
@@ -231,23 +253,27 @@ impl Predictor {
         shape: [usize; 3],
     ) -> Result<Vec<Vec<f32>>, InferError> {
         let [c, h, w] = shape;
-        let per_image = c * h * w;
-        if images.len() != n * per_image {
+        // An MXNet graph takes its own input shape only; the ResNet any size.
+        let want = self.input_shape.unwrap_or(shape);
+        let per_image: usize = want.iter().product();
+        if shape != want || images.len() != n * per_image {
             return Err(InferError::BadInput {
                 n,
-                shape,
+                shape: want,
                 expected: n * per_image,
                 got: images.len(),
             });
         }
-        if c != 3 {
-            return Err(InferError::Channels(c));
-        }
-        // Every stride-2 stage maps a side of 1 to 1 (padding keeps the window
-        // over the pixel) and the classifier pools adaptively, so any non-empty
-        // image works; Fashion-MNIST's native 28×28 is the usual small case.
-        if h == 0 || w == 0 {
-            return Err(InferError::TooSmall { h, w });
+        if self.input_shape.is_none() {
+            if c != 3 {
+                return Err(InferError::Channels(c));
+            }
+            // Every stride-2 stage maps a side of 1 to 1 (padding keeps the window
+            // over the pixel) and the classifier pools adaptively, so any non-empty
+            // image works; Fashion-MNIST's native 28×28 is the usual small case.
+            if h == 0 || w == 0 {
+                return Err(InferError::TooSmall { h, w });
+            }
         }
         let z = logits_in_passes(self.run.as_ref(), images, shape, self.batch_size);
         Ok(z.chunks(self.num_classes).map(<[f32]>::to_vec).collect())

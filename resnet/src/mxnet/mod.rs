@@ -6,7 +6,8 @@
 //! - [`params`]: the `nd.save` binary format (read and write);
 //! - [`symbol`]: the symbol JSON graph;
 //! - [`graph`]: the graph checked against the parameters and compiled to a [`graph::Plan`];
-//! - [`net`]: the plan run in burn on any backend ([`net::MxnetPredictor`]);
+//! - [`net`]: the plan run in burn on any backend ([`net::predictor`], an
+//!   [`crate::infer::Predictor`]);
 //! - [`archive`]: finding the files (tarball, directory, prefix);
 //! - [`export`]: rectrain's artifact written as a SageMaker-style `model.tar.gz`;
 //! - [`resnet`]: SageMaker's ResNet checkpoint opened for further training.
@@ -234,7 +235,7 @@ mod tests {
                 let bytes = std::fs::read(fixtures().join("images").join(img)).unwrap();
                 preprocess_eval(&bytes, &cfg, EvalMode::Squash, buf).unwrap();
             }
-            let p = net::MxnetPredictor::load(&model.plan, &ResolvedDevice::Cpu, Precision::F32)
+            let p = net::predictor(&model.plan, &ResolvedDevice::Cpu, Precision::F32)
                 .unwrap()
                 .with_batch_size(2);
             let got = p.predict(&images, n, cfg.image_shape).unwrap();

@@ -129,7 +129,7 @@ pub fn cpu_kernels() -> CpuKernelLibrary {
             },
         };
         eprintln!(
-            "CPU kernels: {why}: convolutions and batch norm on burn-flex \
+            "CPU kernels: {why}: convolutions on burn-flex \
              (slower; install oneDNN 2, e.g. Debian's libdnnl2, for full speed)"
         );
         CpuKernelLibrary::Flex
