@@ -509,8 +509,8 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_pcg::Pcg64Mcg;
-    use resnet::preprocess::tests::{coords, denorm, png_rgb};
     use resnet::preprocess::{preprocess_eval, EvalMode, IMAGENET_MEAN, IMAGENET_STD};
+    use resnet::testing::{coords, denorm, png_rgb};
 
     fn rng(seed: u64) -> Pcg64Mcg {
         Pcg64Mcg::seed_from_u64(seed)

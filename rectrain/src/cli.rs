@@ -11,7 +11,7 @@ use crate::hparams::{self, FlagKind, RawHyperparameters};
 use resnet::cli::{DeviceArgs, WorkersArgs, PRECISION_HELP, PRECISION_VALUE_NAME};
 
 /// `rectrain`'s hyperparameter flags, one `--name-with-dashes VALUE` per row of
-/// [`hparams::TABLE`] (except `precision_dtype`, which is [`DeviceArgs`]'s), listed
+/// [`hparams::TABLE`] (except `precision_dtype`, which is [`resnet::cli::DeviceArgs`]'s), listed
 /// under "Hyperparameters" in `--help` with their help text and default. The values
 /// are kept as text, by SageMaker name, like the strings of `hyperparameters.json`, and
 /// validated by [`hparams::Hyperparameters::from_raw`]. A flag given twice takes its

@@ -7,6 +7,6 @@ use clap::Parser;
 use rectrain::app::{self, Opts};
 
 fn main() -> ExitCode {
-    rectrain::kernels::cpu::keep_freed_memory();
+    resnet::kernels::cpu::keep_freed_memory();
     im2list::cli::run(app::TOOL, || app::run(Opts::parse()))
 }

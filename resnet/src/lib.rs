@@ -21,3 +21,7 @@ pub mod weights;
 pub mod cli;
 pub mod metrics;
 pub mod preprocess;
+
+// Generated images for the tests of this crate and the crates above it.
+#[doc(hidden)]
+pub mod testing;

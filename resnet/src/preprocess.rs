@@ -413,7 +413,8 @@ pub fn image_to_chw(img: &DynamicImage, cfg: &PreprocessConfig, out: &mut [f32])
     write_chw_window(&px, 0, 0, tw, th, &cfg.normalization, false, out);
 }
 
-pub(crate) fn check_out(cfg: &PreprocessConfig, out: &[f32]) -> Result<(), PreprocessError> {
+/// Checks that `out` holds exactly one preprocessed image of `cfg`.
+pub fn check_out(cfg: &PreprocessConfig, out: &[f32]) -> Result<(), PreprocessError> {
     if out.len() != cfg.len() {
         return Err(PreprocessError::OutputLen {
             expected: cfg.len(),
@@ -427,7 +428,7 @@ pub(crate) fn check_out(cfg: &PreprocessConfig, out: &[f32]) -> Result<(), Prepr
 /// floats, mirrored left-right when `mirror` (MXNet flips while writing, §4.2 step 9).
 /// `out` must hold `channels · tw · th` floats and the window must be inside `img`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn write_chw_window(
+pub fn write_chw_window(
     img: &Pixels,
     x: u32,
     y: u32,
@@ -471,9 +472,10 @@ pub(crate) fn write_chw_window(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use image::{ImageFormat, Luma, Rgb};
+    use crate::testing::{coords, denorm, png_rgb};
+    use image::{ImageFormat, Luma};
     use std::io::Cursor;
 
     /// `Normalization::raw` gives exactly the pixel values (scale 1.0, bias 0.0).
@@ -484,28 +486,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// PNG bytes of an RGB image whose pixel (x, y) is `f(x, y)`.
-    pub(crate) fn png_rgb(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
-        let img = RgbImage::from_fn(w, h, |x, y| Rgb(f(x, y)));
-        let mut buf = Cursor::new(Vec::new());
-        DynamicImage::ImageRgb8(img)
-            .write_to(&mut buf, ImageFormat::Png)
-            .unwrap();
-        buf.into_inner()
-    }
-
-    /// Pixel (x, y) of a coordinate-coded image: R = x, G = y, B = 7.
-    pub(crate) fn coords(x: u32, y: u32) -> [u8; 3] {
-        [x as u8, y as u8, 7]
-    }
-
     fn norm_value(p: u8, c: usize) -> f32 {
         (f32::from(p) / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
-    }
-
-    /// Invert ImageNet normalisation back to the 0..255 byte.
-    pub(crate) fn denorm(v: f32, c: usize) -> u8 {
-        ((v * IMAGENET_STD[c] + IMAGENET_MEAN[c]) * 255.0).round() as u8
     }
 
     #[test]

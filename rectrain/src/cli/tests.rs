@@ -4,6 +4,7 @@
 use clap::{CommandFactory, Parser};
 
 use super::*;
+use resnet::backend::{DeviceSpec, Precision};
 
 /// The groups as `rectrain` holds them: with the hyperparameter flags, a flag given
 /// twice taking its last value, negative numbers allowed.

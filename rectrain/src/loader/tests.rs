@@ -2,7 +2,7 @@ use super::*;
 use im2rec::dataset::DatasetError;
 use im2rec::recordio::{pack_image_record, IndexWriter, RecordWriter};
 use image::{DynamicImage, ImageFormat, RgbImage};
-use resnet::preprocess::tests::png_rgb;
+use resnet::testing::png_rgb;
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{Cursor, Write};

@@ -7,7 +7,6 @@
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 
 use crate::backend::host_f32;
 use crate::model::{Block, Downsample, Layout, ResNet};
