@@ -19,7 +19,7 @@ Modes:
   full OUTDIR       Writes random-init torchvision ResNet-18 and ResNet-50 (10 classes, seed 0) as
                     .pth and .safetensors, plus input.json (the formula input) and
                     expected.json (their logits). `RECTRAIN_PARITY_DIR=OUTDIR cargo test -p rectrain
-                    --test weights` compares.
+                    --test it weights` compares.
 
 The formulas (all arithmetic exact or correctly rounded in f64, then cast to f32):
   input[i]  = ((i * 7919) % 2003 / 2003 - 0.5) * 2            for the row-major index i
