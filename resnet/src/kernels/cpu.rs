@@ -16,6 +16,7 @@
 //! `dx = s·(dy − mean(dy) − x̂·mean(dy·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy`.
 
 use burn::tensor::ops::{ConvOptions, FloatTensorOps, ModuleOps};
+use burn::tensor::TensorData;
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
@@ -100,6 +101,32 @@ fn x_backward(
         })
         .collect();
     Flex::float_cat(pieces, 0)
+}
+
+// burn-flex tensors as the CPU kernels (oneDNN's, cpu-norm's) take and give them.
+
+pub(super) fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let shape = t.layout().shape();
+    [shape[0], shape[1], shape[2], shape[3]]
+}
+
+/// `t` as a contiguous f32 slice (`t` must be contiguous f32: see [`contiguous`]).
+pub(super) fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .unwrap_or_else(|| unreachable!("f32, made contiguous before the call"))
+}
+
+/// `t`, copied into row-major order where it is not.
+pub(super) fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+pub(super) fn tensor(values: Vec<f32>, dims: &[usize]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, dims.to_vec()))
 }
 
 /// The CPU's batch norm node ([`NormKernels`]): the reference that tests

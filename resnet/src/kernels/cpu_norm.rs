@@ -4,11 +4,12 @@
 //! where burn's operations take a dozen passes and oneDNN 2.6's plain-layout batch norm
 //! (which rectrain used before) was the slowest primitive of a ResNet step.
 
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use burn_flex::{Flex, FlexTensor};
 use cpu_norm::Shape;
 
 use super::autodiff::{NormForward, NormKernels};
+use super::cpu::{contiguous, dims4, tensor, values};
 
 /// The `cpu-norm` kernels on burn-flex tensors, ReLU fused.
 #[derive(Debug)]
@@ -18,29 +19,6 @@ pub struct CpuNorm;
 /// burn's operations otherwise, e.g. for the bf16 of the mixed-precision tests).
 pub fn takes(x: DType, gamma: DType) -> bool {
     x == DType::F32 && gamma == DType::F32
-}
-
-fn dims4(t: &FlexTensor) -> [usize; 4] {
-    let shape = t.layout().shape();
-    [shape[0], shape[1], shape[2], shape[3]]
-}
-
-/// `t` in row-major order (copied where it is not), as f32 values.
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
-
-fn values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .unwrap_or_else(|| unreachable!("f32 (checked by `takes`) and made contiguous"))
-}
-
-fn tensor(values: Vec<f32>, dims: &[usize]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, dims.to_vec()))
 }
 
 impl NormKernels for CpuNorm {

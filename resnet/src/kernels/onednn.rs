@@ -14,12 +14,12 @@
 //! hardware this build does not assume.
 
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, TensorData};
+use burn::tensor::DType;
 use burn_flex::{Flex, FlexTensor};
 use onednn::{ConvGeom, Dnnl};
 
 use super::autodiff::ConvKernels;
-use super::cpu::CpuKernels;
+use super::cpu::{contiguous, dims4, tensor, values, CpuKernels};
 
 /// oneDNN's kernels on burn-flex tensors.
 #[derive(Debug)]
@@ -35,30 +35,6 @@ fn dnnl() -> &'static Dnnl {
 /// message names the operation and its shape.
 fn or_panic<T>(result: Result<T, String>, what: impl std::fmt::Display) -> T {
     result.unwrap_or_else(|e| panic!("oneDNN {what} failed: {e}"))
-}
-
-fn dims4(t: &FlexTensor) -> [usize; 4] {
-    let shape = t.layout().shape();
-    [shape[0], shape[1], shape[2], shape[3]]
-}
-
-/// `t` as a contiguous f32 slice (`t` must be contiguous f32: see [`contiguous`]).
-fn values(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .unwrap_or_else(|| unreachable!("made contiguous f32 before the call"))
-}
-
-/// `t`, copied into row-major order where it is not.
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
-
-fn tensor(values: Vec<f32>, dims: &[usize]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, dims.to_vec()))
 }
 
 fn geometry(x: &FlexTensor, w: &FlexTensor, options: &ConvOptions<2>) -> ConvGeom {
