@@ -743,6 +743,45 @@ impl Dnnl {
         Ok(y)
     }
 
+    /// [`Dnnl::conv_forward_prepared_vec`] on an input of `x_dims`, which may differ from
+    /// the prepared geometry's in batch size and image size (the kernel, channels, stride,
+    /// padding and dilation are the prepared ones): one set of prepared weights serves
+    /// every batch size whose primitive wants the same weights layout. `Ok(None)` when this
+    /// geometry's primitive wants another layout (prepare the weights for it).
+    pub fn conv_forward_prepared_at(
+        &self,
+        prepared: &PreparedConv,
+        x_dims: [usize; 4],
+        x: &[f32],
+    ) -> Result<Option<Vec<f32>>, String> {
+        let geom = ConvGeom {
+            x_dims,
+            ..prepared.geom
+        };
+        if x_dims[1] != prepared.geom.x_dims[1] {
+            return Err(format!(
+                "input has {} channels, the weights were prepared for {}",
+                x_dims[1], prepared.geom.x_dims[1]
+            ));
+        }
+        let n = numel(geom.y_dims()?);
+        check_len("x", x.len(), numel(x_dims))?;
+        let mut y = Vec::with_capacity(n);
+        let ran = self.run_prepared_as(
+            prepared,
+            &geom,
+            x,
+            None,
+            PostOps::default(),
+            Data::Fresh(&mut y),
+        )?;
+        if !ran {
+            return Ok(None);
+        }
+        check_len("y", y.len(), n)?;
+        Ok(Some(y))
+    }
+
     fn run_prepared(
         &self,
         prepared: &PreparedConv,
@@ -751,6 +790,27 @@ impl Dnnl {
         post: PostOps,
         y: Data<'_>,
     ) -> Result<(), String> {
+        if self.run_prepared_as(prepared, &prepared.geom, x, residual, post, y)? {
+            Ok(())
+        } else {
+            Err(format!(
+                "weights were prepared for another layout than the primitive with \
+                 {post:?} wants; use prepare_conv_for with these post-ops"
+            ))
+        }
+    }
+
+    /// Runs the prepared-weights primitive of `geom` (`false`: it wants the weights in
+    /// another layout than `prepared`'s, nothing ran).
+    fn run_prepared_as(
+        &self,
+        prepared: &PreparedConv,
+        geom: &ConvGeom,
+        x: &[f32],
+        residual: Option<&[f32]>,
+        post: PostOps,
+        y: Data<'_>,
+    ) -> Result<bool, String> {
         let mut data = vec![Data::In(x), Data::In(&prepared.weights)];
         if let Some(b) = &prepared.bias {
             data.push(Data::In(b));
@@ -762,19 +822,16 @@ impl Dnnl {
         let key = Key::Conv {
             pass: Pass::Forward,
             layout: Layout::Blocked,
-            geom: prepared.geom,
+            geom: *geom,
             bias: prepared.bias.is_some(),
             mode: Mode::Prepared,
             post,
         };
         self.with_plan(key, |api, stream, plan| {
             if !api.md_equal(&plan.slots[1].md, &prepared.weights_md) {
-                return Err(format!(
-                    "weights were prepared for another layout than the primitive with \
-                     {post:?} wants; use prepare_conv_for with these post-ops"
-                ));
+                return Ok(false);
             }
-            plan.run(api, stream, data)
+            plan.run(api, stream, data).map(|()| true)
         })
     }
 

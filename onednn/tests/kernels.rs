@@ -584,3 +584,50 @@ fn plans_run_on_other_threads() {
         std::thread::scope(|s| s.spawn(|| all("third thread")).join().unwrap());
     }
 }
+
+/// Weights prepared once serve other batch and image sizes of the same convolution:
+/// against the per-call reordering path at each size. A size whose primitive wants another
+/// weights layout says so (`None`) rather than computing garbage; the prepared size itself
+/// and most others share the layout.
+#[test]
+fn prepared_weights_serve_other_batch_and_image_sizes() {
+    let Some(d) = dnnl() else { return };
+    let (mut shared, mut other) = (0, 0);
+    for (i, g) in cases().iter().enumerate() {
+        let w = rand(g.w_dims.iter().product(), 700 + i as u64);
+        let b = rand(g.w_dims[0], 800 + i as u64);
+        let prepared = d.prepare_conv(g, &w, Some(&b)).unwrap();
+        let [n, c, h, wd] = g.x_dims;
+        for x_dims in [g.x_dims, [1, c, h, wd], [n + 2, c, h + 3, wd + 1]] {
+            let at = ConvGeom { x_dims, ..*g };
+            let x = rand(x_dims.iter().product(), 900 + i as u64);
+            let want = d.conv_forward_vec(&at, &x, &w, Some(&b)).unwrap();
+            let want: Vec<f64> = want.iter().map(|&v| f64::from(v)).collect();
+            match d.conv_forward_prepared_at(&prepared, x_dims, &x).unwrap() {
+                Some(y) => {
+                    assert_close(&format!("prepared {g:?} at {x_dims:?}"), &y, &want, TOL);
+                    shared += usize::from(x_dims != g.x_dims);
+                }
+                None => {
+                    assert_ne!(x_dims, g.x_dims, "the prepared size always fits: {g:?}");
+                    other += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        shared > other,
+        "{shared} sizes shared the prepared weights, {other} did not"
+    );
+    let g = &cases()[0];
+    let prepared = d
+        .prepare_conv(g, &rand(g.w_dims.iter().product(), 1), None)
+        .unwrap();
+    let [n, c, h, w] = g.x_dims;
+    let wrong = [n, c + 1, h, w];
+    let x = rand(wrong.iter().product(), 2);
+    let e = d
+        .conv_forward_prepared_at(&prepared, wrong, &x)
+        .unwrap_err();
+    assert!(e.contains("channels"), "{e}");
+}
