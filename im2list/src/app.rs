@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use crate::cli::{self, Outcome};
 use crate::list::{self, Config, Output};
 use crate::pypath;
+use tool_cli::{self as cli, Outcome};
 
 const TOOL: &str = "im2list";
 

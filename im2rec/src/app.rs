@@ -15,8 +15,8 @@ use clap::Parser;
 use crate::imageops::{ColorMode, Encoding, Interpolation};
 use crate::inspect;
 use crate::pack::{self, PackConfig, PackError, PackStats};
-use im2list::cli::{self, Outcome};
 use im2list::pypath;
+use tool_cli::{self as cli, Outcome};
 
 const TOOL: &str = "im2rec";
 
@@ -266,7 +266,7 @@ impl Opts {
 }
 
 /// Runs `im2rec` with `args` (the program name first, as `std::env::args_os()` gives
-/// them) and returns its exit code (`im2list::cli`'s policy).
+/// them) and returns its exit code (`tool_cli`'s policy).
 pub fn main_from(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     // `im2rec --list ...` is im2rec.py's list mode: im2list's command line, the same
     // options (--recursive, --exts, --chunks, --train-ratio, ...) and the same lists.

@@ -10,9 +10,9 @@ use crate::serve::{self, ServeConfig};
 use crate::{Config, InputSpec, OutputMode};
 use anyhow::Context;
 use clap::Parser;
-use im2list::cli::{self, Outcome};
 use resnet::cli::{lst_root, DeviceArgs, WorkersArgs};
 use resnet::preprocess::EvalMode;
+use tool_cli::{self as cli, Outcome};
 
 /// The tool's name in messages.
 pub const TOOL: &str = "recpredict";

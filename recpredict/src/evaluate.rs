@@ -1,6 +1,6 @@
 //! `--evaluate`: the summary of a model's predictions over inputs whose true labels
 //! are known (`.lst` or `.rec`). Single-label models get accuracy, top-k accuracy,
-//! per-class precision/recall and the confusion matrix ([`Summary`]); multi-label
+//! per-class precision/recall and the confusion matrix ([`SingleLabelSummary`]); multi-label
 //! models get per-class precision/recall/F1 at a 0.5 threshold, their micro and macro
 //! averages, exact-match accuracy and Hamming loss ([`MultiLabelSummary`]).
 //!
@@ -43,6 +43,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use resnet::metrics::{argmax, in_top_k};
+use resnet::Head;
 
 /// One class's row of the summary.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -61,7 +62,7 @@ pub struct ClassStats {
 
 /// The `--evaluate` summary line (see the module docs for the fields).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Summary {
+pub struct SingleLabelSummary {
     /// Always `"summary"`.
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -83,7 +84,7 @@ pub struct Summary {
 
 /// Accumulates predictions against true classes.
 #[derive(Debug, Clone)]
-pub struct Evaluator {
+pub struct SingleLabelEvaluator {
     k: usize,
     class_names: Option<Vec<String>>,
     confusion: Vec<Vec<u64>>,
@@ -91,10 +92,10 @@ pub struct Evaluator {
     errors: u64,
 }
 
-impl Evaluator {
+impl SingleLabelEvaluator {
     /// An evaluator for `num_classes` classes and top-`k` accuracy.
     pub fn new(num_classes: usize, k: usize, class_names: Option<Vec<String>>) -> Self {
-        Evaluator {
+        SingleLabelEvaluator {
             k,
             class_names,
             confusion: vec![vec![0; num_classes]; num_classes],
@@ -138,7 +139,7 @@ impl Evaluator {
     }
 
     /// The summary of everything recorded so far.
-    pub fn summary(&self) -> Summary {
+    pub fn summary(&self) -> SingleLabelSummary {
         let n = self.confusion.len();
         let images: u64 = self.confusion.iter().flatten().sum();
         let correct: u64 = (0..n).map(|i| self.confusion[i][i]).sum();
@@ -155,7 +156,7 @@ impl Evaluator {
                 }
             })
             .collect();
-        Summary {
+        SingleLabelSummary {
             kind: "summary",
             images,
             errors: self.errors,
@@ -375,68 +376,86 @@ impl MultiLabelEvaluator {
 /// The summary line of either kind of model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-pub enum AnySummary {
+pub enum Summary {
     /// A single-label model's summary.
-    Single(Summary),
+    SingleLabel(SingleLabelSummary),
     /// A multi-label model's summary.
     MultiLabel(MultiLabelSummary),
 }
 
-impl AnySummary {
+impl Summary {
     /// The single-label summary, if this is one.
-    pub fn single(&self) -> Option<&Summary> {
+    pub fn single(&self) -> Option<&SingleLabelSummary> {
         match self {
-            AnySummary::Single(s) => Some(s),
-            AnySummary::MultiLabel(_) => None,
+            Summary::SingleLabel(s) => Some(s),
+            Summary::MultiLabel(_) => None,
         }
     }
 
     /// The multi-label summary, if this is one.
     pub fn multi_label(&self) -> Option<&MultiLabelSummary> {
         match self {
-            AnySummary::MultiLabel(s) => Some(s),
-            AnySummary::Single(_) => None,
+            Summary::MultiLabel(s) => Some(s),
+            Summary::SingleLabel(_) => None,
         }
     }
 }
 
 /// The evaluator of either kind of model.
 #[derive(Debug, Clone)]
-pub enum AnyEvaluator {
+pub enum Evaluator {
     /// Top class against a class index.
-    Single(Evaluator),
+    SingleLabel(SingleLabelEvaluator),
     /// Thresholded probabilities against a multi-hot vector.
     MultiLabel(MultiLabelEvaluator),
 }
 
-impl AnyEvaluator {
-    /// Record one prediction against the item's true labels (see [`Evaluator::add`]
+impl Evaluator {
+    /// The evaluator for a model with this head: top-`top_k` accuracy and per-class
+    /// precision/recall for a softmax, thresholded per-class scores for sigmoids.
+    pub fn new(
+        head: Head,
+        num_classes: usize,
+        top_k: usize,
+        class_names: Option<Vec<String>>,
+    ) -> Self {
+        match head {
+            Head::Softmax => {
+                Evaluator::SingleLabel(SingleLabelEvaluator::new(num_classes, top_k, class_names))
+            }
+            Head::Sigmoid => {
+                Evaluator::MultiLabel(MultiLabelEvaluator::new(num_classes, class_names))
+            }
+        }
+    }
+
+    /// Record one prediction against the item's true labels (see [`SingleLabelEvaluator::add`]
     /// and [`MultiLabelEvaluator::add`]).
     pub fn add(&mut self, labels: Option<&[f32]>, probs: &[f32]) -> Result<(), String> {
         match self {
-            AnyEvaluator::Single(e) => {
+            Evaluator::SingleLabel(e) => {
                 let t = labels
                     .and_then(|l| l.first().copied())
                     .and_then(crate::output::class_index);
                 e.add(t, probs)
             }
-            AnyEvaluator::MultiLabel(e) => e.add(labels, probs),
+            Evaluator::MultiLabel(e) => e.add(labels, probs),
         }
     }
 
     /// Count an input that failed before it could be evaluated.
     pub fn add_error(&mut self) {
         match self {
-            AnyEvaluator::Single(e) => e.add_error(),
-            AnyEvaluator::MultiLabel(e) => e.add_error(),
+            Evaluator::SingleLabel(e) => e.add_error(),
+            Evaluator::MultiLabel(e) => e.add_error(),
         }
     }
 
     /// The summary of everything recorded so far.
-    pub fn summary(&self) -> AnySummary {
+    pub fn summary(&self) -> Summary {
         match self {
-            AnyEvaluator::Single(e) => AnySummary::Single(e.summary()),
-            AnyEvaluator::MultiLabel(e) => AnySummary::MultiLabel(e.summary()),
+            Evaluator::SingleLabel(e) => Summary::SingleLabel(e.summary()),
+            Evaluator::MultiLabel(e) => Summary::MultiLabel(e.summary()),
         }
     }
 }
@@ -450,7 +469,7 @@ fn pct(v: Option<f64>) -> String {
 }
 
 /// Print the summary as a readable table (for a terminal).
-pub fn write_table(w: &mut dyn Write, s: &Summary) -> io::Result<()> {
+pub fn write_single_label_table(w: &mut dyn Write, s: &SingleLabelSummary) -> io::Result<()> {
     writeln!(
         w,
         "images: {}  errors: {}  accuracy: {}  top-{} accuracy: {}",
@@ -547,10 +566,10 @@ pub fn write_multi_label_table(w: &mut dyn Write, s: &MultiLabelSummary) -> io::
 }
 
 /// Print either kind of summary as a table.
-pub fn write_any_table(w: &mut dyn Write, s: &AnySummary) -> io::Result<()> {
+pub fn write_summary_table(w: &mut dyn Write, s: &Summary) -> io::Result<()> {
     match s {
-        AnySummary::Single(s) => write_table(w, s),
-        AnySummary::MultiLabel(s) => write_multi_label_table(w, s),
+        Summary::SingleLabel(s) => write_single_label_table(w, s),
+        Summary::MultiLabel(s) => write_multi_label_table(w, s),
     }
 }
 
@@ -575,7 +594,7 @@ mod tests {
 
     #[test]
     fn known_confusion_gives_exact_numbers() {
-        let mut e = Evaluator::new(3, 2, Some(vec!["a".into(), "b".into(), "c".into()]));
+        let mut e = SingleLabelEvaluator::new(3, 2, Some(vec!["a".into(), "b".into(), "c".into()]));
         // true 0: predicted 0, 0, 1 (second choice 0 → top-2 hit)
         e.add(Some(0), &[0.8, 0.1, 0.1]).unwrap();
         e.add(Some(0), &[0.7, 0.2, 0.1]).unwrap();
@@ -623,12 +642,12 @@ mod tests {
             (2, [0.1, 3.0, 1.0, 1.0]),         // tied second: within top 2
             (3, [0.0, 200.0, -200.0, -300.0]), // 0, 2 and 3 all have probability 0
         ];
-        let mut e = Evaluator::new(4, 2, None);
+        let mut e = SingleLabelEvaluator::new(4, 2, None);
         let mut acc = resnet::metrics::Accumulator::default();
         for (t, logits) in &rows {
-            let probs = &resnet::infer::probabilities_from_logits(logits, 4, false)[0];
+            let probs = &Head::Softmax.probabilities(logits, 4)[0];
             e.add(Some(*t), probs).unwrap();
-            acc.add_batch(logits, 4, &[vec![*t as f32]], 0.0, false, Some(2));
+            acc.add_batch(logits, 4, &[vec![*t as f32]], 0.0, Head::Softmax, Some(2));
         }
         let s = e.summary();
         assert_eq!(s.accuracy, Some(acc.accuracy()));
@@ -636,9 +655,9 @@ mod tests {
         assert_eq!(s.accuracy, Some(1.0 / 5.0));
         assert_eq!(s.top_k_accuracy, Some(1.0));
         // k = 1: the all-tied row and both tied-best rows count, as MXNet's top-1.
-        let mut e1 = Evaluator::new(4, 1, None);
+        let mut e1 = SingleLabelEvaluator::new(4, 1, None);
         for (t, logits) in &rows[..3] {
-            let probs = &resnet::infer::probabilities_from_logits(logits, 4, false)[0];
+            let probs = &Head::Softmax.probabilities(logits, 4)[0];
             e1.add(Some(*t), probs).unwrap();
         }
         assert_eq!(e1.summary().top_k_accuracy, Some(1.0));
@@ -647,17 +666,17 @@ mod tests {
 
     #[test]
     fn empty_summary_has_null_ratios() {
-        let s = Evaluator::new(2, 1, None).summary();
+        let s = SingleLabelEvaluator::new(2, 1, None).summary();
         assert_eq!((s.images, s.accuracy, s.top_k_accuracy), (0, None, None));
         assert_eq!(s.per_class[0].precision, None);
     }
 
     #[test]
     fn table_lists_every_class() {
-        let mut e = Evaluator::new(2, 1, None);
+        let mut e = SingleLabelEvaluator::new(2, 1, None);
         e.add(Some(1), &[0.2, 0.8]).unwrap();
         let mut buf = Vec::new();
-        write_table(&mut buf, &e.summary()).unwrap();
+        write_single_label_table(&mut buf, &e.summary()).unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert!(text.contains("accuracy: 1.0000"), "{text}");
         assert!(text.contains("confusion matrix"), "{text}");
@@ -720,7 +739,7 @@ mod tests {
         assert_eq!(c[2], (None, Some(0.0), Some(0.0), 1, 0));
         assert_eq!(s.per_class[2].label.as_deref(), Some("c"));
 
-        let json = serde_json::to_value(AnySummary::MultiLabel(s.clone())).unwrap();
+        let json = serde_json::to_value(Summary::MultiLabel(s.clone())).unwrap();
         assert_eq!(json["type"], "summary");
         assert_eq!(json["multi_label"], true);
         assert_eq!(json["macro"]["recall"], 2.0 / 3.0);
@@ -751,7 +770,7 @@ mod tests {
         assert_eq!(keys, expected);
 
         let mut buf = Vec::new();
-        write_any_table(&mut buf, &AnySummary::MultiLabel(s)).unwrap();
+        write_summary_table(&mut buf, &Summary::MultiLabel(s)).unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert!(text.contains("exact match: 0.5000"), "{text}");
         assert!(text.contains("macro avg"), "{text}");
@@ -782,7 +801,7 @@ mod tests {
 
     #[test]
     fn any_evaluator_reads_the_first_label_for_single_label_models() {
-        let mut e = AnyEvaluator::Single(Evaluator::new(2, 1, None));
+        let mut e = Evaluator::SingleLabel(SingleLabelEvaluator::new(2, 1, None));
         e.add(Some(&[1.0]), &[0.2, 0.8]).unwrap();
         assert!(e.add(Some(&[0.5]), &[0.2, 0.8]).is_err());
         let s = e.summary();

@@ -7,7 +7,7 @@ use recpredict::app::{self, Opts};
 
 fn main() -> ExitCode {
     resnet::kernels::cpu::keep_freed_memory();
-    im2list::cli::run(app::TOOL, || {
+    tool_cli::run(app::TOOL, || {
         app::run(Opts::parse_from(app::args_with_sagemaker_entry(
             std::env::args_os(),
         )))

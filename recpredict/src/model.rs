@@ -10,8 +10,10 @@
 //!
 //! Both load into one [`Predictor`].
 //!
-//! [`open`] reads what the options are checked against (input shape, classes, labels,
-//! preprocessing) before [`load`] puts the network on the device.
+//! [`OpenedModel::open`] finds the model and checks the options both modes share
+//! against it (batch size, `--top-k`) and settles its preprocessing, before
+//! [`OpenedModel::load`] puts the network on the device: batch mode and `--serve` both
+//! start there.
 
 use std::path::{Path, PathBuf};
 
@@ -20,10 +22,11 @@ use resnet::backend::{self, DeviceSpec, Precision};
 use resnet::infer::Predictor;
 use resnet::mxnet::net;
 use resnet::mxnet::MxnetModel;
-use resnet::preprocess::{EvalMode, PreprocessConfig};
+use resnet::preprocess::{preprocess_eval_report, EvalMode, PreprocessConfig};
+use resnet::Head;
 
+use crate::error::Error;
 use crate::pipeline::Classifier;
-use crate::Error;
 
 /// A model found on disk, not yet on a device.
 #[derive(Debug)]
@@ -88,11 +91,12 @@ impl Source {
         }
     }
 
-    /// Independent per-class probabilities.
-    pub fn multi_label(&self) -> bool {
+    /// How the logits become probabilities (softmax, or independent per-class
+    /// sigmoids).
+    pub fn head(&self) -> Head {
         match self {
-            Source::Rectrain { art, .. } => art.multi_label,
-            Source::Mxnet(m) => m.multi_label(),
+            Source::Rectrain { art, .. } => art.head,
+            Source::Mxnet(m) => m.head(),
         }
     }
 
@@ -114,6 +118,123 @@ impl Source {
     }
 }
 
+/// The default `--top-k`: 5, or the class count when the model has fewer classes.
+pub const DEFAULT_TOP_K: usize = 5;
+
+/// `--batch-size` against the model: at least 1, and one batch of decoded images must
+/// fit in one tensor.
+fn check_batch_size(batch_size: usize, image_shape: [usize; 3]) -> Result<(), Error> {
+    if batch_size == 0 {
+        return Err(Error::Usage("--batch-size must be at least 1".into()));
+    }
+    // One batch of decoded images is one tensor: keep it within what a tensor can
+    // index (2^31 − 1 values), which also bounds the memory of the batch buffers.
+    let per_batch = image_shape
+        .iter()
+        .fold(batch_size, |n, &d| n.saturating_mul(d));
+    if per_batch > i32::MAX as usize {
+        let [c, h, w] = image_shape;
+        return Err(Error::Usage(format!(
+            "--batch-size {batch_size} at the model's image_shape {c},{h},{w} makes batches of \
+             {per_batch} values, more than one tensor can (2^31 − 1); use a smaller --batch-size"
+        )));
+    }
+    Ok(())
+}
+
+/// The `top_k` length: `--top-k` checked against the class count, or the default.
+fn resolve_top_k(top_k: Option<usize>, num_classes: usize) -> Result<usize, Error> {
+    match top_k {
+        None => Ok(DEFAULT_TOP_K.min(num_classes)),
+        Some(0) => Err(Error::Usage("--top-k must be at least 1".into())),
+        Some(k) if k > num_classes => Err(Error::Usage(format!(
+            "--top-k {k} is more than the model's {num_classes} classes"
+        ))),
+        Some(k) => Ok(k),
+    }
+}
+
+/// A model found on disk with the options both modes share settled against it: the
+/// batch size (checked), the `top_k` length (resolved) and how images are fitted to
+/// its input.
+#[derive(Debug)]
+pub struct OpenedModel {
+    /// What `--model` names.
+    pub source: Source,
+    /// Images per forward pass.
+    pub batch_size: usize,
+    /// The `top_k` length of each prediction (and the k of top-k accuracy).
+    pub top_k: usize,
+    /// Decoding and preprocessing for this model.
+    pub preprocessor: Preprocessor,
+}
+
+impl OpenedModel {
+    /// Opens the model `path` names ([`open`]) and checks `batch_size` and `top_k`
+    /// (`None`: [`DEFAULT_TOP_K`], at most the class count) against it; `eval_mode` is
+    /// `--squash`'s choice, which an MXNet model overrides ([`Source::eval_mode`]).
+    pub fn open(
+        path: &Path,
+        batch_size: usize,
+        top_k: Option<usize>,
+        eval_mode: EvalMode,
+    ) -> Result<Self, Error> {
+        let source = open(path)?;
+        let shape = source.image_shape();
+        check_batch_size(batch_size, shape)?;
+        let top_k = resolve_top_k(top_k, source.num_classes())?;
+        let preprocessor = Preprocessor {
+            config: source.preprocess(),
+            mode: source.eval_mode(eval_mode),
+            shape,
+        };
+        Ok(OpenedModel {
+            source,
+            batch_size,
+            top_k,
+            preprocessor,
+        })
+    }
+
+    /// The input `[C, H, W]`.
+    pub fn image_shape(&self) -> [usize; 3] {
+        self.preprocessor.shape
+    }
+
+    /// Resolves `device` and puts the network on it ([`load`]), for
+    /// [`batch_size`](Self::batch_size) images per forward pass.
+    pub fn load(
+        &self,
+        device: &DeviceSpec,
+        precision: Precision,
+        notice: &mut dyn FnMut(&str),
+    ) -> Result<Model, Error> {
+        load(&self.source, device, precision, self.batch_size, notice)
+    }
+}
+
+/// How encoded images become a model's input: `resnet::preprocess::preprocess_eval`
+/// with the model's preprocessing, fitted by `mode`.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    /// The model's preprocessing.
+    pub config: PreprocessConfig,
+    /// Centre crop or squash.
+    pub mode: EvalMode,
+    /// The input `[C, H, W]`.
+    pub shape: [usize; 3],
+}
+
+impl Preprocessor {
+    /// Decodes `bytes` into `buf` (C·H·W floats): `Ok(true)` when the image was smaller
+    /// than the input and upscaled, `Err` why it could not be used.
+    pub fn apply(&self, bytes: &[u8], buf: &mut [f32]) -> Result<bool, String> {
+        preprocess_eval_report(bytes, &self.config, self.mode, buf)
+            .map(|prepared| prepared.upscaled)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// A loaded model, ready to predict batches.
 pub struct Model {
     predictor: Predictor,
@@ -124,7 +245,7 @@ pub struct Model {
 /// forward pass. A weights file that does not match the network (missing tensors,
 /// other shapes) is an error. A half precision asked for on the CPU falls back to
 /// float32 with a notice.
-pub fn load(
+fn load(
     source: &Source,
     device: &DeviceSpec,
     precision: Precision,
@@ -136,13 +257,7 @@ pub fn load(
     let precision = resolved.effective_precision(precision, &mut *notice);
     let (loaded, path) = match source {
         Source::Rectrain { art, weights } => (
-            Predictor::load(
-                weights,
-                &art.resnet(),
-                art.multi_label,
-                &resolved,
-                precision,
-            ),
+            Predictor::load(weights, &art.resnet(), art.head, &resolved, precision),
             weights.clone(),
         ),
         Source::Mxnet(m) => (

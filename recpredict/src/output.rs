@@ -23,7 +23,7 @@
 //! no probabilities. The same message is printed on stderr, and the exit code is 1.
 //!
 //! A **summary line** (with `--evaluate`) is the only object with a `type` field:
-//! `{"type": "summary", ...}`, see [`crate::evaluate::Summary`] (and
+//! `{"type": "summary", ...}`, see [`crate::evaluate::SingleLabelSummary`] (and
 //! [`crate::evaluate::MultiLabelSummary`], marked `"multi_label": true`). Prediction and
 //! error lines have no `type`, so a consumer tells them apart by `"type" in obj`.
 //!
@@ -39,7 +39,7 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 use std::path::Path;
 
-use resnet::metrics;
+use resnet::{metrics, Head};
 use serde::Serialize;
 
 use crate::input::ItemKey;
@@ -69,8 +69,8 @@ pub enum TrueClass {
 
 impl TrueClass {
     /// The `true_class` of an item with these labels, for a single- or multi-label model.
-    pub fn from_labels(labels: &[f32], multi_label: bool) -> Option<Self> {
-        if multi_label {
+    pub fn from_labels(labels: &[f32], head: Head) -> Option<Self> {
+        if head.is_multi_label() {
             return Some(TrueClass::Vector(labels.to_vec()));
         }
         let &first = labels.first()?;
@@ -323,18 +323,18 @@ mod tests {
     #[test]
     fn true_class_forms() {
         assert_eq!(
-            TrueClass::from_labels(&[2.0, 5.0], false),
+            TrueClass::from_labels(&[2.0, 5.0], Head::Softmax),
             Some(TrueClass::Class(2))
         );
         assert_eq!(
-            TrueClass::from_labels(&[0.5], false),
+            TrueClass::from_labels(&[0.5], Head::Softmax),
             Some(TrueClass::Value(0.5))
         );
         assert_eq!(
-            TrueClass::from_labels(&[1.0, 0.0], true),
+            TrueClass::from_labels(&[1.0, 0.0], Head::Sigmoid),
             Some(TrueClass::Vector(vec![1.0, 0.0]))
         );
-        assert_eq!(TrueClass::from_labels(&[], false), None);
+        assert_eq!(TrueClass::from_labels(&[], Head::Softmax), None);
         assert_eq!(class_index(-1.0), None);
     }
 }

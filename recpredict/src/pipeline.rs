@@ -15,8 +15,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
+use resnet::Head;
 
-use crate::evaluate::{AnyEvaluator, AnySummary, Evaluator, MultiLabelEvaluator};
+use crate::evaluate::{Evaluator, Summary};
 use crate::input::{self, Inputs, Item, ItemKey};
 use crate::output::{self, TrueClass};
 
@@ -59,8 +60,8 @@ pub struct Settings {
     pub num_classes: usize,
     /// The model's class names, if any.
     pub class_names: Option<Vec<String>>,
-    /// Independent per-class probabilities (true labels are vectors).
-    pub multi_label: bool,
+    /// The model's head (true labels are vectors for [`Head::Sigmoid`]).
+    pub head: Head,
     /// Images per model call.
     pub batch_size: usize,
     /// Decoding threads.
@@ -105,7 +106,7 @@ pub struct Report {
     /// be evaluated.
     pub failed: u64,
     /// The `--evaluate` summary (already written as the last line).
-    pub summary: Option<AnySummary>,
+    pub summary: Option<Summary>,
     /// Where the time went.
     pub timings: Timings,
 }
@@ -355,7 +356,7 @@ struct LineWriter<'s, 'w> {
     settings: &'s Settings,
     out: &'w mut dyn Write,
     diag: &'w mut dyn Write,
-    evaluator: Option<AnyEvaluator>,
+    evaluator: Option<Evaluator>,
     used_names: HashSet<PathBuf>,
     predicted: u64,
     failed: u64,
@@ -368,18 +369,12 @@ impl<'s, 'w> LineWriter<'s, 'w> {
             out,
             diag,
             evaluator: settings.evaluate.then(|| {
-                if settings.multi_label {
-                    AnyEvaluator::MultiLabel(MultiLabelEvaluator::new(
-                        settings.num_classes,
-                        settings.class_names.clone(),
-                    ))
-                } else {
-                    AnyEvaluator::Single(Evaluator::new(
-                        settings.num_classes,
-                        settings.top_k,
-                        settings.class_names.clone(),
-                    ))
-                }
+                Evaluator::new(
+                    settings.head,
+                    settings.num_classes,
+                    settings.top_k,
+                    settings.class_names.clone(),
+                )
             }),
             used_names: HashSet::new(),
             predicted: 0,
@@ -436,7 +431,7 @@ impl<'s, 'w> LineWriter<'s, 'w> {
         labels: Option<&[f32]>,
         probs: &[f32],
     ) -> Result<(), PipelineError> {
-        let true_class = labels.and_then(|l| TrueClass::from_labels(l, self.settings.multi_label));
+        let true_class = labels.and_then(|l| TrueClass::from_labels(l, self.settings.head));
         match &self.settings.output {
             OutputMode::JsonLines => output::write_prediction(
                 self.out,
@@ -475,7 +470,7 @@ impl<'s, 'w> LineWriter<'s, 'w> {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<Option<AnySummary>, PipelineError> {
+    fn finish(&mut self) -> Result<Option<Summary>, PipelineError> {
         let Some(e) = &self.evaluator else {
             return Ok(None);
         };
@@ -561,7 +556,7 @@ mod tests {
             shape: [1, 2, 2],
             num_classes: 3,
             class_names: None,
-            multi_label: false,
+            head: Head::Softmax,
             batch_size: 2,
             workers: 2,
             prefetch_batches: 1,

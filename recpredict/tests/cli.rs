@@ -160,7 +160,7 @@ fn artifact_config(classes: usize) -> ArtifactConfig {
         num_classes: classes,
         image_shape: [3, 32, 32],
         resize: Some(36),
-        multi_label: false,
+        head: resnet::Head::Softmax,
         normalization: Normalization::imagenet(),
         class_names: (classes == CLASSES)
             .then(|| vec!["red".into(), "green".into(), "blue".into()]),

@@ -12,8 +12,8 @@ use clap::Parser;
 use crate::cli::HyperparameterArgs;
 use crate::hparams::{self, Hyperparameters, RawHyperparameters};
 use crate::train::{self, DataSource, TrainConfig, TrainOutcome};
-use im2list::cli::{self, Outcome};
 use resnet::cli::{lst_root, DeviceArgs, WorkersArgs};
+use tool_cli::{self as cli, Outcome};
 
 /// The tool's name in messages.
 pub const TOOL: &str = "rectrain";

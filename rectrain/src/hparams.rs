@@ -19,6 +19,7 @@ use std::str::FromStr;
 use crate::augment::AugmentationType;
 use resnet::backend::Precision;
 use resnet::preprocess::MAX_SIDE;
+use resnet::Head;
 
 /// Hyperparameters as SageMaker passes them: name → string value.
 pub type RawHyperparameters = BTreeMap<String, String>;
@@ -149,8 +150,9 @@ pub struct Hyperparameters {
     pub top_k: Option<usize>,
     /// Start from pretrained weights (`--pretrained PATH`).
     pub use_pretrained_model: bool,
-    /// Labels are multi-hot vectors; sigmoid outputs, binary cross-entropy.
-    pub multi_label: bool,
+    /// The head, from `multi_label`: softmax, or (`multi_label=1`: labels are
+    /// multi-hot vectors) sigmoid outputs and binary cross-entropy.
+    pub head: Head,
     /// Weight the multi-label loss by class frequency.
     pub use_weighted_loss: bool,
     /// Training augmentation (`None` = centre crop, no augmentation).
@@ -195,7 +197,7 @@ impl Default for Hyperparameters {
             gamma: 0.9,
             top_k: None,
             use_pretrained_model: false,
-            multi_label: false,
+            head: Head::Softmax,
             use_weighted_loss: false,
             augmentation_type: AugmentationType::None,
             resize: None,
@@ -402,7 +404,7 @@ impl Hyperparameters {
                     h.top_k = Some(k);
                 }
                 "use_pretrained_model" => h.use_pretrained_model = parse_bool(name, v)?,
-                "multi_label" => h.multi_label = parse_bool(name, v)?,
+                "multi_label" => h.head = Head::from_multi_label(parse_bool(name, v)?),
                 "use_weighted_loss" => h.use_weighted_loss = parse_bool(name, v)?,
                 "augmentation_type" => {
                     h.augmentation_type = match v.trim().to_ascii_lowercase().as_str() {
@@ -474,14 +476,14 @@ impl Hyperparameters {
                 });
             }
         }
-        if self.use_weighted_loss && !self.multi_label {
+        if self.use_weighted_loss && !self.head.is_multi_label() {
             return Err(HparamsError::Conflict {
                 first: "use_weighted_loss",
                 second: "multi_label",
                 reason: "use_weighted_loss=1 requires multi_label=1".into(),
             });
         }
-        if self.multi_label && self.top_k.is_some() {
+        if self.head.is_multi_label() && self.top_k.is_some() {
             return Err(HparamsError::Conflict {
                 first: "top_k",
                 second: "multi_label",
@@ -545,7 +547,10 @@ impl Hyperparameters {
             "use_pretrained_model",
             u8::from(self.use_pretrained_model).to_string(),
         );
-        put("multi_label", u8::from(self.multi_label).to_string());
+        put(
+            "multi_label",
+            u8::from(self.head.is_multi_label()).to_string(),
+        );
         put(
             "use_weighted_loss",
             u8::from(self.use_weighted_loss).to_string(),

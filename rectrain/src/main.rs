@@ -8,5 +8,5 @@ use rectrain::app::{self, Opts};
 
 fn main() -> ExitCode {
     resnet::kernels::cpu::keep_freed_memory();
-    im2list::cli::run(app::TOOL, || app::run(Opts::parse()))
+    tool_cli::run(app::TOOL, || app::run(Opts::parse()))
 }

@@ -313,8 +313,14 @@ mod tests {
                     }
                 })
                 .collect();
-            s.window
-                .add_batch(&logits, 2, &vec![vec![0.0]; 32], 0.5, false, Some(1));
+            s.window.add_batch(
+                &logits,
+                2,
+                &vec![vec![0.0]; 32],
+                0.5,
+                resnet::Head::Softmax,
+                Some(1),
+            );
             let now = t0 + Duration::from_millis(160 * b as u64);
             lines.extend(s.after_batch(7, b, Some(1), now));
         }

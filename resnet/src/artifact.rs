@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{Layout, ResNetConfig};
 use crate::preprocess::{Normalization, PreprocessConfig};
+use crate::Head;
 
 /// `config.json`'s `format` value.
 pub const FORMAT: &str = "rectrain-model";
@@ -65,8 +66,10 @@ pub struct ArtifactConfig {
     pub image_shape: [usize; 3],
     /// Shorter side before the crop, if training used one.
     pub resize: Option<u32>,
-    /// Sigmoid outputs (multi-label) instead of softmax.
-    pub multi_label: bool,
+    /// Softmax, or per-class sigmoids (multi-label); written as SageMaker's boolean
+    /// `multi_label`.
+    #[serde(rename = "multi_label")]
+    pub head: Head,
     /// Pixel normalisation used in training.
     pub normalization: Normalization,
     /// Class names by index (from im2list's `.classes` sidecar), if known.
@@ -273,7 +276,7 @@ mod tests {
             num_classes: 2,
             image_shape: [3, 32, 32],
             resize: None,
-            multi_label: false,
+            head: Head::Softmax,
             normalization: Normalization::imagenet(),
             class_names: Some(vec!["cat".into(), "dog".into()]),
             hyperparameters: serde_json::json!({"num_layers": "18"}),

@@ -1,7 +1,7 @@
 //! The command-line options `rectrain` and `recpredict` share, declared once so that a
 //! flag means the same in both tools: its spelling, values, help text, default and
 //! error messages. Each tool flattens the groups into its own options
-//! (`#[command(flatten)]`); the exit-code policy stays in `im2list::cli`. They live in
+//! (`#[command(flatten)]`); the exit-code policy stays in `tool_cli`. They live in
 //! the library both tools stand on, so that neither depends on the other; their tests
 //! (both tools' flag sets side by side) are in `rectrain::cli`, next to the
 //! hyperparameter flags that share `--precision-dtype`'s help.

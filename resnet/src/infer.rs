@@ -6,7 +6,7 @@
 //! preprocessed images (`N×C×H×W` floats, see `preprocess`), runs them in batches of
 //! [`Predictor::batch_size`] and returns one probability vector per image: the softmax
 //! of the logits, or an independent sigmoid per class for multi-label models (what
-//! SageMaker's endpoint returns). The softmax/sigmoid is computed on the host in f64
+//! SageMaker's endpoint returns): the model's [`Head`], computed on the host in f64
 //! from the logits, so half-precision backends do not lose the small probabilities.
 
 use std::path::Path;
@@ -15,6 +15,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::backend::{dispatch_infer, BackendError, InferTask, Precision, ResolvedDevice};
+use crate::head::Head;
 use crate::model::{FoldedResNet, ModelError, ResNetConfig};
 use crate::weights::{load_safetensors, WeightsError};
 
@@ -59,32 +60,6 @@ pub enum InferError {
     },
 }
 
-/// Row-wise softmax (or per-element sigmoid when `multi_label`) of `[n, classes]`
-/// logits, computed in f64.
-pub fn probabilities_from_logits(
-    logits: &[f32],
-    classes: usize,
-    multi_label: bool,
-) -> Vec<Vec<f32>> {
-    logits
-        .chunks(classes.max(1))
-        .map(|row| {
-            if multi_label {
-                row.iter()
-                    .map(|&z| (1.0 / (1.0 + (-f64::from(z)).exp())) as f32)
-                    .collect()
-            } else {
-                let max = row
-                    .iter()
-                    .fold(f64::NEG_INFINITY, |m, &z| m.max(f64::from(z)));
-                let exps: Vec<f64> = row.iter().map(|&z| (f64::from(z) - max).exp()).collect();
-                let sum: f64 = exps.iter().sum();
-                exps.iter().map(|e| (e / sum) as f32).collect()
-            }
-        })
-        .collect()
-}
-
 /// Logits of a network's `forward` (a [`crate::model::ResNet`] or its [`FoldedResNet`]) for `n`
 /// images of `shape` (`[N, classes]` row-major, f32).
 pub fn logits<B: Backend>(
@@ -100,15 +75,15 @@ pub fn logits<B: Backend>(
 }
 
 /// A network loaded on a device (behind the backend type): logits of a batch.
-pub(crate) trait Run: Send {
+pub(crate) trait Network: Send {
     /// `[n, classes]` row-major logits of `n` images of `shape`.
     fn logits(&self, images: &[f32], n: usize, shape: [usize; 3]) -> Vec<f32>;
 }
 
-/// `run`'s logits of `images` (`n` images of `shape`, the length already checked), in
+/// `network`'s logits of `images` (`n` images of `shape`, the length already checked), in
 /// forward passes of at most `batch_size` images: `[n, classes]` row-major.
 pub(crate) fn logits_in_passes(
-    run: &dyn Run,
+    network: &dyn Network,
     images: &[f32],
     shape: [usize; 3],
     batch_size: usize,
@@ -116,17 +91,17 @@ pub(crate) fn logits_in_passes(
     let per_image = shape.iter().product::<usize>().max(1);
     let mut out = Vec::new();
     for chunk in images.chunks(batch_size.max(1) * per_image) {
-        out.extend(run.logits(chunk, chunk.len() / per_image, shape));
+        out.extend(network.logits(chunk, chunk.len() / per_image, shape));
     }
     out
 }
 
-struct Loaded<B: Backend> {
+struct ResNetOnDevice<B: Backend> {
     model: FoldedResNet<B>,
     device: B::Device,
 }
 
-impl<B: Backend> Run for Loaded<B> {
+impl<B: Backend> Network for ResNetOnDevice<B> {
     fn logits(&self, images: &[f32], n: usize, shape: [usize; 3]) -> Vec<f32> {
         logits(|x| self.model.forward(x), images, n, shape, &self.device)
     }
@@ -138,14 +113,14 @@ struct LoadTask<'a> {
 }
 
 impl InferTask for LoadTask<'_> {
-    type Output = Result<Box<dyn Run>, InferError>;
+    type Output = Result<Box<dyn Network>, InferError>;
     fn run<B: Backend>(self, devices: Vec<B::Device>) -> Self::Output {
         // Inference uses one device; data-parallel prediction is not needed at
         // SageMaker's one-image-per-request scale.
         let device = devices.into_iter().next().unwrap_or_default();
         let model = self.cfg.try_init_zeroed::<B>(&device)?;
         let model = load_safetensors(model, self.weights, &device)?.fold_batch_norm();
-        Ok(Box::new(Loaded { model, device }))
+        Ok(Box::new(ResNetOnDevice { model, device }))
     }
 }
 
@@ -153,12 +128,12 @@ impl InferTask for LoadTask<'_> {
 /// model ([`Predictor::load`]) or an imported MXNet graph
 /// ([`crate::mxnet::net::predictor`]), the same type for both.
 pub struct Predictor {
-    run: Box<dyn Run>,
+    network: Box<dyn Network>,
     /// The one input shape the network takes (an MXNet graph's), or `None` for any
     /// image size with three channels (the ResNet pools adaptively).
     input_shape: Option<[usize; 3]>,
     num_classes: usize,
-    multi_label: bool,
+    head: Head,
     batch_size: usize,
     device: ResolvedDevice,
     precision: Precision,
@@ -169,7 +144,7 @@ impl std::fmt::Debug for Predictor {
         f.debug_struct("Predictor")
             .field("input_shape", &self.input_shape)
             .field("num_classes", &self.num_classes)
-            .field("multi_label", &self.multi_label)
+            .field("head", &self.head)
             .field("batch_size", &self.batch_size)
             .field("device", &self.device)
             .field("precision", &self.precision)
@@ -183,36 +158,36 @@ impl Predictor {
     pub fn load(
         weights: &Path,
         cfg: &ResNetConfig,
-        multi_label: bool,
+        head: Head,
         device: &ResolvedDevice,
         precision: Precision,
     ) -> Result<Self, InferError> {
         cfg.validate()?;
-        let run = dispatch_infer(device, precision, LoadTask { weights, cfg })??;
-        Ok(Predictor::from_run(
-            run,
+        let network = dispatch_infer(device, precision, LoadTask { weights, cfg })??;
+        Ok(Predictor::on_device(
+            network,
             None,
             cfg.num_classes,
-            multi_label,
+            head,
             device,
             precision,
         ))
     }
 
     /// A predictor over a network already on `device`.
-    pub(crate) fn from_run(
-        run: Box<dyn Run>,
+    pub(crate) fn on_device(
+        network: Box<dyn Network>,
         input_shape: Option<[usize; 3]>,
         num_classes: usize,
-        multi_label: bool,
+        head: Head,
         device: &ResolvedDevice,
         precision: Precision,
     ) -> Self {
         Predictor {
-            run,
+            network,
             input_shape,
             num_classes,
-            multi_label,
+            head,
             batch_size: DEFAULT_BATCH_SIZE,
             device: device.clone(),
             precision,
@@ -235,9 +210,9 @@ impl Predictor {
         self.num_classes
     }
 
-    /// Whether outputs are per-class sigmoids rather than a softmax.
-    pub fn multi_label(&self) -> bool {
-        self.multi_label
+    /// How the logits become probabilities (softmax, or per-class sigmoids).
+    pub fn head(&self) -> Head {
+        self.head
     }
 
     /// The device the model lives on.
@@ -275,7 +250,7 @@ impl Predictor {
                 return Err(InferError::TooSmall { h, w });
             }
         }
-        let z = logits_in_passes(self.run.as_ref(), images, shape, self.batch_size);
+        let z = logits_in_passes(self.network.as_ref(), images, shape, self.batch_size);
         Ok(z.chunks(self.num_classes).map(<[f32]>::to_vec).collect())
     }
 
@@ -289,11 +264,7 @@ impl Predictor {
     ) -> Result<Vec<Vec<f32>>, InferError> {
         let rows = self.predict_logits(images, n, shape)?;
         let flat: Vec<f32> = rows.into_iter().flatten().collect();
-        Ok(probabilities_from_logits(
-            &flat,
-            self.num_classes,
-            self.multi_label,
-        ))
+        Ok(self.head.probabilities(&flat, self.num_classes))
     }
 }
 
@@ -302,16 +273,6 @@ mod tests {
     use super::*;
     use crate::backend::CpuBackend;
     use crate::weights::save_safetensors;
-
-    #[test]
-    fn softmax_and_sigmoid() {
-        let p = probabilities_from_logits(&[0.0, 0.0, 1000.0, 0.0, 0.0, 0.0], 3, false);
-        assert_eq!(p[0], vec![0.0, 0.0, 1.0]);
-        assert!(p[1].iter().all(|&x| (x - 1.0 / 3.0).abs() < 1e-7));
-        let s = probabilities_from_logits(&[0.0, 2.0], 2, true);
-        assert_eq!(s[0][0], 0.5);
-        assert!((s[0][1] - 0.880_797).abs() < 1e-6);
-    }
 
     #[test]
     fn predictor_matches_the_model_and_batches_transparently() {
@@ -327,15 +288,18 @@ mod tests {
         let images: Vec<f32> = (0..n * 3 * 32 * 32)
             .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
             .collect();
-        let expected = probabilities_from_logits(
-            &logits(|x| model.forward(x), &images, n, shape, &device),
-            4,
-            false,
-        );
+        let expected = Head::Softmax
+            .probabilities(&logits(|x| model.forward(x), &images, n, shape, &device), 4);
 
-        let p = Predictor::load(&path, &cfg, false, &ResolvedDevice::Cpu, Precision::F32)
-            .unwrap()
-            .with_batch_size(2); // 2 + 1: batching must not change results
+        let p = Predictor::load(
+            &path,
+            &cfg,
+            Head::Softmax,
+            &ResolvedDevice::Cpu,
+            Precision::F32,
+        )
+        .unwrap()
+        .with_batch_size(2); // 2 + 1: batching must not change results
         let got = p.predict(&images, n, shape).unwrap();
         assert_eq!(got.len(), 3);
         for (g, e) in got.iter().zip(&expected) {
@@ -351,7 +315,7 @@ mod tests {
         let e = Predictor::load(
             &path,
             &ResNetConfig::new(18, 5),
-            false,
+            Head::Softmax,
             &ResolvedDevice::Cpu,
             Precision::F32,
         )
@@ -371,8 +335,14 @@ mod tests {
             let cfg = ResNetConfig::new(layers, 3);
             let model = cfg.init::<CpuBackend>(&device);
             save_safetensors(&model, &path).unwrap();
-            let p =
-                Predictor::load(&path, &cfg, false, &ResolvedDevice::Cpu, Precision::F32).unwrap();
+            let p = Predictor::load(
+                &path,
+                &cfg,
+                Head::Softmax,
+                &ResolvedDevice::Cpu,
+                Precision::F32,
+            )
+            .unwrap();
             let sizes: &[[usize; 2]] = if layers == 18 {
                 &[[1, 1], [2, 3], [7, 7], [28, 28], [31, 17]]
             } else {
@@ -385,11 +355,8 @@ mod tests {
                     .map(|i| ((i * 31) % 17) as f32 / 17.0 - 0.5)
                     .collect();
                 let got = p.predict(&images, n, shape).unwrap();
-                let expected = probabilities_from_logits(
-                    &logits(|x| model.forward(x), &images, n, shape, &device),
-                    3,
-                    false,
-                );
+                let expected = Head::Softmax
+                    .probabilities(&logits(|x| model.forward(x), &images, n, shape, &device), 3);
                 assert_eq!(got.len(), n, "{layers} {h}x{w}");
                 for (g, e) in got.iter().zip(&expected) {
                     assert!(g.iter().all(|v| v.is_finite()), "{layers} {h}x{w}: {g:?}");

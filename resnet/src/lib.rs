@@ -6,6 +6,7 @@
 // kernel layer under it (cuDNN on CUDA; oneDNN and cpu-norm on the CPU), device
 // selection, inference.
 pub mod backend;
+pub mod head;
 pub mod infer;
 pub mod kernels;
 pub mod model;
@@ -25,3 +26,5 @@ pub mod preprocess;
 // Generated images for the tests of this crate and the crates above it.
 #[doc(hidden)]
 pub mod testing;
+
+pub use head::Head;

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::infer::probabilities_from_logits;
+use crate::Head;
 
 /// One epoch's results: the JSON object written on stdout and to `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,12 +57,12 @@ pub struct Accumulator {
 
 impl Accumulator {
     /// Add one batch: `logits` is `n × classes` row-major, `labels[i]` the label of
-    /// image `i` (one class index, or a multi-hot vector when `multi_label`),
+    /// image `i` (one class index, or a multi-hot vector for [`Head::Sigmoid`]),
     /// `mean_loss` the batch's mean loss.
     ///
     /// The metrics are computed on the probabilities, as MXNet's metrics read the
     /// `SoftmaxOutput` and as `recpredict --evaluate` reads its output: the same
-    /// [`probabilities_from_logits`] turns the logits into probabilities, so a tie that
+    /// [`Head::probabilities`] turns the logits into probabilities, so a tie that
     /// rounding creates between probabilities (very confident outputs are exactly 0
     /// or 1) counts the same in both tools.
     pub fn add_batch(
@@ -71,12 +71,12 @@ impl Accumulator {
         classes: usize,
         labels: &[Vec<f32>],
         mean_loss: f64,
-        multi_label: bool,
+        head: Head,
         top_k: Option<usize>,
     ) {
         debug_assert_eq!(logits.len(), labels.len() * classes);
-        let probabilities = probabilities_from_logits(logits, classes, multi_label);
-        self.add_probabilities(&probabilities, labels, mean_loss, multi_label, top_k);
+        let probabilities = head.probabilities(logits, classes);
+        self.add_probabilities(&probabilities, labels, mean_loss, head, top_k);
     }
 
     /// [`add_batch`](Self::add_batch) for probabilities already computed (one row per
@@ -86,14 +86,14 @@ impl Accumulator {
         probabilities: &[Vec<f32>],
         labels: &[Vec<f32>],
         mean_loss: f64,
-        multi_label: bool,
+        head: Head,
         top_k: Option<usize>,
     ) {
         let n = labels.len();
         self.loss_sum += mean_loss * n as f64;
         self.samples += n;
         for (row, label) in probabilities.iter().zip(labels) {
-            if multi_label {
+            if head.is_multi_label() {
                 self.correct += multi_label_accuracy(row, label);
             } else {
                 let target = label.first().copied().unwrap_or(-1.0) as usize;
@@ -313,13 +313,20 @@ mod tests {
         ];
         let labels = vec![vec![1.0], vec![2.0], vec![1.0], vec![0.0]];
         let mut acc = Accumulator::default();
-        acc.add_batch(&logits, 3, &labels, 0.5, false, Some(2));
+        acc.add_batch(&logits, 3, &labels, 0.5, Head::Softmax, Some(2));
         assert_eq!(acc.samples, 4);
         assert_eq!(acc.accuracy(), 0.25);
         // top-2: row0 yes, row1 (0.3 second) yes, row2 (tie at top) yes, row3 (lowest) no.
         assert_eq!(acc.top_k_accuracy(), 0.75);
         assert_eq!(acc.loss(), 0.5);
-        acc.add_batch(&[1.0, 0.0, 0.0], 3, &[vec![0.0]], 1.0, false, Some(2));
+        acc.add_batch(
+            &[1.0, 0.0, 0.0],
+            3,
+            &[vec![0.0]],
+            1.0,
+            Head::Softmax,
+            Some(2),
+        );
         assert_eq!(acc.accuracy(), 0.4);
         assert_eq!(acc.loss(), 0.6);
     }
@@ -329,7 +336,7 @@ mod tests {
         let logits = [2.0, -1.0, 0.5, -3.0];
         let labels = vec![vec![1.0, 0.0], vec![0.0, 0.0]];
         let mut acc = Accumulator::default();
-        acc.add_batch(&logits, 2, &labels, 0.1, true, None);
+        acc.add_batch(&logits, 2, &labels, 0.1, Head::Sigmoid, None);
         // image 0: both right (1.0); image 1: class 0 wrong, class 1 right (0.5).
         assert_eq!(acc.accuracy(), 0.75);
     }

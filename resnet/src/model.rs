@@ -165,12 +165,12 @@ impl ResNetConfig {
     }
 
     /// Block type and number of blocks in `layer1..layer4` (torchvision's table).
-    pub fn layout(&self) -> Result<(BlockKind, [usize; 4]), ModelError> {
+    pub fn stages(&self) -> Result<(BlockKind, [usize; 4]), ModelError> {
         self.validate()?;
         self.table()
     }
 
-    /// [`layout`](Self::layout) without the class-count checks.
+    /// [`stages`](Self::stages) without the class-count checks.
     fn table(&self) -> Result<(BlockKind, [usize; 4]), ModelError> {
         Ok(match self.num_layers {
             18 => (BlockKind::Basic, [2, 2, 2, 2]),
@@ -185,7 +185,7 @@ impl ResNetConfig {
 
     /// Input features of `fc` (512 for basic blocks, 2048 for bottlenecks).
     pub fn fc_in_features(&self) -> Result<usize, ModelError> {
-        Ok(512 * self.layout()?.0.expansion())
+        Ok(512 * self.stages()?.0.expansion())
     }
 
     /// Builds a randomly initialised network (torchvision's initialisation).
@@ -212,7 +212,7 @@ impl ResNetConfig {
     }
 
     fn build<B: Backend>(&self, fill: Fill, device: &B::Device) -> Result<ResNet<B>, ModelError> {
-        let (kind, blocks) = self.layout()?;
+        let (kind, blocks) = self.stages()?;
         let layout = self.layout;
         let eps = layout.bn_epsilon();
         let mut in_planes = 64;
@@ -224,7 +224,12 @@ impl ResNetConfig {
                     Layout::Torchvision => Block::new(kind, in_planes, planes, s, fill, device),
                     // resnet.py: every stage's first unit projects its shortcut.
                     Layout::Mxnet => {
-                        Block::new_preact(kind, in_planes, planes, s, i == 0, fill, device)
+                        let shortcut = if i == 0 {
+                            Shortcut::Projection
+                        } else {
+                            Shortcut::Identity
+                        };
+                        Block::new_preact(kind, in_planes, planes, s, shortcut, fill, device)
                     }
                 });
                 in_planes = planes * kind.expansion();
@@ -237,6 +242,7 @@ impl ResNetConfig {
         let layer4 = make_layer(512, blocks[3], 2);
         let preact = layout == Layout::Mxnet;
         Ok(ResNet {
+            layout,
             bn_data: preact.then(|| batch_norm(3, eps, device)),
             conv1: conv(3, 64, 7, 2, 3, fill, device),
             bn1: batch_norm(64, eps, device),
@@ -259,6 +265,15 @@ impl ResNetConfig {
             },
         })
     }
+}
+
+/// A pre-activation unit's shortcut ([`Block::new_preact`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shortcut {
+    /// The input itself.
+    Identity,
+    /// A (strided) 1×1 convolution of the activated input.
+    Projection,
 }
 
 /// How [`ResNetConfig`] fills a new network's weights.
@@ -315,11 +330,12 @@ pub struct Downsample<B: Backend> {
 
 /// One residual block. A basic block has `conv1`, `bn1`, `conv2`, `bn2`; a bottleneck
 /// block also has `conv3`, `bn3` (the names torchvision uses for both). In a
-/// pre-activation block (`preact`), `bnK` normalises the input of `convK`.
+/// pre-activation block ([`Layout::Mxnet`]), `bnK` normalises the input of `convK`.
 #[derive(Module, Debug)]
 pub struct Block<B: Backend> {
-    /// MXNet's pre-activation unit ([`Layout::Mxnet`]) instead of torchvision's block.
-    pub preact: bool,
+    /// Which network's block: torchvision's post-activation block, or MXNet's
+    /// pre-activation unit ([`Layout::Mxnet`]).
+    pub layout: Layout,
     /// 3×3 (basic, strided) or 1×1 (bottleneck) convolution.
     pub conv1: Conv2d<B>,
     /// BatchNorm after `conv1`.
@@ -353,7 +369,7 @@ impl<B: Backend> Block<B> {
         });
         match kind {
             BlockKind::Basic => Block {
-                preact: false,
+                layout: Layout::Torchvision,
                 conv1: conv(in_planes, planes, 3, stride, 1, fill, device),
                 bn1: batch_norm(planes, eps, device),
                 conv2: conv(planes, planes, 3, 1, 1, fill, device),
@@ -363,7 +379,7 @@ impl<B: Backend> Block<B> {
                 downsample,
             },
             BlockKind::Bottleneck => Block {
-                preact: false,
+                layout: Layout::Torchvision,
                 conv1: conv(in_planes, planes, 1, 1, 0, fill, device),
                 bn1: batch_norm(planes, eps, device),
                 conv2: conv(planes, planes, 3, stride, 1, fill, device),
@@ -377,19 +393,19 @@ impl<B: Backend> Block<B> {
 
     /// MXNet's pre-activation unit (`residual_unit` of `resnet.py`): the same
     /// convolutions as [`Block::new`] (the stride on the 3×3 one), each after a
-    /// BatchNorm and a ReLU; `project` gives the shortcut its 1×1 convolution.
+    /// BatchNorm and a ReLU; a [`Shortcut::Projection`] has a 1×1 convolution.
     fn new_preact(
         kind: BlockKind,
         in_planes: usize,
         planes: usize,
         stride: usize,
-        project: bool,
+        shortcut: Shortcut,
         fill: Fill,
         device: &B::Device,
     ) -> Self {
         let out = planes * kind.expansion();
         let eps = Layout::Mxnet.bn_epsilon();
-        let downsample = project.then(|| Downsample {
+        let downsample = (shortcut == Shortcut::Projection).then(|| Downsample {
             conv: conv(in_planes, out, 1, stride, 0, fill, device),
             bn: None,
         });
@@ -400,7 +416,7 @@ impl<B: Backend> Block<B> {
             (3, stride, 1, 1)
         };
         Block {
-            preact: true,
+            layout: Layout::Mxnet,
             bn1: batch_norm(in_planes, eps, device),
             conv1: conv(in_planes, planes, k1, s1, p1, fill, device),
             bn2: batch_norm(planes, eps, device),
@@ -413,9 +429,15 @@ impl<B: Backend> Block<B> {
 
     /// `[N, in, H, W]` → `[N, out, H/stride, W/stride]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        if self.preact {
-            return self.forward_preact(x);
+        match self.layout {
+            Layout::Torchvision => self.forward_post_activation(x),
+            Layout::Mxnet => self.forward_preact(x),
         }
+    }
+
+    /// torchvision's block: `conv → bn → relu` per layer, the last without its ReLU,
+    /// which follows the sum with the (projected) shortcut.
+    fn forward_post_activation(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let identity = match &self.downsample {
             Some(d) => {
                 let y = conv2d(&d.conv, x.clone());
@@ -455,6 +477,9 @@ impl<B: Backend> Block<B> {
 /// A ResNet classifier with torchvision's field names.
 #[derive(Module, Debug)]
 pub struct ResNet<B: Backend> {
+    /// Which network: torchvision's, or MXNet's pre-activation ResNet (which has
+    /// `bn_data` and `bn_out`, and pre-activation blocks).
+    pub layout: Layout,
     /// [`Layout::Mxnet`] only: MXNet's `bn_data`, a BatchNorm with γ fixed at 1 on
     /// the input.
     pub bn_data: Option<BatchNorm<B>>,
@@ -490,34 +515,41 @@ impl<B: Backend> ResNet<B> {
 
     /// Everything but `fc`: `[N, 3, H, W]` → pooled `[N, 512 × expansion]` features.
     pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let preact = self.layout() == Layout::Mxnet;
-        let mut x = match &self.bn_data {
-            Some(bn) => norm_fixed_gamma(bn, x),
-            None => x,
+        let x = match self.layout {
+            // torchvision: conv1 → bn1 → relu → max pool → the stages.
+            Layout::Torchvision => self.stages(
+                self.maxpool
+                    .forward(norm_relu(&self.bn1, conv2d(&self.conv1, x))),
+            ),
+            // MXNet's resnet.py: bn_data (γ fixed at 1) → conv0 → bn0 → relu → max pool
+            // → the pre-activation stages → bn1 → relu.
+            Layout::Mxnet => {
+                let x = match &self.bn_data {
+                    Some(bn) => norm_fixed_gamma(bn, x),
+                    None => x,
+                };
+                let x = norm_mxnet_relu(&self.bn1, conv2d(&self.conv1, x));
+                let x = self.stages(self.maxpool.forward(x));
+                match &self.bn_out {
+                    Some(bn) => norm_mxnet_relu(bn, x),
+                    None => x,
+                }
+            }
         };
-        x = conv2d(&self.conv1, x);
-        x = if preact {
-            norm_mxnet_relu(&self.bn1, x)
-        } else {
-            norm_relu(&self.bn1, x)
-        };
-        x = self.maxpool.forward(x);
-        for block in self.blocks() {
-            x = block.forward(x);
-        }
-        if let Some(bn) = &self.bn_out {
-            x = norm_mxnet_relu(bn, x);
-        }
         global_average_pool(x)
     }
 
-    /// Which network this is: MXNet's has the input BatchNorm.
-    pub fn layout(&self) -> Layout {
-        if self.bn_data.is_some() {
-            Layout::Mxnet
-        } else {
-            Layout::Torchvision
+    /// The four stages' blocks in turn.
+    fn stages(&self, mut x: Tensor<B, 4>) -> Tensor<B, 4> {
+        for block in self.blocks() {
+            x = block.forward(x);
         }
+        x
+    }
+
+    /// Which network this is.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// The residual blocks of the four stages, in order.
@@ -853,7 +885,7 @@ mod tests {
             let m = cfg.try_init_zeroed::<B>(&device).unwrap();
             assert_eq!(m.config(), cfg, "resnet{depth}");
             for layer in [&m.layer1, &m.layer2, &m.layer3, &m.layer4] {
-                assert!(layer[0].preact);
+                assert_eq!(layer[0].layout, Layout::Mxnet);
                 assert!(layer[0].downsample.as_ref().is_some_and(|d| d.bn.is_none()));
                 assert!(layer[1..].iter().all(|b| b.downsample.is_none()));
             }
@@ -1065,7 +1097,8 @@ mod tests {
                 "running var {ch}"
             );
         }
-        assert_eq!(ours.4, theirs.4, "burn moves the running mean the same way");
+        // burn moves the running mean the same way, up to the order of the sums.
+        close(&ours.4, &theirs.4, "running mean against burn's");
     }
 
     #[test]

@@ -137,7 +137,7 @@ pub fn run(jobs: Receiver<Job>, model: &mut dyn Classifier, batching: Batching, 
             Err(e) => {
                 let msg = format!(
                     "the model failed on a batch of {n} images: {}",
-                    im2list::cli::error_text(e.as_ref())
+                    tool_cli::error_text(e.as_ref())
                 );
                 for job in batch {
                     let _ = job.reply.send(Err(msg.clone()));

@@ -25,9 +25,11 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use resnet::backend::{DeviceSpec, Precision};
-use resnet::preprocess::{preprocess_eval_report, EvalMode};
+use resnet::preprocess::EvalMode;
 
-use crate::{Error, TOOL};
+use crate::error::Error;
+use crate::model::OpenedModel;
+use crate::pipeline::TOOL;
 use batcher::{Batching, Load};
 
 /// Decode and preprocess one encoded image into C·H·W floats (`Err`: why not).
@@ -118,13 +120,11 @@ fn start_error(e: std::io::Error) -> Error {
 /// Messages (device notices, the listening address, one line per request, the
 /// shutdown) go to stderr; nothing is written on stdout.
 pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
-    let source = crate::model::open(&cfg.model_dir)?;
-    let shape = source.image_shape();
-    crate::check_batch_size(cfg.batch_size, shape)?;
-    let top_k = crate::resolve_top_k(cfg.top_k, source.num_classes())?;
-    let pcfg = source.preprocess();
-    let eval_mode = source.eval_mode(cfg.eval_mode);
-    let class_names = source.class_names();
+    let model = OpenedModel::open(&cfg.model_dir, cfg.batch_size, cfg.top_k, cfg.eval_mode)?;
+    let shape = model.image_shape();
+    let top_k = model.top_k;
+    let preprocessor = model.preprocessor.clone();
+    let class_names = model.source.class_names();
     let load = Arc::new(Load::default());
 
     // The batcher thread loads the model (it owns it from then on) and says when it is
@@ -141,13 +141,9 @@ pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
         std::thread::Builder::new()
             .name("recpredict-model".into())
             .spawn(move || {
-                let loaded = crate::model::load(
-                    &source,
-                    &cfg.device,
-                    cfg.precision,
-                    cfg.batch_size,
-                    &mut |msg| im2list::cli::message(TOOL, msg),
-                );
+                let loaded = model.load(&cfg.device, cfg.precision, &mut |msg| {
+                    tool_cli::message(TOOL, msg)
+                });
                 match loaded {
                     Ok(mut model) => {
                         let _ = ready_tx.send(Ok(()));
@@ -166,11 +162,9 @@ pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
         Err(_) => return Err(ServeError::Batcher.into()),
     }
 
-    let preprocess: Arc<PreprocessFn> = Arc::new(move |bytes: &[u8], buf: &mut [f32]| {
-        preprocess_eval_report(bytes, &pcfg, eval_mode, buf)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
+    let eval_mode = preprocessor.mode;
+    let preprocess: Arc<PreprocessFn> =
+        Arc::new(move |bytes: &[u8], buf: &mut [f32]| preprocessor.apply(bytes, buf).map(|_| ()));
     let workers = cfg.workers.max(1);
     let decoders = rayon::ThreadPoolBuilder::new()
         .num_threads(workers)
@@ -207,7 +201,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
         let local = listener.local_addr().map_err(start_error)?;
         let shutdown = shutdown_signal().map_err(start_error)?;
         let [c, h, w] = shape;
-        im2list::cli::message(
+        tool_cli::message(
             TOOL,
             format_args!(
                 "serving {} on http://{local} (GET /ping, POST /invocations): input {c}x{h}x{w} \
@@ -242,7 +236,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
     served?;
     joined.map_err(|_| ServeError::Batcher)?;
     let images = load.images.load(Ordering::Relaxed);
-    im2list::cli::message(
+    tool_cli::message(
         TOOL,
         format_args!(
             "stopped: {} requests, {} images predicted in {} forward passes ({:.2} images per pass)",

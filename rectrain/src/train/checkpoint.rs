@@ -13,12 +13,12 @@ use resnet::metrics::{self, EpochMetrics};
 use resnet::model::ResNet;
 use resnet::weights;
 
-use super::epoch::Run;
+use super::epoch::TrainingRun;
 use super::error::{io_err, weights_err};
 use super::resume::{self, ResumeState};
 use super::TrainError;
 
-impl<B: AutodiffBackend> Run<'_, B> {
+impl<B: AutodiffBackend> TrainingRun<'_, B> {
     /// After epoch `m.epoch`'s validation: its log lines and metrics line, the best or
     /// periodic checkpoint (`state`'s best so far follows), `metrics.jsonl` and
     /// `accuracy.svg`.
@@ -166,7 +166,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
             num_classes: p.num_classes,
             image_shape: h.image_shape,
             resize: h.resize,
-            multi_label: h.multi_label,
+            head: h.head,
             normalization: p.preprocess().normalization,
             class_names: p.cfg.class_names.clone(),
             hyperparameters: h.to_json(),

@@ -248,6 +248,7 @@ mod tests {
     use crate::train::loss::batch_loss;
     use crate::train::optim::all_finite;
     use resnet::model::{ResNet, ResNetConfig};
+    use resnet::Head;
 
     type Cpu = burn::backend::Flex;
     type CpuAd = burn::backend::Autodiff<burn::backend::Flex>;
@@ -295,7 +296,7 @@ mod tests {
                 d,
             );
             let logits = m.forward(x);
-            let loss = batch_loss(logits.clone(), &labels[r], classes, false, None, d);
+            let loss = batch_loss(logits.clone(), &labels[r], classes, Head::Softmax, None, d);
             (loss, logits)
         };
         let init = |d: &burn::tensor::Device<CpuAd>| LinearConfig::new(k, classes).init(d);
@@ -407,7 +408,7 @@ mod tests {
             let out = dp.step(&model, n, |m, r, d| {
                 let x = shard_images::<CpuAd>(&batch, r.clone(), [3, side, side], d);
                 let logits = m.forward(x);
-                let loss = batch_loss(logits.clone(), &batch.labels[r], 2, false, None, d);
+                let loss = batch_loss(logits.clone(), &batch.labels[r], 2, Head::Softmax, None, d);
                 (loss, logits)
             });
             losses.push(out.loss);

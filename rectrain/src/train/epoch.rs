@@ -18,7 +18,6 @@ use crate::loader::{self, Batch, LoaderConfig};
 use crate::sagemaker_log::{info, Speedometer};
 use resnet::artifact;
 use resnet::backend::host_f32;
-use resnet::infer::probabilities_from_logits;
 use resnet::metrics::{Accumulator, EpochMetrics};
 use resnet::model::ResNet;
 
@@ -26,10 +25,10 @@ use super::data_parallel::DataParallel;
 use super::loss::batch_loss;
 use super::optim::{all_finite, grads_finite, prepare_grads};
 use super::resume::{self, ResumeState};
-use super::{Prepared, TrainError, TrainOutcome};
+use super::{TrainError, TrainOutcome, TrainingSetup};
 
-pub(super) struct Run<'a, B: AutodiffBackend> {
-    pub(super) p: &'a Prepared,
+pub(super) struct TrainingRun<'a, B: AutodiffBackend> {
+    pub(super) p: &'a TrainingSetup,
     pub(super) device: B::Device,
     pub(super) parallel: DataParallel<B, ResNet<B>>,
     /// stdout for the metrics; `None` once its reader has gone (training goes on).
@@ -44,7 +43,7 @@ pub(super) struct Run<'a, B: AutodiffBackend> {
 }
 
 /// How an epoch's training pass ended.
-enum Pass<B: AutodiffBackend> {
+enum PassEnd<B: AutodiffBackend> {
     /// Every batch trained: the updated model.
     Done(Box<ResNet<B>>),
     /// Interrupted; the resumable state is saved.
@@ -77,7 +76,7 @@ pub(super) fn shard_images<B: Backend>(
     Tensor::from_data(TensorData::new(pixels, [shard.len(), c, h, w]), device)
 }
 
-impl<B: AutodiffBackend> Run<'_, B> {
+impl<B: AutodiffBackend> TrainingRun<'_, B> {
     /// One epoch's JSON line on stdout. When stdout's reader has gone (`rectrain … |
     /// head -1`), training goes on without it: the model is the output that matters,
     /// and the same lines are in `OUT/metrics.jsonl`.
@@ -149,8 +148,8 @@ impl<B: AutodiffBackend> Run<'_, B> {
         while state.epoch < h.epochs {
             let epoch = state.epoch;
             model = match self.train_pass(model, &mut optim, &mut state, &mut speedometer)? {
-                Pass::Done(model) => *model,
-                Pass::Interrupted(outcome) => return Ok(outcome),
+                PassEnd::Done(model) => *model,
+                PassEnd::Interrupted(outcome) => return Ok(outcome),
             };
             let m = self.epoch_metrics(&model, &state)?;
             self.record_epoch(&model, &mut state, &m)?;
@@ -207,7 +206,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
         optim: &mut O,
         state: &mut ResumeState,
         speedometer: &mut Speedometer,
-    ) -> Result<Pass<B>, TrainError> {
+    ) -> Result<PassEnd<B>, TrainError> {
         let p = self.p;
         let h = &p.cfg.hparams;
         let epoch = state.epoch;
@@ -248,7 +247,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
                     logits.clone(),
                     &batch.labels[shard],
                     p.num_classes,
-                    h.multi_label,
+                    h.head,
                     p.pos_weights.as_deref(),
                     device,
                 );
@@ -278,16 +277,9 @@ impl<B: AutodiffBackend> Run<'_, B> {
                     ),
                 );
             }
-            let probabilities =
-                probabilities_from_logits(&out.outputs, p.num_classes, h.multi_label);
+            let probabilities = h.head.probabilities(&out.outputs, p.num_classes);
             for a in [&mut state.accumulator, &mut speedometer.window] {
-                a.add_probabilities(
-                    &probabilities,
-                    &batch.labels,
-                    out.loss,
-                    h.multi_label,
-                    h.top_k,
-                );
+                a.add_probabilities(&probabilities, &batch.labels, out.loss, h.head, h.top_k);
             }
             if let Some(line) = speedometer.after_batch(epoch, step, h.top_k, Instant::now()) {
                 match &bar {
@@ -326,7 +318,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
                         dir.display()
                     ),
                 );
-                return Ok(Pass::Interrupted(TrainOutcome::Interrupted {
+                return Ok(PassEnd::Interrupted(TrainOutcome::Interrupted {
                     epoch,
                     step: state.step,
                 }));
@@ -334,7 +326,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
         }
         clear(&bar);
         state.seconds = prior_seconds + t0.elapsed().as_secs_f64();
-        Ok(Pass::Done(Box::new(model)))
+        Ok(PassEnd::Done(Box::new(model)))
     }
 
     /// Validate the model after epoch `state.epoch`'s training pass and put both into
@@ -422,7 +414,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
                 logits.clone(),
                 &batch.labels,
                 p.num_classes,
-                h.multi_label,
+                h.head,
                 p.pos_weights.as_deref(),
                 &self.device,
             );
@@ -433,7 +425,7 @@ impl<B: AutodiffBackend> Run<'_, B> {
                 p.num_classes,
                 &batch.labels,
                 loss_value,
-                h.multi_label,
+                h.head,
                 h.top_k,
             );
         }

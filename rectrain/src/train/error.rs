@@ -1,7 +1,7 @@
 //! Why training could not run or stopped with an error.
 //!
 //! Every error that has a cause keeps it as its [`source`](std::error::Error::source),
-//! so `im2list::cli::error_text` prints the whole chain once
+//! so `tool_cli::error_text` prints the whole chain once
 //! (`training set: data.rec: record 3 at byte offset 96: …`).
 
 use std::path::{Path, PathBuf};

@@ -3,40 +3,46 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use resnet::Head;
 
 /// Mean loss of a batch (a one-element tensor).
 pub(super) fn batch_loss<B: Backend>(
     logits: Tensor<B, 2>,
     labels: &[Vec<f32>],
     num_classes: usize,
-    multi_label: bool,
+    head: Head,
     pos_weights: Option<&[f32]>,
     device: &B::Device,
 ) -> Tensor<B, 1> {
     let n = labels.len();
-    if multi_label {
-        let flat: Vec<f32> = labels.iter().flat_map(|l| l.iter().copied()).collect();
-        let y = Tensor::<B, 2>::from_data(TensorData::new(flat, [n, num_classes]), device);
-        // Stable BCE on logits: (1−y)·x + (1 + (w−1)·y)·(log(1+e^{−|x|}) + max(−x, 0)).
-        let x = logits;
-        let softplus_neg = x.clone().abs().neg().exp().log1p() + x.clone().neg().clamp_min(0.0);
-        let coef = match pos_weights {
-            Some(w) => {
-                let w =
-                    Tensor::<B, 1>::from_data(TensorData::new(w.to_vec(), [num_classes]), device)
-                        .reshape([1, num_classes]);
-                y.clone().mul(w.sub_scalar(1.0)).add_scalar(1.0)
-            }
-            None => y.ones_like(),
-        };
-        let loss = y.neg().add_scalar(1.0).mul(x) + coef.mul(softplus_neg);
-        loss.mean()
-    } else {
-        let targets: Vec<i64> = labels.iter().map(|l| l[0] as i64).collect();
-        let t = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [n]), device);
-        burn::nn::loss::CrossEntropyLossConfig::new()
-            .init(device)
-            .forward(logits, t)
+    match head {
+        Head::Sigmoid => {
+            let flat: Vec<f32> = labels.iter().flat_map(|l| l.iter().copied()).collect();
+            let y = Tensor::<B, 2>::from_data(TensorData::new(flat, [n, num_classes]), device);
+            // Stable BCE on logits: (1−y)·x + (1 + (w−1)·y)·(log(1+e^{−|x|}) + max(−x, 0)).
+            let x = logits;
+            let softplus_neg = x.clone().abs().neg().exp().log1p() + x.clone().neg().clamp_min(0.0);
+            let coef = match pos_weights {
+                Some(w) => {
+                    let w = Tensor::<B, 1>::from_data(
+                        TensorData::new(w.to_vec(), [num_classes]),
+                        device,
+                    )
+                    .reshape([1, num_classes]);
+                    y.clone().mul(w.sub_scalar(1.0)).add_scalar(1.0)
+                }
+                None => y.ones_like(),
+            };
+            let loss = y.neg().add_scalar(1.0).mul(x) + coef.mul(softplus_neg);
+            loss.mean()
+        }
+        Head::Softmax => {
+            let targets: Vec<i64> = labels.iter().map(|l| l[0] as i64).collect();
+            let t = Tensor::<B, 1, Int>::from_data(TensorData::new(targets, [n]), device);
+            burn::nn::loss::CrossEntropyLossConfig::new()
+                .init(device)
+                .forward(logits, t)
+        }
     }
 }
 
@@ -63,7 +69,7 @@ mod tests {
             logits.clone(),
             &[vec![0.0], vec![0.0]],
             2,
-            false,
+            Head::Softmax,
             None,
             &device,
         )
@@ -74,7 +80,7 @@ mod tests {
         assert!((l - want).abs() < 1e-5, "{l} vs {want}");
 
         let labels = [vec![1.0, 0.0], vec![0.0, 1.0]];
-        let l: f64 = batch_loss(logits.clone(), &labels, 2, true, None, &device)
+        let l: f64 = batch_loss(logits.clone(), &labels, 2, Head::Sigmoid, None, &device)
             .into_scalar()
             .elem();
         let sp = |x: f64| (1.0 + x.exp()).ln(); // softplus
@@ -83,9 +89,16 @@ mod tests {
         assert!((l - want).abs() < 1e-5, "{l} vs {want}");
 
         // A positive weight of 3 on class 0 triples the y=1 term of class 0 only.
-        let l: f64 = batch_loss(logits, &labels, 2, true, Some(&[3.0, 1.0]), &device)
-            .into_scalar()
-            .elem();
+        let l: f64 = batch_loss(
+            logits,
+            &labels,
+            2,
+            Head::Sigmoid,
+            Some(&[3.0, 1.0]),
+            &device,
+        )
+        .into_scalar()
+        .elem();
         let want = (3.0 * sp(0.0) + sp(0.0) + sp(2.0) + sp(0.0)) / 4.0;
         assert!((l - want).abs() < 1e-5, "{l} vs {want}");
     }
@@ -115,7 +128,7 @@ mod tests {
         let mut losses = Vec::new();
         for _ in 0..6 {
             let logits = model.forward(x.clone());
-            let loss = batch_loss(logits, &labels, 2, false, None, &device);
+            let loss = batch_loss(logits, &labels, 2, Head::Softmax, None, &device);
             losses.push(loss.clone().into_scalar().elem::<f64>());
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(0.01, model, grads);

@@ -8,7 +8,7 @@
 //!   rmsprop (non-centred, `gamma` as the squared-gradient decay);
 //! - learning rate `learning_rate × lr_scheduler_factor^k` where k counts the listed
 //!   `lr_scheduler_step` epochs already passed;
-//! - loss: softmax cross-entropy, or binary cross-entropy on logits for `multi_label`
+//! - loss: softmax cross-entropy, or binary cross-entropy on logits for the multi-label head
 //!   (optionally with a per-class positive weight `negatives / positives`);
 //! - after each epoch: validation, SageMaker's log lines on the log writer, one JSON
 //!   object on the data writer, the best checkpoint (strictly better accuracy only,
@@ -73,16 +73,16 @@ pub use config::{DataSource, TrainConfig, TrainOutcome};
 pub use data_parallel::{shard_sizes, DataParallel, ParallelStep};
 pub use error::TrainError;
 pub use optim::all_finite;
-pub use prepare::{prepare, InitialModel, Prepared, TOO_FEW_IMAGES};
+pub use prepare::{prepare, InitialModel, TrainingSetup, TOO_FEW_IMAGES};
 pub use resume::{find_resume_dir, read_resume_state, ResumeState};
 
-use epoch::Run;
+use epoch::TrainingRun;
 use error::{io_err, weights_err};
 
 /// Run a prepared training. `data` receives one JSON line per epoch; `log` receives
 /// SageMaker's log lines; setting `interrupt` stops after the current step.
 pub fn train(
-    prepared: Prepared,
+    prepared: TrainingSetup,
     data: &mut dyn Write,
     log: &mut dyn Write,
     interrupt: Arc<AtomicBool>,
@@ -119,7 +119,7 @@ pub fn train(
 /// makes several replicas on it) computes the gradients of one contiguous shard of each
 /// mini-batch. `mini_batch_size` must be at least the number of devices.
 pub fn train_on<B: AutodiffBackend>(
-    prepared: &Prepared,
+    prepared: &TrainingSetup,
     devices: Vec<B::Device>,
     data: &mut dyn Write,
     log: &mut dyn Write,
@@ -150,7 +150,10 @@ pub fn train_on<B: AutodiffBackend>(
     if h.use_pretrained_model {
         info(log, "use_pretrained_model: 1");
     }
-    info(log, &format!("multi_label: {}", u8::from(h.multi_label)));
+    info(
+        log,
+        &format!("multi_label: {}", u8::from(h.head.is_multi_label())),
+    );
     if h.use_pretrained_model {
         info(
             log,
@@ -170,7 +173,7 @@ pub fn train_on<B: AutodiffBackend>(
 }
 
 struct TrainTask<'a> {
-    prepared: &'a Prepared,
+    prepared: &'a TrainingSetup,
     data: &'a mut dyn Write,
     log: &'a mut dyn Write,
     interrupt: Arc<AtomicBool>,
@@ -269,7 +272,7 @@ impl TrainTask<'_> {
             );
         }
         let parallel = DataParallel::new(devices, |d| resnet.init(d));
-        let mut run = Run {
+        let mut run = TrainingRun {
             p,
             device: device.clone(),
             parallel,

@@ -18,7 +18,7 @@ pub const TOO_FEW_IMAGES: &str =
     "The number of input images must be bigger or equal to the mini_batch_size";
 
 /// A run after the checks: datasets open, every number known.
-pub struct Prepared {
+pub struct TrainingSetup {
     /// The configuration, with `num_classes` and `num_training_samples` filled in.
     pub cfg: TrainConfig,
     /// Training images.
@@ -49,7 +49,7 @@ pub struct InitialModel {
     pub head: HeadPolicy,
 }
 
-impl Prepared {
+impl TrainingSetup {
     /// The network's configuration.
     pub fn network(&self) -> ResNetConfig {
         ResNetConfig::new(self.cfg.hparams.num_layers, self.num_classes).with_layout(self.layout)
@@ -102,7 +102,7 @@ fn check_pretrained_model(
 }
 
 /// `--model`: SageMaker's rule for incremental training — the same `num_layers`,
-/// `image_shape` and `num_classes` as the model (and the same `multi_label`).
+/// `image_shape` and `num_classes` as the model (and the same head).
 fn check_initial_model(
     path: &std::path::Path,
     h: &crate::hparams::Hyperparameters,
@@ -129,11 +129,11 @@ fn check_initial_model(
             ck.network.num_classes
         ));
     }
-    if ck.multi_label != h.multi_label {
+    if ck.head != h.head {
         differences.push(format!(
             "multi_label is {} but the model's is {}",
-            u8::from(h.multi_label),
-            u8::from(ck.multi_label)
+            u8::from(h.head.is_multi_label()),
+            u8::from(ck.head.is_multi_label())
         ));
     }
     if !differences.is_empty() {
@@ -161,7 +161,10 @@ fn check_labels(
 }
 
 /// Open the data and check everything before training; `warn` receives warnings.
-pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Prepared, TrainError> {
+pub fn prepare(
+    mut cfg: TrainConfig,
+    mut warn: impl FnMut(String),
+) -> Result<TrainingSetup, TrainError> {
     let train = cfg.train.open()?;
     let validation = cfg.validation.open()?;
     let h = &mut cfg.hparams;
@@ -191,7 +194,7 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
             "the training labels have width {tw} but the validation labels have width {vw}"
         )));
     }
-    let num_classes = if h.multi_label {
+    let num_classes = if h.head.is_multi_label() {
         if tw < 2 {
             return Err(TrainError::Data(format!(
                 "multi_label=1 needs multi-hot label vectors (one entry per class), but the labels have width {tw}"
@@ -218,7 +221,7 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
     };
     check_labels("training set", &train, num_classes)?;
     check_labels("validation set", &validation, num_classes)?;
-    if num_classes < 2 && !h.multi_label {
+    if num_classes < 2 && !h.head.is_multi_label() {
         return Err(TrainError::Data(format!(
             "the data has only {num_classes} class: classification needs at least 2"
         )));
@@ -304,7 +307,7 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
         )));
     }
 
-    let pos_weights = (h.multi_label && h.use_weighted_loss).then(|| {
+    let pos_weights = (h.head.is_multi_label() && h.use_weighted_loss).then(|| {
         let mut pos = vec![0usize; num_classes];
         for i in 0..train.len() {
             for (c, &v) in train.labels()[i].iter().enumerate() {
@@ -353,7 +356,7 @@ pub fn prepare(mut cfg: TrainConfig, mut warn: impl FnMut(String)) -> Result<Pre
         )));
     }
 
-    Ok(Prepared {
+    Ok(TrainingSetup {
         cfg,
         train: Arc::new(train),
         validation: Arc::new(validation),

@@ -230,7 +230,7 @@ pub fn artifact_to_mxnet(dir: &Path) -> Result<(ArtifactConfig, Vec<u8>, Vec<u8>
         &[x, wv, bv],
     );
     let label = b.variable("softmax_label", None);
-    let head = if art.multi_label {
+    let head = if art.head.is_multi_label() {
         b.op(
             "LogisticRegressionOutput",
             "softmax",

@@ -31,6 +31,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::preprocess::{Normalization, PreprocessConfig};
+use crate::Head;
 
 /// The input shape SageMaker's image classifier uses by default (`image_shape`).
 pub const DEFAULT_INPUT_SHAPE: [usize; 3] = [3, 224, 224];
@@ -180,9 +181,9 @@ impl MxnetModel {
         self.plan.num_classes
     }
 
-    /// Whether the outputs are independent per-class sigmoids.
-    pub fn multi_label(&self) -> bool {
-        self.plan.output == graph::Output::Sigmoid
+    /// How the logits become probabilities (softmax, or per-class sigmoids).
+    pub fn head(&self) -> Head {
+        self.plan.head
     }
 
     /// The preprocessing the network expects: no shorter-side resize (callers squash
@@ -225,7 +226,7 @@ mod tests {
                 .unwrap();
             assert_eq!(model.image_shape(), [3, 48, 48]);
             assert_eq!(model.num_classes(), classes);
-            assert!(!model.multi_label());
+            assert_eq!(model.head(), Head::Softmax);
             let expected: Expected =
                 serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
             let cfg = model.preprocess();

@@ -10,10 +10,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::{Tensor, TensorData};
 
-use super::graph::{Act, Op, Output, Plan};
+use super::graph::{Act, Op, Plan};
 use super::params::NdArray;
 use crate::backend::{dispatch_infer, InferTask, Precision, ResolvedDevice};
-use crate::infer::{logits, InferError, Predictor, Run};
+use crate::infer::{logits, InferError, Network, Predictor};
 use crate::kernels;
 
 enum Layer<B: Backend> {
@@ -45,7 +45,7 @@ enum Layer<B: Backend> {
     Concat(usize),
 }
 
-struct Step<B: Backend> {
+struct LoadedStep<B: Backend> {
     layer: Layer<B>,
     inputs: Vec<usize>,
     /// Per input: this is the slot's last read, so the tensor can be moved out.
@@ -54,8 +54,8 @@ struct Step<B: Backend> {
 }
 
 /// A [`Plan`]'s network with its weights on a device.
-pub struct Net<B: Backend> {
-    steps: Vec<Step<B>>,
+pub struct GraphNet<B: Backend> {
+    steps: Vec<LoadedStep<B>>,
     input: usize,
     logits: usize,
     slots: usize,
@@ -73,7 +73,7 @@ fn per_channel<B: Backend>(v: &[f32], device: &B::Device) -> Tensor<B, 4> {
     Tensor::from_data(TensorData::new(v.to_vec(), [1, v.len(), 1, 1]), device)
 }
 
-impl<B: Backend> Net<B> {
+impl<B: Backend> GraphNet<B> {
     /// Put `plan`'s weights on `device`.
     pub fn new(plan: &Plan, device: &B::Device) -> Self {
         let steps = plan
@@ -141,7 +141,7 @@ impl<B: Backend> Net<B> {
                     Op::Softmax { dim } => Layer::Softmax(*dim),
                     Op::Concat { dim } => Layer::Concat(*dim),
                 };
-                Step {
+                LoadedStep {
                     layer,
                     inputs: s.inputs.clone(),
                     moves: Vec::new(),
@@ -165,7 +165,7 @@ impl<B: Backend> Net<B> {
                 .map(|(p, &i)| i != plan.logits && last_read[i] == Some((k, p)))
                 .collect();
         }
-        Net {
+        GraphNet {
             steps,
             input: plan.input,
             logits: plan.logits,
@@ -269,12 +269,12 @@ impl<B: Backend> Net<B> {
     }
 }
 
-struct Loaded<B: Backend> {
-    net: Net<B>,
+struct GraphOnDevice<B: Backend> {
+    net: GraphNet<B>,
     device: B::Device,
 }
 
-impl<B: Backend> Run for Loaded<B> {
+impl<B: Backend> Network for GraphOnDevice<B> {
     fn logits(&self, images: &[f32], n: usize, shape: [usize; 3]) -> Vec<f32> {
         logits(|x| self.net.forward(x), images, n, shape, &self.device)
     }
@@ -285,11 +285,11 @@ struct LoadTask<'a> {
 }
 
 impl InferTask for LoadTask<'_> {
-    type Output = Box<dyn Run>;
+    type Output = Box<dyn Network>;
     fn run<B: Backend>(self, devices: Vec<B::Device>) -> Self::Output {
         let device = devices.into_iter().next().unwrap_or_default();
-        Box::new(Loaded {
-            net: Net::<B>::new(self.plan, &device),
+        Box::new(GraphOnDevice {
+            net: GraphNet::<B>::new(self.plan, &device),
             device,
         })
     }
@@ -303,12 +303,12 @@ pub fn predictor(
     device: &ResolvedDevice,
     precision: Precision,
 ) -> Result<Predictor, InferError> {
-    let run = dispatch_infer(device, precision, LoadTask { plan })?;
-    Ok(Predictor::from_run(
-        run,
+    let network = dispatch_infer(device, precision, LoadTask { plan })?;
+    Ok(Predictor::on_device(
+        network,
         Some(plan.input_shape),
         plan.num_classes,
-        plan.output == Output::Sigmoid,
+        plan.head,
         device,
         precision,
     ))

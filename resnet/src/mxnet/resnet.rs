@@ -17,6 +17,7 @@ use super::{archive, net, params, MxnetError, MxnetModel};
 use crate::backend::CpuBackend;
 use crate::model::{Layout, ResNetConfig, SUPPORTED_DEPTHS};
 use crate::weights::{self, HostData, HostTensor, StateDict};
+use crate::Head;
 
 /// A checkpoint of SageMaker's ResNet, ready to be trained further.
 #[derive(Debug, Clone)]
@@ -25,8 +26,8 @@ pub struct TrainableCheckpoint {
     pub network: ResNetConfig,
     /// The input `[C, H, W]` the checkpoint was trained for (`model-shapes.json`).
     pub image_shape: [usize; 3],
-    /// Whether it ends in per-class sigmoids (SageMaker's `multi_label=1`).
-    pub multi_label: bool,
+    /// Its head: softmax, or per-class sigmoids (SageMaker's `multi_label=1`).
+    pub head: Head,
     /// Its weights under MXNet's names without `arg:`/`aux:` ([`crate::weights`]'s
     /// names for [`Layout::Mxnet`]).
     pub weights: StateDict,
@@ -59,7 +60,7 @@ pub fn params_to_state_dict(arrays: Vec<(String, params::NdArray)>) -> StateDict
 fn depth_of(units: &[usize], bottleneck: bool) -> Option<usize> {
     SUPPORTED_DEPTHS.into_iter().find(|&d| {
         ResNetConfig::new(d, 1)
-            .layout()
+            .stages()
             .is_ok_and(|(kind, blocks)| {
                 blocks[..] == *units && (kind.expansion() == 4) == bottleneck
             })
@@ -126,7 +127,7 @@ pub fn open_trainable(path: &Path) -> Result<TrainableCheckpoint, MxnetError> {
     let checkpoint = TrainableCheckpoint {
         network,
         image_shape,
-        multi_label: model.multi_label(),
+        head: model.head(),
         weights,
         source,
     };
@@ -163,7 +164,7 @@ fn check_same_function(
         .map(|i| ((i as u64).wrapping_mul(2_654_435_761) % 256) as f32)
         .collect();
     let x = Tensor::<CpuBackend, 4>::from_data(TensorData::new(values, [n, c, h, w]), &device);
-    let want: Vec<f32> = net::Net::<CpuBackend>::new(&model.plan, &device)
+    let want: Vec<f32> = net::GraphNet::<CpuBackend>::new(&model.plan, &device)
         .forward(x.clone())
         .into_data()
         .to_vec()
@@ -240,7 +241,7 @@ mod tests {
             num_classes: 3,
             image_shape: [3, 40, 40],
             resize: None,
-            multi_label: false,
+            head: Head::Softmax,
             normalization: Normalization::raw(),
             class_names: None,
             hyperparameters: serde_json::json!({}),
@@ -271,7 +272,7 @@ mod tests {
             ResNetConfig::new(18, 3).with_layout(Layout::Mxnet)
         );
         assert_eq!(t.image_shape, [3, 40, 40]);
-        assert!(!t.multi_label);
+        assert_eq!(t.head, Head::Softmax);
         assert!(t.weights.contains_key("stage1_unit1_sc_weight"));
         assert!(t.source.ends_with("m-0001.params"), "{}", t.source);
     }

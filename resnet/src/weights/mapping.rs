@@ -95,11 +95,10 @@ enum LeafRef<'a, B: Backend> {
 
 /// The projection shortcut's layer names: torchvision's `downsample.0`/`.1`, MXNet's
 /// `sc` (a convolution alone).
-fn shortcut_names(preact: bool) -> (&'static str, &'static str) {
-    if preact {
-        ("sc", "sc_bn")
-    } else {
-        ("downsample.0", "downsample.1")
+fn shortcut_names(layout: Layout) -> (&'static str, &'static str) {
+    match layout {
+        Layout::Mxnet => ("sc", "sc_bn"),
+        Layout::Torchvision => ("downsample.0", "downsample.1"),
     }
 }
 
@@ -116,14 +115,14 @@ fn block_leaves<B: Backend>(b: &Block<B>) -> Vec<(&'static str, LeafRef<'_, B>)>
         v.push(("conv3", LeafRef::Conv(c3)));
         v.push(("bn3", LeafRef::Bn(b3)));
     }
-    if b.preact {
-        // Each BatchNorm before its convolution.
+    if b.layout == Layout::Mxnet {
+        // Pre-activation: each BatchNorm before its convolution.
         for pair in v.chunks_mut(2) {
             pair.swap(0, 1);
         }
     }
     if let Some(d) = &b.downsample {
-        let (conv, bn) = shortcut_names(b.preact);
+        let (conv, bn) = shortcut_names(b.layout);
         v.push((conv, LeafRef::Conv(&d.conv)));
         if let Some(b) = &d.bn {
             v.push((bn, LeafRef::Bn(b)));
@@ -223,9 +222,9 @@ fn map_block<B: Backend>(
         layer: leaf_name(naming, p, leaf),
         naming,
     };
-    let (sc_conv, sc_bn) = shortcut_names(b.preact);
+    let (sc_conv, sc_bn) = shortcut_names(b.layout);
     Ok(Block {
-        preact: b.preact,
+        layout: b.layout,
         conv1: f.conv(&k("conv1"), b.conv1)?,
         bn1: f.bn(&k("bn1"), b.bn1)?,
         conv2: f.conv(&k("conv2"), b.conv2)?,
@@ -267,6 +266,7 @@ pub(super) fn map_model<B: Backend>(
     };
     let o = outer(naming);
     let ResNet {
+        layout,
         bn_data,
         conv1,
         bn1,
@@ -279,6 +279,7 @@ pub(super) fn map_model<B: Backend>(
         fc,
     } = m;
     Ok(ResNet {
+        layout,
         bn_data: bn_data.map(|b| f.bn(&keys(o.bn_data), b)).transpose()?,
         conv1: f.conv(&keys(o.conv1), conv1)?,
         bn1: f.bn(&keys(o.bn1), bn1)?,

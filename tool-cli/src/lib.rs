@@ -12,6 +12,8 @@
 //! A closed stdout (`tool | head`) is a normal way to end: the tool stops quietly
 //! with exit code 0, like ripgrep and bat do.
 
+#![deny(missing_docs)]
+
 use std::io::{self, Write};
 use std::process::ExitCode;
 
