@@ -13,7 +13,7 @@
 # profile (the test suite's build: dependencies at opt-level 3) unless PROFILE=release. Each round
 # runs both sides of a case back to back, so that drifts in the machine's speed hit both; the median
 # over rounds is reported. Needs oneDNN (libdnnl2) for our CPU kernels; without it the table shows
-# burn-flex's figures in both of our columns.
+# burn-flex's figures in both of our columns. PROBE=path times that gpu_probe binary instead of building one.
 set -u
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -34,7 +34,9 @@ if [ -z "${TORCH_PY:-}" ]; then
   fi
 fi
 
-if [ "$PROFILE" = release ]; then
+if [ -n "${PROBE:-}" ]; then
+  P=$PROBE # a gpu_probe built elsewhere (e.g. an earlier commit's, for A/B runs): no build
+elif [ "$PROFILE" = release ]; then
   cargo build --release -p rectrain --example gpu_probe --features gpu-probe -q || exit 2
   P=target/release/examples/gpu_probe
 else

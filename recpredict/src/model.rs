@@ -201,7 +201,7 @@ impl OpenedModel {
         self.preprocessor.shape
     }
 
-    /// Resolves `device` and puts the network on it ([`load`]), for
+    /// Resolves `device` and puts the network on it, for
     /// [`batch_size`](Self::batch_size) images per forward pass.
     pub fn load(
         &self,

@@ -62,8 +62,8 @@ pub fn conv_takes(x: DType, w: DType, bias: Option<DType>) -> bool {
 }
 
 /// `conv(x, w) + bias` (inference, bias optional) on oneDNN, for operands
-/// [`conv_takes`], with the weights in oneDNN's own layout from the second call on
-/// ([`PREPARED`]).
+/// [`conv_takes`], with the weights prepared once in oneDNN's own layout and reused by
+/// later calls (the module's `PREPARED` cache).
 pub fn conv_forward(
     x: FlexTensor,
     w: FlexTensor,
