@@ -2,7 +2,7 @@
 //! `symbol::parse_symbol`, `graph::compile` with its shape inference and operator
 //! checks), with the parameters of the committed SageMaker-style ResNet-18 fixture
 //! (written by MXNet 1.9.1), so that mutations of its symbol reach deep into the
-//! compiler. No panic; a graph that compiles runs (`net::Net::forward` on the CPU) and
+//! compiler. No panic; a graph that compiles runs (`net::GraphNet::forward` on the CPU) and
 //! gives one finite-shaped row of logits per image.
 #![no_main]
 
@@ -43,6 +43,6 @@ fuzz_target!(|data: &[u8]| {
     }
     let device = Default::default();
     let x = Tensor::<Flex, 4>::from_data(TensorData::new(vec![0.5f32; c * h * w], [1, c, h, w]), &device);
-    let logits = net::Net::<Flex>::new(&model.plan, &device).forward(x);
+    let logits = net::GraphNet::<Flex>::new(&model.plan, &device).forward(x);
     assert_eq!(logits.dims(), [1, model.num_classes()]);
 });
