@@ -1,5 +1,5 @@
 //! recpredict on MXNet Module checkpoints written by the real MXNet 1.9.1
-//! (`scripts/make_mxnet_fixtures.py`: SageMaker's ResNet symbol, narrow, at 3×48×48, with
+//! (`scripts/fixtures/make_mxnet_fixtures.py`: SageMaker's ResNet symbol, narrow, at 3×48×48, with
 //! random weights and calibrated-then-perturbed BatchNorm statistics): the probabilities
 //! equal MXNet's forward pass within 1e-4 for every form `--model` takes (the SageMaker
 //! `model.tar.gz`, a directory, a prefix, one `.params` file) and every input (files,

@@ -1,6 +1,6 @@
 //! Byte identity with im2rec.py 1.9.1 without MXNet installed: the lists under
 //! `tests/golden/tree23/<case>/` were written by `im2rec.py --list` on the tree
-//! described in `tests/golden/tree23.txt` (`scripts/compat_im2list.sh
+//! described in `tests/golden/tree23.txt` (`scripts/compat/compat_im2list.sh
 //! --update-golden`); this test rebuilds the tree, runs the real `im2list` binary on
 //! every case and compares each file, plus im2rec.py's stdout against our stderr.
 

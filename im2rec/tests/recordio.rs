@@ -1,5 +1,5 @@
 //! The RecordIO library against the reference vectors (reference §1.4, §7.1–7.6), files
-//! written by the real MXNet 1.9.1 (`scripts/make_recordio_fixtures.py`), property
+//! written by the real MXNet 1.9.1 (`scripts/fixtures/make_recordio_fixtures.py`), property
 //! round trips through every reader, truncation at every byte, and random garbage.
 
 use std::borrow::Cow;

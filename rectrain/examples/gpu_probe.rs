@@ -1,4 +1,4 @@
-//! Synthetic ResNet throughput probe for the GPU machine (see `scripts/gpu_run.sh`).
+//! Synthetic ResNet throughput probe for the GPU machine (see `scripts/gpu/gpu_run.sh`).
 //!
 //! ```text
 //! cargo build -p rectrain --example gpu_probe --features gpu-probe

@@ -517,7 +517,7 @@ mod tests {
     fn cpu_resolves_and_auto_falls_back_with_a_notice_without_a_gpu() {
         assert_eq!(resolve(&DeviceSpec::Cpu, |_| {}), Ok(ResolvedDevice::Cpu));
         if probe_cuda().is_ok() {
-            return; // a GPU machine: covered by scripts/gpu_run.sh
+            return; // a GPU machine: covered by scripts/gpu/gpu_run.sh
         }
         let mut notes = Vec::new();
         let dev = resolve(&DeviceSpec::Auto, |n| notes.push(n.to_string())).unwrap();

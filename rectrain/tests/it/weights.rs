@@ -1,5 +1,5 @@
 //! Weight loading against files and numbers written by PyTorch/torchvision
-//! (`scripts/torch_parity.py` made every fixture in `tests/fixtures/`).
+//! (`scripts/fixtures/torch_parity.py` made every fixture in `tests/fixtures/`).
 
 use std::path::{Path, PathBuf};
 
@@ -44,7 +44,7 @@ fn fnv1a32(s: &str) -> u64 {
     u64::from(h)
 }
 
-/// The weight formula of `scripts/torch_parity.py`, bit for bit.
+/// The weight formula of `scripts/fixtures/torch_parity.py`, bit for bit.
 fn formula_tensor(name: &str, shape: &[usize]) -> Vec<f32> {
     let numel: usize = shape.iter().product();
     let h = fnv1a32(name);
@@ -343,7 +343,9 @@ fn real_torch_resnet18_file_loads_and_matches_torch_logits() {
 #[test]
 fn full_torchvision_files_match_when_provided() {
     let Some(dir) = std::env::var_os("RECTRAIN_PARITY_DIR").map(PathBuf::from) else {
-        eprintln!("SKIPPED: RECTRAIN_PARITY_DIR not set (scripts/torch_parity.py full DIR)");
+        eprintln!(
+            "SKIPPED: RECTRAIN_PARITY_DIR not set (scripts/fixtures/torch_parity.py full DIR)"
+        );
         return;
     };
     let expected: Value =

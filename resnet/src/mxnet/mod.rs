@@ -204,7 +204,7 @@ mod tests {
     use crate::preprocess::{preprocess_eval, EvalMode};
     use std::path::PathBuf;
 
-    /// The fixtures written by MXNet 1.9.1 (`scripts/make_mxnet_fixtures.py`).
+    /// The fixtures written by MXNet 1.9.1 (`scripts/fixtures/make_mxnet_fixtures.py`).
     fn fixtures() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mxnet")
     }

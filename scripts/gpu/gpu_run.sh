@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One GPU session's checks, run on the GPU machine (no Rust, no network there).
 #
-# Prepare on the build machine: `bash scripts/gpu_bundle.sh` puts xz-compressed, stripped binaries in
+# Prepare on the build machine: `bash scripts/gpu/gpu_bundle.sh` puts xz-compressed, stripped binaries in
 # gpu-run/bin/ (gpu_probe.xz, rectrain.xz, recpredict.xz: whichever exist) and the packed demo data in
 # gpu-run/data/ and gpu-run/data224/. Then, with the device tool, carrying gpu-run:
-#   bash scripts/gpu_run.sh              # the default list below, within BUDGET_S (default 420 s)
-#   bash scripts/gpu_run.sh RUN...       # runs named from the case list further down
+#   bash scripts/gpu/gpu_run.sh              # the default list below, within BUDGET_S (default 420 s)
+#   bash scripts/gpu/gpu_run.sh RUN...       # runs named from the case list further down
 # The default list is ordered by value, so that a budget cut loses the least useful runs:
 #   parity18 torch_bench r18_train_f32 r18_train_bf16 r50_train_f32 r50_train_bf16 r18_infer_f32
 #   r18_infer_bf16 r50_infer_f32 r50_infer_bf16 t32cold parity50 r18_train_f32_nocudnn profile t224
@@ -30,12 +30,12 @@
 # binary, no GPU, or even a bug in one case is a row in the table, and the loop goes on. No `set -e`
 # (exit codes are looked at), and numbers read from logs are checked before any arithmetic.
 #
-# Knobs (scripts/test_gpu_run.sh uses most of them): BIN (where the binaries are unpacked), GPU_RUN_DIR
+# Knobs (scripts/gpu/test_gpu_run.sh uses most of them): BIN (where the binaries are unpacked), GPU_RUN_DIR
 # (the bundle, default gpu-run), LOGDIR, BUDGET_S, T_<run> (one run's timeout, e.g. T_t224=120), T_MAX
 # (caps every run's timeout), KILL_S (SIGKILL this long after SIGTERM), BENCH_STEPS, PY (the python
-# with torch), TORCH_BENCH (default scripts/torch_bench.py), TORCH_VENV (default /opt/torch/.venv).
+# with torch), TORCH_BENCH (default scripts/gpu/torch_bench.py), TORCH_VENV (default /opt/torch/.venv).
 set -u
-here=$(cd "$(dirname "$0")/.." && pwd)
+here=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$here"
 export LC_ALL=C # byte-wise greps and sorts, whatever the machine's locale
 
@@ -56,7 +56,7 @@ KILL_S=$(int "${KILL_S:-}" 15)
 GPU_RUN_DIR=${GPU_RUN_DIR:-gpu-run}
 BIN=${BIN:-/tmp/gpu-bin}
 PY=${PY:-python3}
-TORCH_BENCH=${TORCH_BENCH:-scripts/torch_bench.py}
+TORCH_BENCH=${TORCH_BENCH:-scripts/gpu/torch_bench.py}
 TORCH_VENV=${TORCH_VENV:-/opt/torch/.venv}
 OUT=${OUT:-}
 # A fresh folder per call: a warm machine keeps /tmp between calls, and old logs must not mix in.
@@ -151,7 +151,7 @@ tmo() {
 
 need() { # NAME EXE: true if $BIN/EXE can run, else a row saying it is missing
   [ -x "$BIN/$2" ] && return 0
-  row "$1" "missing" "no $BIN/$2 (no $GPU_RUN_DIR/bin/$2.xz? run scripts/gpu_bundle.sh on the build machine)"
+  row "$1" "missing" "no $BIN/$2 (no $GPU_RUN_DIR/bin/$2.xz? run scripts/gpu/gpu_bundle.sh on the build machine)"
   return 1
 }
 
@@ -299,13 +299,13 @@ one() {
     predict) tool predict 60 recpredict --model /tmp/m32 --device cuda --evaluate --timings --rec "$D/fm_val.rec" ;;
     t32cpu) # for the CPU build machine (see the header): the CPU baseline of t32cold's accuracy
       tool t32cpu 240 rectrain $(fm "$D" 3,32,32) --epochs 3 --device cpu --out /tmp/m32cpu ;;
-    bench_predict) # recpredict against PyTorch inference (scripts/bench_recpredict.sh gpu), ratios last;
+    bench_predict) # recpredict against PyTorch inference (scripts/bench/bench_recpredict.sh gpu), ratios last;
       # its scratch (JPEGs) in /tmp, not $OUT; its logs copied into ours.
       local work
       work=$(dirname "$LOGDIR")/bench_predict
       RECPREDICT="$BIN/recpredict" TORCH_BASELINE="$TORCH_BASELINE" PY=$PY WORK=$work \
         N=${BENCH_N:-1024} RUN_TIMEOUT=${BENCH_RUN_S:-150} TORCH_TIMEOUT=${BENCH_TORCH_S:-240} \
-        run bench_predict "$(tmo bench_predict 480)" bash scripts/bench_recpredict.sh gpu
+        run bench_predict "$(tmo bench_predict 480)" bash scripts/bench/bench_recpredict.sh gpu
       cp -r "$work/logs" "$LOGDIR/bench_predict" 2>/dev/null
       row bench_predict "$(status)" "whole table in bench_predict.log"
       while read -r line; do row bench_predict "" "$line"; done < \

@@ -15,10 +15,10 @@
 #      im2rec.py's decoded shapes; list-mode options, option prefixes and a CR-only
 #      list are accepted, with output identical to im2rec.py's.
 # Prints PASS/FAIL lines; exits non-zero if any check fails.
-# Usage: [IM2REC=path/to/im2rec] scripts/compat_im2rec.sh [WORKDIR]   (default: a fresh temporary folder)
+# Usage: [IM2REC=path/to/im2rec] scripts/compat/compat_im2rec.sh [WORKDIR]   (default: a fresh temporary folder)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
+top=$(cd "$here/../.." && pwd)
 py=$("$here/mxnet_venv.sh")
 im2rec_py=$("$py" -c 'import mxnet, os; print(os.path.join(os.path.dirname(mxnet.__file__), "tools", "im2rec.py"))')
 work=${1:-$(mktemp -d)}

@@ -5,8 +5,8 @@
 # inside). Prints one table with the median img/s of each side and the ratio ours/PyTorch, plus our
 # figure on burn-flex's kernels (RECTRAIN_NO_ONEDNN=1) for reference.
 #
-#   bash scripts/bench_cpu.sh                    # every case, 3 rounds
-#   ROUNDS=5 CASES="train 18 16 224 6" bash scripts/bench_cpu.sh
+#   bash scripts/bench/bench_cpu.sh                    # every case, 3 rounds
+#   ROUNDS=5 CASES="train 18 16 224 6" bash scripts/bench/bench_cpu.sh
 #
 # PyTorch: TORCH_PY names a python with torch + torchvision; without it this script installs them
 # into scripts/.venv-torch with pip (about 5.4 GB, once) and says so. The probe is built in the dev
@@ -15,7 +15,7 @@
 # over rounds is reported. Needs oneDNN (libdnnl2) for our CPU kernels; without it the table shows
 # burn-flex's figures in both of our columns. PROBE=path times that gpu_probe binary instead of building one.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
 PROFILE=${PROFILE:-dev}
 CASES=${CASES:-"train 18 16 224 6

@@ -2,10 +2,10 @@
 # Benchmark recpredict: images/s and where the time goes (decode+preprocess vs the
 # model), from recpredict's own `--timings` breakdown on stderr. Prints a table last.
 #
-#   scripts/bench_recpredict.sh [cpu]    build, prepare data and models, CPU runs A-E
-#   scripts/bench_recpredict.sh prepare  build, prepare data and models only
-#   scripts/bench_recpredict.sh gpu      GPU runs (the GPU machine: no cargo, see below)
-#   scripts/bench_recpredict.sh one NAME MODEL_DIR DEVICE [recpredict options] -- INPUT...
+#   scripts/bench/bench_recpredict.sh [cpu]    build, prepare data and models, CPU runs A-E
+#   scripts/bench/bench_recpredict.sh prepare  build, prepare data and models only
+#   scripts/bench/bench_recpredict.sh gpu      GPU runs (the GPU machine: no cargo, see below)
+#   scripts/bench/bench_recpredict.sh one NAME MODEL_DIR DEVICE [recpredict options] -- INPUT...
 #                                        one run of $RECPREDICT on any artifact and images
 #
 # cpu/prepare build the four tools in the dev profile the tests use (optimised
@@ -35,20 +35,20 @@
 # BENCH_DEVICE=cpu BATCH=16 N=32 PRECISIONS=float32 runs the same comparison on the CPU
 # (a dry run of the GPU mode where there is no GPU, with a CPU build of torch).
 #
-# one: e.g. RECPREDICT=./recpredict scripts/bench_recpredict.sh one r50 model/ cuda \
+# one: e.g. RECPREDICT=./recpredict scripts/bench/bench_recpredict.sh one r50 model/ cuda \
 #        --batch-size 128 -- images/
 #
 # Environment: N (JPEG count, default 96 cpu / 2048 gpu), BIN (default target/debug),
 # RECPREDICT, WORK (scratch dir, default scripts/work/bench_recpredict; $OUT/bench when
 # $OUT is set in gpu mode), PY (python with Pillow; default python3 if it has PIL, else
-# the MXNet venv from scripts/mxnet_venv.sh), NO_BUILD=1, SKIP_R50=1, RUN_TIMEOUT
+# the MXNet venv from scripts/compat/mxnet_venv.sh), NO_BUILD=1, SKIP_R50=1, RUN_TIMEOUT
 # (seconds per run, default 900); gpu mode: BENCH_DEVICE (default cuda), BATCH (128),
 # PRECISIONS ("float32 bfloat16"), TORCH_BASELINE, TORCH_TIMEOUT (600). Logs go to
 # $WORK/logs.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
+repo=$(cd "$here/../.." && pwd)
 mode=${1:-cpu}
 [[ $mode == --gpu ]] && mode=gpu
 case $mode in cpu | prepare | gpu | one) ;; *) sed -n '2,40p' "$0" >&2; exit 2 ;; esac
@@ -127,7 +127,7 @@ fi
 
 # --- python (for the JPEGs, and torch on the GPU machine) ---------------------------
 if [[ -z "${PY:-}" ]]; then
-  if python3 -c 'import PIL' 2>/dev/null; then PY=python3; else PY=$("$here/mxnet_venv.sh"); fi
+  if python3 -c 'import PIL' 2>/dev/null; then PY=python3; else PY=$("$here/../compat/mxnet_venv.sh"); fi
 fi
 
 if [[ $mode != gpu && -z "${NO_BUILD:-}" ]]; then

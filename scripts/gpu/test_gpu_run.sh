@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Tests scripts/gpu_run.sh here, without a GPU: scripts/testdata/fake_gpu_bin.sh stands in for gpu_probe,
+# Tests scripts/gpu/gpu_run.sh here, without a GPU: scripts/gpu/testdata/fake_gpu_bin.sh stands in for gpu_probe,
 # rectrain and torch's python, and does per case what FAKE_<case> says (succeed, fail, hang, no RESULT,
 # garbage, empty or real profile log, map a "libcudnn"). Everything lives in a temporary folder: the real
 # gpu-run/ is never touched. Small timeouts (T_MAX, KILL_S) keep it under a minute.
-#   bash scripts/test_gpu_run.sh     (from anywhere; exits non-zero with a message on the first failure)
+#   bash scripts/gpu/test_gpu_run.sh     (from anywhere; exits non-zero with a message on the first failure)
 set -u
-here=$(cd "$(dirname "$0")/.." && pwd)
+here=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$here"
 tmp=$(mktemp -d /tmp/test_gpu_run.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
@@ -19,15 +19,15 @@ DEFAULT=(parity18 torch_bench r18_train_f32 r18_train_bf16 r50_train_f32 r50_tra
 # The default list's timeouts, read from the script's case list, add up to at most 420 s.
 sum=0
 for c in "${DEFAULT[@]}"; do
-  t=$(grep -oE "(bench|probe|tool|tmo) $c [0-9]+" scripts/gpu_run.sh | head -1 | awk '{print $3}')
+  t=$(grep -oE "(bench|probe|tool|tmo) $c [0-9]+" scripts/gpu/gpu_run.sh | head -1 | awk '{print $3}')
   [ -n "$t" ] || fail "no timeout found for $c in gpu_run.sh"
   sum=$((sum + t))
 done
 [ "$sum" -le 420 ] || fail "the default list's timeouts add up to $sum s > 420 s"
-grep -q 'BUDGET_S:-}" 420' scripts/gpu_run.sh || fail "BUDGET_S does not default to 420"
+grep -q 'BUDGET_S:-}" 420' scripts/gpu/gpu_run.sh || fail "BUDGET_S does not default to 420"
 
 # The bundle: the fake, xz'd under the binaries' names, as gpu_bundle.sh makes them.
-fake=scripts/testdata/fake_gpu_bin.sh
+fake=scripts/gpu/testdata/fake_gpu_bin.sh
 mkdir -p "$tmp/bundle/bin" "$tmp/bundle1/bin" "$tmp/venv/lib/python3.12/site-packages/nvidia/cudnn/lib"
 for b in gpu_probe rectrain; do xz -c "$fake" >"$tmp/bundle/bin/$b.xz"; done
 xz -c "$fake" >"$tmp/bundle1/bin/gpu_probe.xz" # no rectrain: a missing binary
@@ -40,7 +40,7 @@ lib=$(ldd /bin/sleep | awk '/libc\.so/ {print $3}')
 cp "$lib" "$tmp/venv/lib/python3.12/site-packages/nvidia/cudnn/lib/libcudnn.so.9"
 cudnn=$tmp/venv/lib/python3.12/site-packages/nvidia/cudnn/lib/libcudnn.so.9
 
-common=(GPU_RUN_DIR="$tmp/bundle" BIN="$tmp/bin" PY="$tmp/python3" TORCH_BENCH=scripts/torch_bench.py
+common=(GPU_RUN_DIR="$tmp/bundle" BIN="$tmp/bin" PY="$tmp/python3" TORCH_BENCH=scripts/gpu/torch_bench.py
   TORCH_VENV="$tmp/venv" RECTRAIN_CACHE_DIR="$tmp/cache" T_MAX=3 KILL_S=2 FAKE_CUDNN="$cudnn")
 
 # --- 1: the default list (no arguments), with failing, hanging and odd cases among good ones, and $OUT.
@@ -50,7 +50,7 @@ start=$SECONDS
 env "${common[@]}" OUT="$out" LOGDIR="$tmp/logs1/gpu-logs" BUDGET_S=90 \
   FAKE_r18_train_f32=fail FAKE_r18_train_bf16=hang FAKE_r50_train_f32=noresult FAKE_r50_train_bf16=cudnn \
   FAKE_r18_infer_bf16=garbage FAKE_parity50=fail FAKE_profile=profile_empty FAKE_t224=fail \
-  bash scripts/gpu_run.sh >"$LAST" 2>"$tmp/run1.err" || fail "gpu_run.sh exited non-zero"
+  bash scripts/gpu/gpu_run.sh >"$LAST" 2>"$tmp/run1.err" || fail "gpu_run.sh exited non-zero"
 echo "run 1 (default list): $((SECONDS - start)) s"
 sed -n '/^run  *status  *result$/,/^$/p' "$LAST" >"$tmp/table1.txt"
 # every case of the default list has a row in the final table, in order, even after failing ones
@@ -110,7 +110,7 @@ LAST=$tmp/run2.txt
 start=$SECONDS
 env "${common[@]}" GPU_RUN_DIR="$tmp/bundle1" BIN="$tmp/bin1" LOGDIR="$tmp/logs2/gpu-logs" \
   BUDGET_S=9 T_MAX=4 T_profile=12x MIN_S=oops FAKE_profile=profile_rows FAKE_r18_train_bf16=hang \
-  bash scripts/gpu_run.sh profile t32cold bogus r18_train_bf16 parity18 t32cpu >"$LAST" 2>"$tmp/run2.err" ||
+  bash scripts/gpu/gpu_run.sh profile t32cold bogus r18_train_bf16 parity18 t32cpu >"$LAST" 2>"$tmp/run2.err" ||
   fail "gpu_run.sh exited non-zero"
 echo "run 2 (named runs, budget cut): $((SECONDS - start)) s"
 sed -n '/^run  *status  *result$/,/^$/p' "$LAST" >"$tmp/table2.txt"
@@ -124,13 +124,13 @@ has '^t32cpu +skipped ' "$tmp/table2.txt"
 has "^logs: $tmp/logs2/gpu-logs \\(no \\\$OUT set\\)" "$LAST"
 [ -f "$tmp/logs2/gpu-logs/profile.txt" ] || fail "no logs left in LOGDIR without \$OUT"
 # --- 3: a bug inside one case (here an unbound variable, fatal under set -u) is a row, and the loop goes on.
-mkdir -p "$tmp/repo/scripts"
-sed 's/^    \*) row "\$1" "unknown" "no such run" ;;/    boom) echo "$undefined_var" ;;\n&/' scripts/gpu_run.sh \
-  >"$tmp/repo/scripts/gpu_run.sh"
-grep -q '^    boom)' "$tmp/repo/scripts/gpu_run.sh" || fail "could not plant the bug"
+mkdir -p "$tmp/repo/scripts/gpu"
+sed 's/^    \*) row "\$1" "unknown" "no such run" ;;/    boom) echo "$undefined_var" ;;\n&/' scripts/gpu/gpu_run.sh \
+  >"$tmp/repo/scripts/gpu/gpu_run.sh"
+grep -q '^    boom)' "$tmp/repo/scripts/gpu/gpu_run.sh" || fail "could not plant the bug"
 LAST=$tmp/run3.txt
 env "${common[@]}" LOGDIR="$tmp/logs3/gpu-logs" BUDGET_S=20 \
-  bash "$tmp/repo/scripts/gpu_run.sh" boom bogus >"$LAST" 2>"$tmp/run3.err" || fail "gpu_run.sh exited non-zero"
+  bash "$tmp/repo/scripts/gpu/gpu_run.sh" boom bogus >"$LAST" 2>"$tmp/run3.err" || fail "gpu_run.sh exited non-zero"
 sed -n '/^run  *status  *result$/,/^$/p' "$LAST" >"$tmp/table3.txt"
 has '^boom +error +.*rc=1 and no row: .*undefined_var: unbound variable' "$tmp/table3.txt"
 has '^bogus +unknown ' "$tmp/table3.txt"

@@ -9,12 +9,12 @@
 # im2rec.py prints on stdout, and that PREFIX.classes holds their directory names.
 # Prints one PASS/FAIL line per case; exits 1 if any case fails.
 #
-#   scripts/compat_im2list.sh                  compare
-#   scripts/compat_im2list.sh --update-golden  also rewrite im2list/tests/golden/tree23/*/
+#   scripts/compat/compat_im2list.sh                  compare
+#   scripts/compat/compat_im2list.sh --update-golden  also rewrite im2list/tests/golden/tree23/*/
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(dirname "$here")
+repo=$(cd "$here/../.." && pwd)
 update=0
 [[ ${1:-} == --update-golden ]] && update=1
 

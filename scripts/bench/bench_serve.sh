@@ -3,7 +3,7 @@
 # images, model and machine. Bounded: CLIENTS concurrent clients send REQUESTS requests
 # each (default 16 x 200), then it stops; every 10th request is a broken image.
 #
-#   scripts/bench_serve.sh
+#   scripts/bench/bench_serve.sh
 #
 # It builds the tools (dev profile, as the tests), reuses bench_recpredict.sh's throwaway
 # ResNet-18 at 3x28x28 (`prepare`), and uses the 1,200 Fashion-MNIST PNGs in
@@ -21,7 +21,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
+repo=$(cd "$here/../.." && pwd)
 WORK=${WORK:-$repo/scripts/work/bench_serve}
 BIN=${BIN:-$repo/target/debug}
 CLIENTS=${CLIENTS:-16}

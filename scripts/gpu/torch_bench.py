@@ -1,4 +1,4 @@
-# PyTorch eager reference for scripts/gpu_run.sh (the same code as ../shared/bench/torch_baseline.py,
+# PyTorch eager reference for scripts/gpu/gpu_run.sh (the same code as ../shared/bench/torch_baseline.py,
 # with ResNet-18 inference and a machine-readable line per measurement):
 #   TORCH <train|infer> <resnet18|resnet50> <batch> <fp32|amp> <img/s>
 # fp32 = float32 with TF32 convolutions (PyTorch's default); amp = autocast bfloat16 + channels_last.

@@ -4,7 +4,7 @@
 # Pins: plain `pip install mxnet` brings a numpy that mxnet 1.9.1 cannot import.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-venv=${MXNET_VENV:-$here/.venv-mxnet}
+venv=${MXNET_VENV:-$here/../.venv-mxnet}
 if ! "$venv/bin/python" -c 'import mxnet, cv2' >/dev/null 2>&1; then
   python3 -m venv "$venv" >&2
   "$venv/bin/pip" install -q "mxnet==1.9.1" "numpy<1.24" "opencv-python-headless<4.12" pillow >&2

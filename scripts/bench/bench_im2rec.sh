@@ -11,13 +11,13 @@
 # Prints the load average, a table of images/s, the wall-clock ratio ours / im2rec.py
 # (with and without im2rec.py's start-up) and the CPU-time ratio (user + sys,
 # children included: less sensitive to other processes on a busy machine).
-# Usage: scripts/bench_im2rec.sh [WORKDIR]
+# Usage: scripts/bench/bench_im2rec.sh [WORKDIR]
 #   env: REPEATS, SMALL, LARGE (image counts), SETS (default small,large),
 #        CARGO_TARGET_DIR (where the release build goes), IM2REC_FEATURES (e.g. simd)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
-py=$("$here/mxnet_venv.sh")
+top=$(cd "$here/../.." && pwd)
+py=$("$here/../compat/mxnet_venv.sh")
 im2rec_py=$("$py" -c 'import mxnet, os; print(os.path.join(os.path.dirname(mxnet.__file__), "tools", "im2rec.py"))')
 work=${1:-${TMPDIR:-/tmp}/bench_im2rec}
 mkdir -p "$work"

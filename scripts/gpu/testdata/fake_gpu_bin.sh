@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A stand-in for gpu_probe, rectrain and torch's python in scripts/test_gpu_run.sh: it is installed under
+# A stand-in for gpu_probe, rectrain and torch's python in scripts/gpu/test_gpu_run.sh: it is installed under
 # those names, and does in case $GPU_RUN_CASE (set by gpu_run.sh) what FAKE_<case> says (default ok):
 #   ok             a RESULT line (gpu_probe), an accuracy (rectrain), or TORCH lines (python)
 #   fail           an error on stderr, exit 2          hang      a step, then sleep until killed

@@ -2,7 +2,7 @@
 # recpredict on full-size SageMaker-style MXNet models, against MXNet 1.9.1's own forward pass.
 #
 # For ResNet-18 and ResNet-50 at 3x224x224 (10 classes), MXNet itself builds SageMaker's ResNet
-# symbol (scripts/make_mxnet_fixtures.py: MXNet's resnet.py, random weights, calibrated and
+# symbol (scripts/fixtures/make_mxnet_fixtures.py: MXNet's resnet.py, random weights, calibrated and
 # perturbed BatchNorm statistics), saves it as a Module checkpoint and model.tar.gz and computes
 # the probabilities of 8 real photos (foolbox's ImageNet samples, MIT, from PyPI) given as
 # 224x224 PNGs; recpredict reads the tarball and predicts the same files. Prints the largest
@@ -14,10 +14,10 @@
 # Incremental training: rectrain --model trains MXNet's ResNet-18 checkpoint one epoch further
 # and exports it; MXNet loads it (same parameter names and shapes as the original), compared the
 # same way.
-# Usage: [BIN=target/debug] scripts/compat_mxnet_model.sh [WORKDIR]
+# Usage: [BIN=target/debug] scripts/compat/compat_mxnet_model.sh [WORKDIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/.." && pwd)
+top=$(cd "$here/../.." && pwd)
 py=$("$here/mxnet_venv.sh")
 work=${1:-$(mktemp -d)}
 mkdir -p "$work"
@@ -47,7 +47,7 @@ fi
 status=0
 for layers in 18 50; do
   out="$work/resnet$layers"
-  "$py" "$here/make_mxnet_fixtures.py" "$out" "$work"/images/*.png --num-layers "$layers" \
+  "$py" "$here/../fixtures/make_mxnet_fixtures.py" "$out" "$work"/images/*.png --num-layers "$layers" \
     --image-shape 3,224,224 --classes 10 --epoch 10 --seed "$layers" 2>&1 | grep -v "graph_executor.cc" >&2
   "$recpredict" -m "$out/model.tar.gz" --device cpu "$work"/images/*.png > "$out/recpredict.jsonl"
   if ! "$py" - "$out" "$layers" <<'PY'

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Prepares gpu-run/ (git-ignored) for scripts/gpu_run.sh on the GPU machine, which has no Rust:
+# Prepares gpu-run/ (git-ignored) for scripts/gpu/gpu_run.sh on the GPU machine, which has no Rust:
 #   gpu-run/bin/{rectrain,recpredict,gpu_probe}.xz   stripped binaries (dev profile, as the tests;
 #                                                    dependencies are optimised there)
 #   gpu-run/data/fm_{train,val}.rec, fm.classes      the demo's Fashion-MNIST subset at 28x28
 #   gpu-run/data224/...                              the same packed at 224x224 (real-.rec speed)
-# Then, with the device tool: run `bash scripts/gpu_run.sh` (the default list, within 420 s) or
-# `bash scripts/gpu_run.sh RUN...`, carrying gpu-run (see gpu_run.sh; everything carried must stay
+# Then, with the device tool: run `bash scripts/gpu/gpu_run.sh` (the default list, within 420 s) or
+# `bash scripts/gpu/gpu_run.sh RUN...`, carrying gpu-run (see gpu_run.sh; everything carried must stay
 # under 64 MiB). It brings back $OUT/gpu-logs.tar.xz and $OUT/summary.txt and prints the summary last.
-# `bash scripts/test_gpu_run.sh` checks gpu_run.sh here first, with fake binaries (no GPU, no cargo).
+# `bash scripts/gpu/test_gpu_run.sh` checks gpu_run.sh here first, with fake binaries (no GPU, no cargo).
 #
 # The CPU baseline of the demo's accuracy (what gpu_run.sh's t32cold is compared with) is measured on this
 # machine, not the GPU one, and not by this script: it takes minutes of CPU. After bundling, run rectrain
@@ -15,10 +15,10 @@
 #   target/debug/rectrain --train gpu-run/data/fm_train.rec --validation gpu-run/data/fm_val.rec \
 #     --classes gpu-run/data/fm.classes --num-layers 18 --image-shape 3,32,32 --mini-batch-size 64 \
 #     --learning-rate 0.05 --seed 1 --epochs 3 --device cpu --out /tmp/m32cpu
-# (or `bash scripts/gpu_run.sh t32cpu`, the same command under a timeout) and note its last
+# (or `bash scripts/gpu/gpu_run.sh t32cpu`, the same command under a timeout) and note its last
 # `Validation-accuracy=` beside the GPU session's t32cold row.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 cargo test --workspace --no-run --features rectrain/gpu-probe >/dev/null
 mkdir -p gpu-run/bin gpu-run/data gpu-run/data224
 for b in target/debug/rectrain target/debug/recpredict target/debug/examples/gpu_probe; do
