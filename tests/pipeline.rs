@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use pipeline_tests::wire::{parse, ClassStats, Prediction, Summary};
-use pipeline_tests::{list_and_pack, run_expect, stderr_text, stdout_text, train_tiny};
+use pipeline_tests::{list_and_pack, run_expect, stderr_text, stdout_text, tool, train_tiny};
 use serde::Deserialize;
 
 const CLASSES: [&str; 3] = ["blue", "green", "red"];
@@ -262,5 +262,39 @@ fn sagemaker_and_batch_transform_outputs_from_records() {
         let body =
             fs::read_to_string(out_dir.path().join(format!("{}.out", p.id.unwrap()))).unwrap();
         assert_eq!(body, format!("{line}\n"));
+    }
+}
+
+/// `--device`, `--precision-dtype` and `--workers` are `resnet::cli`'s shared groups: in
+/// both rectrain and recpredict a bad value is a usage error (exit 2) whose text is the
+/// very same line, and nothing is written on stdout.
+#[test]
+fn shared_flags_reject_bad_values_with_the_same_line_in_both_tools() {
+    let cases = [
+        (
+            ["--device", "bogus"],
+            "error: --device bogus: invalid device \"bogus\": expected auto, cpu, cuda, cuda:N or cuda:N,M,...\n",
+        ),
+        (
+            ["--precision-dtype", "bogus"],
+            "error: --precision-dtype bogus: invalid precision \"bogus\": expected float32, float16 or bfloat16\n",
+        ),
+        (
+            ["--workers", "2000"],
+            "error: --workers 2000: at most 1024 decoding threads\n",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut rectrain = tool("rectrain");
+        rectrain
+            .args(["--train", "t.rec", "--validation", "v.rec", "--out", "o"])
+            .args(args);
+        let mut recpredict = tool("recpredict");
+        recpredict.args(["-m", "m"]).args(args).arg("x.png");
+        for cmd in [&mut rectrain, &mut recpredict] {
+            let out = run_expect(cmd, 2);
+            assert_eq!(stderr_text(&out), expected, "{cmd:?}");
+            assert_eq!(stdout_text(&out), "", "{cmd:?}");
+        }
     }
 }

@@ -652,32 +652,6 @@ fn usage_errors_are_exit_2() {
     assert!(stderr(&out).contains("--device tpu"), "{}", stderr(&out));
 }
 
-/// `--device`, `--precision-dtype` and `--workers` are `rectrain::cli`'s shared groups:
-/// a bad value is a usage error (exit 2) whose text is the very line rectrain prints
-/// (`rectrain/tests/cli.rs` pins the same lines).
-#[test]
-fn shared_flags_reject_bad_values_as_rectrain_does() {
-    let cases = [
-        (
-            ["--device", "bogus"],
-            "error: --device bogus: invalid device \"bogus\": expected auto, cpu, cuda, cuda:N or cuda:N,M,...\n",
-        ),
-        (
-            ["--precision-dtype", "bogus"],
-            "error: --precision-dtype bogus: invalid precision \"bogus\": expected float32, float16 or bfloat16\n",
-        ),
-        (
-            ["--workers", "2000"],
-            "error: --workers 2000: at most 1024 decoding threads\n",
-        ),
-    ];
-    for (args, expected) in cases {
-        let out = run(bin().args(["-m", "m"]).args(args).arg("x.png"), 2);
-        assert_eq!(stderr(&out), expected, "{args:?}");
-        assert_eq!(stdout(&out), "");
-    }
-}
-
 /// `--workers 0` is one decoding thread per CPU (the default), as in rectrain.
 #[test]
 fn workers_0_is_one_per_cpu() {

@@ -554,37 +554,6 @@ fn data_parallel_training_on_two_cpu_replicas() {
     }
 }
 
-/// `--device`, `--precision-dtype` and `--workers` are `rectrain::cli`'s shared groups:
-/// a bad value is a usage error (exit 2) whose text is the very line recpredict prints
-/// (`recpredict/tests/cli.rs` pins the same lines).
-#[test]
-fn shared_flags_reject_bad_values_as_recpredict_does() {
-    let cases = [
-        (
-            ["--device", "bogus"],
-            "error: --device bogus: invalid device \"bogus\": expected auto, cpu, cuda, cuda:N or cuda:N,M,...\n",
-        ),
-        (
-            ["--precision-dtype", "bogus"],
-            "error: --precision-dtype bogus: invalid precision \"bogus\": expected float32, float16 or bfloat16\n",
-        ),
-        (
-            ["--workers", "2000"],
-            "error: --workers 2000: at most 1024 decoding threads\n",
-        ),
-    ];
-    for (args, expected) in cases {
-        let out = run(
-            rectrain()
-                .args(["--train", "t.rec", "--validation", "v.rec", "--out", "o"])
-                .args(args),
-            2,
-        );
-        assert_eq!(stderr(&out), expected, "{args:?}");
-        assert!(out.stdout.is_empty());
-    }
-}
-
 /// `--workers 0` is one decoding thread per CPU (the default), in rectrain as in
 /// recpredict.
 #[test]
