@@ -1,8 +1,9 @@
-//! [`Error`]: what stops a run of either mode.
+//! [`Error`]: what stops a run of either mode, and [`ServeError`], what stops the
+//! server (kept here so that `serve` imports its errors and nothing imports `serve` back).
 
 use std::path::PathBuf;
 
-use crate::{input, pipeline, serve};
+use crate::{input, pipeline};
 
 /// A fatal error: nothing (more) can be predicted.
 #[derive(Debug, thiserror::Error)]
@@ -50,5 +51,35 @@ pub enum Error {
     Pipeline(#[from] pipeline::PipelineError),
     /// The server (`--serve`) could not start or stopped on an error.
     #[error(transparent)]
-    Serve(#[from] serve::ServeError),
+    Serve(#[from] ServeError),
+}
+
+/// A fatal server error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The address does not parse or cannot be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The async runtime, the signal handlers or a thread could not be started.
+    #[error("starting the server")]
+    Start(#[source] std::io::Error),
+    /// The decoding threads could not be started.
+    #[error("starting {workers} decoding threads")]
+    Threads {
+        /// Threads asked for.
+        workers: usize,
+        /// What failed.
+        #[source]
+        source: rayon::ThreadPoolBuildError,
+    },
+    /// The batcher thread died (the model panicked).
+    #[error("the model thread stopped unexpectedly")]
+    Batcher,
 }

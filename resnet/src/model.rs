@@ -517,7 +517,7 @@ impl<B: Backend> ResNet<B> {
     pub fn features(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         let x = match self.layout {
             // torchvision: conv1 → bn1 → relu → max pool → the stages.
-            Layout::Torchvision => self.stages(
+            Layout::Torchvision => self.run_stages(
                 self.maxpool
                     .forward(norm_relu(&self.bn1, conv2d(&self.conv1, x))),
             ),
@@ -529,7 +529,7 @@ impl<B: Backend> ResNet<B> {
                     None => x,
                 };
                 let x = norm_mxnet_relu(&self.bn1, conv2d(&self.conv1, x));
-                let x = self.stages(self.maxpool.forward(x));
+                let x = self.run_stages(self.maxpool.forward(x));
                 match &self.bn_out {
                     Some(bn) => norm_mxnet_relu(bn, x),
                     None => x,
@@ -540,7 +540,7 @@ impl<B: Backend> ResNet<B> {
     }
 
     /// The four stages' blocks in turn.
-    fn stages(&self, mut x: Tensor<B, 4>) -> Tensor<B, 4> {
+    fn run_stages(&self, mut x: Tensor<B, 4>) -> Tensor<B, 4> {
         for block in self.blocks() {
             x = block.forward(x);
         }

@@ -28,6 +28,7 @@ use resnet::backend::{DeviceSpec, Precision};
 use resnet::preprocess::EvalMode;
 
 use crate::error::Error;
+pub use crate::error::ServeError;
 use crate::model::OpenedModel;
 use crate::pipeline::TOOL;
 use batcher::{Batching, Load};
@@ -80,36 +81,6 @@ pub struct ServeReport {
     pub predicted: u64,
     /// Forward passes.
     pub batches: u64,
-}
-
-/// A fatal server error.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServeError {
-    /// The address does not parse or cannot be bound.
-    #[error("cannot listen on {addr}")]
-    Bind {
-        /// The address asked for.
-        addr: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The async runtime, the signal handlers or a thread could not be started.
-    #[error("starting the server")]
-    Start(#[source] std::io::Error),
-    /// The decoding threads could not be started.
-    #[error("starting {workers} decoding threads")]
-    Threads {
-        /// Threads asked for.
-        workers: usize,
-        /// What failed.
-        #[source]
-        source: rayon::ThreadPoolBuildError,
-    },
-    /// The batcher thread died (the model panicked).
-    #[error("the model thread stopped unexpectedly")]
-    Batcher,
 }
 
 fn start_error(e: std::io::Error) -> Error {
