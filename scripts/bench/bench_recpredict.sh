@@ -29,7 +29,7 @@
 # --device cuda at float32 and bfloat16, batch 128, after a warm-up run (kernel
 # compilation), then PyTorch's inference on the same networks, batch and precision in
 # the same run: torch_baseline.py's own infer() on synthetic tensors (model only; the
-# file is looked for in shared/bench, ../shared/bench and gpu-run/, or $TORCH_BASELINE),
+# file is $TORCH_BASELINE, else gpu-run/torch_baseline.py as scripts/gpu/gpu_bundle.sh copies it),
 # and the same JPEG files decoded with Pillow and torchvision's transforms in a
 # DataLoader with one worker per CPU (end to end). It prints the ratios last.
 # BENCH_DEVICE=cpu BATCH=16 N=32 PRECISIONS=float32 runs the same comparison on the CPU
@@ -286,10 +286,7 @@ else
   # The PyTorch side: torch_baseline.py's own infer() (synthetic tensors, model only),
   # then the same JPEG files through Pillow + torchvision's transforms (end to end).
   TORCH_BASELINE=${TORCH_BASELINE:-}
-  for c in "$repo/shared/bench/torch_baseline.py" "$repo/../shared/bench/torch_baseline.py" \
-    "$repo/gpu-run/torch_baseline.py"; do
-    [[ -z "$TORCH_BASELINE" && -f "$c" ]] && TORCH_BASELINE=$c
-  done
+  [[ -z "$TORCH_BASELINE" && -f "$repo/gpu-run/torch_baseline.py" ]] && TORCH_BASELINE=$repo/gpu-run/torch_baseline.py
   torch_tsv="$WORK/logs/torch.tsv"
   : >"$torch_tsv"
   log "PyTorch inference on the same networks (${TORCH_BASELINE:-no torch_baseline.py found}; then the same JPEGs)"

@@ -8,6 +8,8 @@
 # `bash scripts/gpu/gpu_run.sh RUN...`, carrying gpu-run (see gpu_run.sh; everything carried must stay
 # under 64 MiB). It brings back $OUT/gpu-logs.tar.xz and $OUT/summary.txt and prints the summary last.
 # `bash scripts/gpu/test_gpu_run.sh` checks gpu_run.sh here first, with fake binaries (no GPU, no cargo).
+# TORCH_BASELINE=FILE (PyTorch's reference script, e.g. ../shared/bench/torch_baseline.py where the team keeps
+# it) is copied to gpu-run/torch_baseline.py for gpu_run.sh's `torch` step; without it that step says missing.
 #
 # The CPU baseline of the demo's accuracy (what gpu_run.sh's t32cold is compared with) is measured on this
 # machine, not the GPU one, and not by this script: it takes minutes of CPU. After bundling, run rectrain
@@ -32,6 +34,9 @@ for side in 28 224; do
   resize=(); [ "$side" = 224 ] && resize=(--resize 224)
   target/debug/im2rec --num-thread 2 "${resize[@]}" "$dir/fm" "$data" >/dev/null 2>&1
 done
+if [ -n "${TORCH_BASELINE:-}" ]; then
+  cp "$TORCH_BASELINE" gpu-run/torch_baseline.py
+fi
 du -sh gpu-run/bin/* gpu-run/data gpu-run/data224
 # The device tool carries at most 64 MiB in all.
 kib=$(du -sk gpu-run | awk '{print $1}')

@@ -74,10 +74,9 @@ for f in "$GPU_RUN_DIR"/bin/*.xz; do
   b=$BIN/$(basename "$f" .xz)
   { xz -dc "$f" >"$b" && chmod +x "$b"; } || echo "gpu_run: cannot unpack $f" >&2
 done
+# PyTorch's reference script: $TORCH_BASELINE, else the copy gpu_bundle.sh made from its TORCH_BASELINE.
 TORCH_BASELINE=${TORCH_BASELINE:-}
-for c in shared/bench/torch_baseline.py ../shared/bench/torch_baseline.py "$GPU_RUN_DIR/torch_baseline.py"; do
-  [ -z "$TORCH_BASELINE" ] && [ -f "$c" ] && TORCH_BASELINE=$c
-done
+[ -z "$TORCH_BASELINE" ] && [ -f "$GPU_RUN_DIR/torch_baseline.py" ] && TORCH_BASELINE=$GPU_RUN_DIR/torch_baseline.py
 
 # Libraries. cudarc dlopens `libcudnn.so.9` by name: the system-wide cuDNN 9 (found by ldconfig) when
 # there is one, else the PyTorch venv's copy, which only LD_LIBRARY_PATH makes visible.
@@ -310,7 +309,7 @@ one() {
       row bench_predict "$(status)" "whole table in bench_predict.log"
       while read -r line; do row bench_predict "" "$line"; done < \
         <(sed -n '/== recpredict \/ PyTorch/,/^(img/p' "$LOGDIR/bench_predict.log" "$LOGDIR/bench_predict.err" | grep '^resnet') ;;
-    torch) # ../shared/bench/torch_baseline.py
+    torch) # $TORCH_BASELINE (see above)
       [ -n "$TORCH_BASELINE" ] || { row torch "missing" "no torch_baseline.py"; return 0; }
       run torch "$(tmo torch 110)" "$PY" "$TORCH_BASELINE"
       while read -r line; do row torch "rc=$RC" "$line"; done < <(grep -a '^torch ' "$LOGDIR/torch.log")
