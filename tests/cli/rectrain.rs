@@ -5,34 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use pipeline_tests::{run_expect, stderr_text, tool};
+
 use im2rec::recordio::{pack_image_record, IndexWriter, RecordWriter};
 use resnet::artifact::{self, ArtifactConfig};
 use resnet::metrics::EpochMetrics;
-
-fn rectrain() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rectrain"));
-    for var in ["RUST_LOG", "CUBECL_DEBUG_LOG", "NO_COLOR", "COLUMNS"] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-fn run(cmd: &mut Command, code: i32) -> Output {
-    let out = cmd.output().expect("spawn rectrain");
-    if out.status.code() != Some(code) {
-        panic!(
-            "{cmd:?}: expected exit code {code}, got {:?}\n--- stdout\n{}\n--- stderr\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    out
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// A PNG of `size`×`size` pixels: dark (class 0) or bright (class 1) with a little
 /// texture that depends on `i`.
@@ -97,7 +74,7 @@ fn small_run(d: &Data, out: &Path) -> Command {
 
 /// [`small_run`] with explicit training and validation files.
 fn run_on(train: &Path, val: &Path, out: &Path) -> Command {
-    let mut cmd = rectrain();
+    let mut cmd = tool("rectrain");
     cmd.arg("--train")
         .arg(train)
         .arg("--validation")
@@ -126,7 +103,7 @@ fn json_lines(out: &Output) -> Vec<EpochMetrics> {
 
 #[test]
 fn help_lists_sagemaker_flags() {
-    let out = run(rectrain().arg("--help"), 0);
+    let out = run_expect(tool("rectrain").arg("--help"), 0);
     let text = String::from_utf8(out.stdout).unwrap();
     for flag in [
         "--num-layers",
@@ -142,29 +119,29 @@ fn help_lists_sagemaker_flags() {
 fn bad_hyperparameters_exit_2_with_the_name() {
     let d = data(4, 2, 16);
     let out_dir = d.dir.path().join("out");
-    let out = run(small_run(&d, &out_dir).args(["--learning-rate", "2"]), 2);
-    let err = stderr(&out);
+    let out = run_expect(small_run(&d, &out_dir).args(["--learning-rate", "2"]), 2);
+    let err = stderr_text(&out);
     assert!(
         err.contains("rectrain: error: hyperparameter learning_rate: invalid value \"2\": must be between 0 and 1"),
         "{err}"
     );
     assert!(out.stdout.is_empty());
-    let out = run(small_run(&d, &out_dir).args(["--num-layers", "19"]), 2);
+    let out = run_expect(small_run(&d, &out_dir).args(["--num-layers", "19"]), 2);
     assert!(
-        stderr(&out).contains("hyperparameter num_layers"),
+        stderr_text(&out).contains("hyperparameter num_layers"),
         "{}",
-        stderr(&out)
+        stderr_text(&out)
     );
 }
 
 #[test]
 fn pretrained_without_a_path_is_a_clear_error() {
     let d = data(4, 2, 16);
-    let out = run(
+    let out = run_expect(
         small_run(&d, &d.dir.path().join("o")).args(["--use-pretrained-model", "1"]),
         2,
     );
-    let err = stderr(&out);
+    let err = stderr_text(&out);
     assert!(
         err.contains("use_pretrained_model=1 needs the weights: pass --pretrained PATH"),
         "{err}"
@@ -174,8 +151,8 @@ fn pretrained_without_a_path_is_a_clear_error() {
 #[test]
 fn too_few_images_gives_sagemakers_message() {
     let d = data(3, 2, 16);
-    let out = run(&mut small_run(&d, &d.dir.path().join("o")), 2);
-    let err = stderr(&out);
+    let out = run_expect(&mut small_run(&d, &d.dir.path().join("o")), 2);
+    let err = stderr_text(&out);
     assert!(
         err.contains("The number of input images must be bigger or equal to the mini_batch_size (3 training images, mini_batch_size 4)"),
         "{err}"
@@ -191,11 +168,11 @@ fn label_out_of_range_and_width_mismatch_fail_before_training() {
         &val3,
         &[(vec![2.0], png(0, 0, 16)), (vec![0.0], png(0, 1, 16))],
     );
-    let out = run(
+    let out = run_expect(
         run_on(&d.train, &val3, &d.dir.path().join("o")).args(["--num-classes", "2"]),
         2,
     );
-    let err = stderr(&out);
+    let err = stderr_text(&out);
     assert!(err.contains("validation set"), "{err}");
     assert!(
         err.contains("label 2 is not a class index in 0..2"),
@@ -211,8 +188,8 @@ fn label_out_of_range_and_width_mismatch_fail_before_training() {
             (vec![0.0, 1.0], png(1, 1, 16)),
         ],
     );
-    let out = run(&mut run_on(&d.train, &multi, &d.dir.path().join("o")), 2);
-    let err = stderr(&out);
+    let out = run_expect(&mut run_on(&d.train, &multi, &d.dir.path().join("o")), 2);
+    let err = stderr_text(&out);
     assert!(
         err.contains("the training labels have width 1 but the validation labels have width 2"),
         "{err}"
@@ -227,8 +204,12 @@ fn missing_input_is_a_fatal_error() {
         &d.val,
         &d.dir.path().join("o"),
     );
-    let out = run(&mut cmd, 2);
-    assert!(stderr(&out).contains("nope.rec"), "{}", stderr(&out));
+    let out = run_expect(&mut cmd, 2);
+    assert!(
+        stderr_text(&out).contains("nope.rec"),
+        "{}",
+        stderr_text(&out)
+    );
 }
 
 /// The safetensors header's tensor names.
@@ -254,14 +235,14 @@ fn trains_writes_the_artifact_and_logs_like_sagemaker() {
         r#"{"num_layers": "18", "epochs": "5", "learning_rate": "0.05", "top_k": "2", "nmu_layers": "1"}"#,
     )
     .unwrap();
-    let out = run(
+    let out = run_expect(
         small_run(&d, &out_dir)
             .arg("--hyperparameters")
             .arg(&hp)
             .args(["--epochs", "2"]),
         0,
     );
-    let err = stderr(&out);
+    let err = stderr_text(&out);
     let lines = json_lines(&out);
     assert_eq!(lines.len(), 2, "{err}");
     assert_eq!(lines[0].epoch, 0);
@@ -335,8 +316,8 @@ fn trains_writes_the_artifact_and_logs_like_sagemaker() {
     ] {
         assert!(keys.iter().any(|k| k == key), "{key} missing from {keys:?}");
     }
-    let model =
-        resnet::model::ResNetConfig::new(18, 2).init::<burn::backend::Flex>(&Default::default());
+    let model = resnet::model::ResNetConfig::new(18, 2)
+        .init::<resnet::backend::CpuBackend>(&Default::default());
     resnet::weights::load_safetensors(
         model,
         &artifact::weights_path(&out_dir),
@@ -378,21 +359,25 @@ fn interrupted_then_resumed_ends_like_an_uninterrupted_run() {
         "1",
     ];
     let a = d.dir.path().join("a");
-    run(small_run(&d, &a).args(args), 0);
+    run_expect(small_run(&d, &a).args(args), 0);
 
     let b = d.dir.path().join("b");
     // 2 steps per epoch: stop after step 3 = in the middle of epoch 1.
-    let out = run(
+    let out = run_expect(
         small_run(&d, &b)
             .args(args)
             .args(["--stop-after-steps", "3"]),
         130,
     );
-    let err = stderr(&out);
+    let err = stderr_text(&out);
     assert!(err.contains("Interrupted at epoch 1, step 1"), "{err}");
     assert_eq!(json_lines(&out).len(), 1);
-    let out = run(small_run(&d, &b).args(args).arg("--resume").arg(&b), 0);
-    assert!(stderr(&out).contains("Resuming from"), "{}", stderr(&out));
+    let out = run_expect(small_run(&d, &b).args(args).arg("--resume").arg(&b), 0);
+    assert!(
+        stderr_text(&out).contains("Resuming from"),
+        "{}",
+        stderr_text(&out)
+    );
     assert_eq!(json_lines(&out).len(), 1);
 
     for epoch in 0..2 {
@@ -417,141 +402,25 @@ fn interrupted_then_resumed_ends_like_an_uninterrupted_run() {
 fn resume_refuses_different_hyperparameters() {
     let d = data(4, 2, 16);
     let a = d.dir.path().join("a");
-    run(small_run(&d, &a).args(["--epochs", "1"]), 0);
-    let out = run(
+    run_expect(small_run(&d, &a).args(["--epochs", "1"]), 0);
+    let out = run_expect(
         small_run(&d, &a)
             .args(["--epochs", "2", "--optimizer", "adam", "--resume"])
             .arg(&a),
         2,
     );
-    let err = stderr(&out);
+    let err = stderr_text(&out);
     assert!(
         err.contains("different hyperparameters: optimizer"),
         "{err}"
     );
     // The same --out again without --resume would mix two runs: refused.
-    let out = run(small_run(&d, &a).args(["--epochs", "1"]), 2);
+    let out = run_expect(small_run(&d, &a).args(["--epochs", "1"]), 2);
     assert!(
-        stderr(&out).contains("already holds a training run"),
+        stderr_text(&out).contains("already holds a training run"),
         "{}",
-        stderr(&out)
+        stderr_text(&out)
     );
-}
-
-/// Data-parallel training through the library's real loop on two replicas of the CPU
-/// device (`--device cpu` names one device; on a GPU `--device cuda:0,0` is the same
-/// thing): it trains, logs the split, records both devices, is deterministic for a
-/// seed, and refuses a mini-batch smaller than the device count.
-#[test]
-fn data_parallel_training_on_two_cpu_replicas() {
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-
-    use burn::backend::{Autodiff, Flex};
-    use rectrain::hparams::{Hyperparameters, OptimizerKind};
-    use rectrain::train::{self, DataSource, TrainConfig, TrainError, TrainOutcome};
-    use resnet::backend::DeviceSpec;
-
-    let d = data(12, 4, 16);
-    let run_once = |out: &Path, mini_batch_size: usize| {
-        let hparams = Hyperparameters {
-            num_layers: 18,
-            image_shape: [3, 16, 16],
-            mini_batch_size,
-            epochs: 2,
-            optimizer: OptimizerKind::Adam,
-            learning_rate: 0.001,
-            ..Hyperparameters::default()
-        };
-        let cfg = TrainConfig {
-            hparams,
-            train: DataSource::rec(d.train.clone()),
-            validation: DataSource::rec(d.val.clone()),
-            out: out.to_path_buf(),
-            class_names: None,
-            classes_file: None,
-            pretrained: None,
-            keep_head: false,
-            model: None,
-            seed: 3,
-            device: DeviceSpec::Cpu,
-            resume: None,
-            progress: false,
-            workers: 1,
-            stop_after_steps: None,
-        };
-        let prepared = train::prepare(cfg, |w| panic!("unexpected warning: {w}")).unwrap();
-        let (mut data, mut log) = (Vec::new(), Vec::new());
-        let devices = vec![Default::default(); 2];
-        let outcome = train::train_on::<Autodiff<Flex>>(
-            &prepared,
-            devices,
-            &mut data,
-            &mut log,
-            Arc::new(AtomicBool::new(false)),
-        );
-        (
-            outcome,
-            String::from_utf8(data).unwrap(),
-            String::from_utf8(log).unwrap(),
-        )
-    };
-
-    let a = d.dir.path().join("a");
-    let (outcome, data_a, log) = run_once(&a, 6);
-    assert!(
-        matches!(outcome, Ok(TrainOutcome::Finished { epochs_run: 2, .. })),
-        "{outcome:?}\n{log}"
-    );
-    assert!(
-        log.contains("Data-parallel training on 2 devices")
-            && log.contains("split into shards of 3+3 images"),
-        "{log}"
-    );
-    let epochs: Vec<EpochMetrics> = data_a
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(epochs.len(), 2, "{data_a}");
-    assert!(epochs.iter().all(|m| m.train_loss.is_finite()), "{data_a}");
-    let config = ArtifactConfig::load(&a).unwrap();
-    let device = config.training["device"].as_str().unwrap().to_string();
-    assert_eq!(
-        device.matches(", ").count(),
-        1,
-        "two devices expected: {device}"
-    );
-    assert!(artifact::weights_path(&a).is_file());
-
-    // Same seed, same devices: the same losses and accuracies to the last bit.
-    let (_, data_b, _) = run_once(&d.dir.path().join("b"), 6);
-    let strip = |text: &str| -> Vec<(f64, f64, f64, f64)> {
-        text.lines()
-            .map(|l| serde_json::from_str::<EpochMetrics>(l).unwrap())
-            .map(|m| {
-                (
-                    m.train_loss,
-                    m.train_accuracy,
-                    m.validation_loss,
-                    m.validation_accuracy,
-                )
-            })
-            .collect()
-    };
-    assert_eq!(strip(&data_a), strip(&data_b));
-
-    // One image per step cannot be split over two devices.
-    let (outcome, _, _) = run_once(&d.dir.path().join("c"), 1);
-    match outcome {
-        Err(e @ TrainError::Config(_)) => {
-            assert!(
-                e.to_string()
-                    .contains("mini_batch_size 1 is smaller than the number of devices (2)"),
-                "{e}"
-            )
-        }
-        other => panic!("{other:?}"),
-    }
 }
 
 /// `--workers 0` is one decoding thread per CPU (the default), in rectrain as in
@@ -559,9 +428,9 @@ fn data_parallel_training_on_two_cpu_replicas() {
 #[test]
 fn workers_0_is_one_per_cpu() {
     let d = data(4, 2, 16);
-    let out = run(
+    let out = run_expect(
         small_run(&d, &d.dir.path().join("o")).args(["--epochs", "1", "--workers", "0"]),
         0,
     );
-    assert_eq!(json_lines(&out).len(), 1, "{}", stderr(&out));
+    assert_eq!(json_lines(&out).len(), 1, "{}", stderr_text(&out));
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+use pipeline_tests::{run_expect, stderr_text, stderr_without_kernel_notice, stdout_text, tool};
+
 use im2rec::recordio::{pack_image_record, IndexWriter, RecordWriter};
 use resnet::artifact::{ArtifactConfig, FORMAT, FORMAT_VERSION};
 use resnet::backend::CpuBackend;
@@ -73,46 +75,8 @@ struct SageMakerLine {
     prediction: Vec<f32>,
 }
 
-fn bin() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_recpredict"));
-    for var in ["RUST_LOG", "CUBECL_DEBUG_LOG", "NO_COLOR", "COLUMNS"] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-fn run(cmd: &mut Command, code: i32) -> Output {
-    let out = cmd.output().expect("spawn recpredict");
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "{cmd:?}\n--- stdout\n{}\n--- stderr\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// stderr without the machine's one notice about the CPU's kernels (`CPU kernels: ...`,
-/// said where oneDNN does not load).
-fn stderr_without_kernel_notice(out: &Output) -> String {
-    stderr(out)
-        .lines()
-        .filter(|l| !l.starts_with("CPU kernels: "))
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
 fn lines(out: &Output) -> Vec<Line> {
-    stdout(out)
+    stdout_text(out)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
@@ -209,7 +173,7 @@ fn write_images(dir: &Path, n: usize) -> Vec<PathBuf> {
 }
 
 fn predict(args: &[&str]) -> Command {
-    let mut cmd = bin();
+    let mut cmd = tool("recpredict");
     cmd.arg("-m")
         .arg(model_dir())
         .args(["--device", "cpu"])
@@ -227,7 +191,7 @@ fn files_directories_and_stdin_keep_the_input_order() {
     let mut cmd = predict(&["--batch-size", "4", "--top-k", "2"]);
     cmd.arg(&extra).arg(tmp.path().join("imgs")).arg("-");
     let out = pipeline_tests_like_stdin(&mut cmd, listed.as_bytes());
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     let got = lines(&out);
     // Directory entries come sorted by file name, not in creation order.
     let mut sorted = files.clone();
@@ -276,11 +240,11 @@ fn pipeline_tests_like_stdin(cmd: &mut Command, input: &[u8]) -> Output {
 fn batch_size_and_thread_count_do_not_change_the_results() {
     let tmp = tempfile::tempdir().unwrap();
     write_images(tmp.path(), 7);
-    let a = lines(&run(
+    let a = lines(&run_expect(
         predict(&["--batch-size", "1", "--workers", "1"]).arg(tmp.path()),
         0,
     ));
-    let b = lines(&run(
+    let b = lines(&run_expect(
         predict(&["--batch-size", "5", "--workers", "3"]).arg(tmp.path()),
         0,
     ));
@@ -308,7 +272,7 @@ fn a_broken_image_in_the_middle_gets_an_error_line_and_exit_1() {
     fs::write(&files[2], &bytes[..bytes.len() / 2]).unwrap();
     let text = tmp.path().join("notes.jpg");
     fs::write(&text, "not an image").unwrap();
-    let out = run(
+    let out = run_expect(
         predict(&["--batch-size", "2"])
             .arg(&files[0])
             .arg(&files[1])
@@ -326,18 +290,18 @@ fn a_broken_image_in_the_middle_gets_an_error_line_and_exit_1() {
     for &i in &failed {
         assert!(got[i].prediction.is_none() && got[i].class.is_none());
         assert!(
-            stderr(&out).contains(got[i].path.as_deref().unwrap()),
+            stderr_text(&out).contains(got[i].path.as_deref().unwrap()),
             "{}",
-            stderr(&out)
+            stderr_text(&out)
         );
     }
     for i in [0, 1, 4, 6] {
         check_prediction(&got[i], CLASSES);
     }
     assert!(
-        stderr(&out).contains("3 of 7 inputs failed"),
+        stderr_text(&out).contains("3 of 7 inputs failed"),
         "{}",
-        stderr(&out)
+        stderr_text(&out)
     );
 }
 
@@ -359,7 +323,7 @@ fn head_closing_the_pipe_ends_quietly() {
     let out = child.wait_with_output().unwrap();
     let line: Line = serde_json::from_str(&first).unwrap();
     check_prediction(&line, CLASSES);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_text(&out));
     assert_eq!(stderr_without_kernel_notice(&out), "");
 }
 
@@ -367,8 +331,8 @@ fn head_closing_the_pipe_ends_quietly() {
 fn sagemaker_lines_and_output_dir_files() {
     let tmp = tempfile::tempdir().unwrap();
     let files = write_images(&tmp.path().join("in/sub"), 3);
-    let json = lines(&run(predict(&[]).arg(tmp.path().join("in")), 0));
-    let sm = run(predict(&["--sagemaker"]).arg(tmp.path().join("in")), 0);
+    let json = lines(&run_expect(predict(&[]).arg(tmp.path().join("in")), 0));
+    let sm = run_expect(predict(&["--sagemaker"]).arg(tmp.path().join("in")), 0);
     let sm_lines: Vec<&str> = std::str::from_utf8(&sm.stdout).unwrap().lines().collect();
     assert_eq!(sm_lines.len(), 3);
     for (line, j) in sm_lines.iter().zip(&json) {
@@ -381,14 +345,14 @@ fn sagemaker_lines_and_output_dir_files() {
     }
 
     let outdir = tmp.path().join("out");
-    let out = run(
+    let out = run_expect(
         predict(&["--output-dir"])
             .arg(&outdir)
             .arg(tmp.path().join("in"))
             .arg(&files[0]),
         0,
     );
-    assert_eq!(stdout(&out), "");
+    assert_eq!(stdout_text(&out), "");
     for (i, f) in files.iter().enumerate() {
         let name = f.file_name().unwrap().to_str().unwrap();
         let body = fs::read_to_string(outdir.join("sub").join(format!("{name}.out"))).unwrap();
@@ -424,18 +388,18 @@ fn write_rec(dir: &Path) -> PathBuf {
 fn records_with_and_without_an_index_and_the_evaluation_summary() {
     let tmp = tempfile::tempdir().unwrap();
     let rec = write_rec(tmp.path());
-    let with_idx = run(
+    let with_idx = run_expect(
         predict(&["--evaluate", "--top-k", "2", "--rec"]).arg(&rec),
         1,
     );
     fs::remove_file(tmp.path().join("data.idx")).unwrap();
-    let scanned = run(
+    let scanned = run_expect(
         predict(&["--evaluate", "--top-k", "2", "--rec"]).arg(&rec),
         1,
     );
-    assert_eq!(stdout(&with_idx), stdout(&scanned));
+    assert_eq!(stdout_text(&with_idx), stdout_text(&scanned));
 
-    let text = stdout(&with_idx);
+    let text = stdout_text(&with_idx);
     let all: Vec<&str> = text.lines().collect();
     assert_eq!(all.len(), 7);
     let preds: Vec<Line> = all[..6]
@@ -446,9 +410,9 @@ fn records_with_and_without_an_index_and_the_evaluation_summary() {
     assert_eq!(ids, vec![10, 11, 12, 13, 14, 15]);
     assert!(preds[3].error.is_some() && preds[3].offset.is_some());
     assert!(
-        stderr(&with_idx).contains("record id 13"),
+        stderr_text(&with_idx).contains("record id 13"),
         "{}",
-        stderr(&with_idx)
+        stderr_text(&with_idx)
     );
 
     // The summary agrees exactly with the printed predictions.
@@ -491,7 +455,7 @@ fn lst_input_carries_true_classes_and_records_out_names() {
         "0\t0.000000\ta/0_00.png\n1\t1.000000\ta/1_01.jpg\n5\t2.000000\ta/2_02.png\n",
     )
     .unwrap();
-    let out = run(predict(&["--lst"]).arg(&lst).arg("--root").arg(&root), 0);
+    let out = run_expect(predict(&["--lst"]).arg(&lst).arg("--root").arg(&root), 0);
     let got = lines(&out);
     let summary: Vec<(String, u64)> = got
         .iter()
@@ -506,7 +470,7 @@ fn lst_input_carries_true_classes_and_records_out_names() {
         ]
     );
     let outdir = tmp.path().join("o");
-    run(
+    run_expect(
         predict(&["--lst"])
             .arg(&lst)
             .arg("--root")
@@ -519,9 +483,13 @@ fn lst_input_carries_true_classes_and_records_out_names() {
 
     // A malformed row is a fatal error naming its line, before any output.
     fs::write(&lst, "0\t0\ta/0_00.png\nnot a row\n").unwrap();
-    let out = run(predict(&["--lst"]).arg(&lst).arg("--root").arg(&root), 2);
-    assert_eq!(stdout(&out), "");
-    assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
+    let out = run_expect(predict(&["--lst"]).arg(&lst).arg("--root").arg(&root), 2);
+    assert_eq!(stdout_text(&out), "");
+    assert!(
+        stderr_text(&out).contains("line 2"),
+        "{}",
+        stderr_text(&out)
+    );
 }
 
 #[test]
@@ -537,8 +505,8 @@ fn squash_and_crop_differ_on_a_non_square_image() {
     });
     let p = tmp.path().join("wide.png");
     img.save(&p).unwrap();
-    let crop = lines(&run(predict(&[]).arg(&p), 0));
-    let squash = lines(&run(predict(&["--squash"]).arg(&p), 0));
+    let crop = lines(&run_expect(predict(&[]).arg(&p), 0));
+    let squash = lines(&run_expect(predict(&["--squash"]).arg(&p), 0));
     assert_ne!(crop[0].prediction, squash[0].prediction);
 }
 
@@ -562,8 +530,8 @@ fn a_28x28_model_predicts_28x28_images() {
     img.save(&grey).unwrap();
     let small = tmp.path().join("small.png");
     fs::write(&small, image_bytes(1, 3, 20, 14, image::ImageFormat::Png)).unwrap();
-    let out = run(
-        bin()
+    let out = run_expect(
+        tool("recpredict")
             .arg("-m")
             .arg(&dir)
             .args(["--device", "cpu", "--top-k", "3"])
@@ -577,9 +545,9 @@ fn a_28x28_model_predicts_28x28_images() {
         check_prediction(l, 3);
     }
     assert!(
-        stderr(&out).contains("1 image(s) smaller than 28x28 were upscaled"),
+        stderr_text(&out).contains("1 image(s) smaller than 28x28 were upscaled"),
         "{}",
-        stderr(&out)
+        stderr_text(&out)
     );
 }
 
@@ -589,12 +557,16 @@ fn model_problems_are_fatal_with_exit_2() {
     let img = tmp.path().join("x.png");
     fs::write(&img, image_bytes(0, 0, 32, 32, image::ImageFormat::Png)).unwrap();
     let try_model = |dir: &Path| {
-        let out = run(
-            bin().arg("-m").arg(dir).args(["--device", "cpu"]).arg(&img),
+        let out = run_expect(
+            tool("recpredict")
+                .arg("-m")
+                .arg(dir)
+                .args(["--device", "cpu"])
+                .arg(&img),
             2,
         );
-        assert_eq!(stdout(&out), "");
-        stderr(&out)
+        assert_eq!(stdout_text(&out), "");
+        stderr_text(&out)
     };
 
     let err = try_model(&tmp.path().join("nope"));
@@ -638,18 +610,26 @@ fn usage_errors_are_exit_2() {
         ("more than the model's 3 classes", vec!["--top-k", "4"]),
     ]);
     for (msg, args) in cases {
-        let out = run(predict(&args).arg(&img), 2);
-        assert!(stderr(&out).contains(msg), "{msg}: {}", stderr(&out));
+        let out = run_expect(predict(&args).arg(&img), 2);
+        assert!(
+            stderr_text(&out).contains(msg),
+            "{msg}: {}",
+            stderr_text(&out)
+        );
     }
-    let out = run(
-        bin()
+    let out = run_expect(
+        tool("recpredict")
             .arg("-m")
             .arg(model_dir())
             .args(["--device", "tpu"])
             .arg(&img),
         2,
     );
-    assert!(stderr(&out).contains("--device tpu"), "{}", stderr(&out));
+    assert!(
+        stderr_text(&out).contains("--device tpu"),
+        "{}",
+        stderr_text(&out)
+    );
 }
 
 /// `--workers 0` is one decoding thread per CPU (the default), as in rectrain.
@@ -657,8 +637,8 @@ fn usage_errors_are_exit_2() {
 fn workers_0_is_one_per_cpu() {
     let tmp = tempfile::tempdir().unwrap();
     write_images(tmp.path(), 3);
-    let zero = lines(&run(predict(&["--workers", "0"]).arg(tmp.path()), 0));
-    let default = lines(&run(predict(&[]).arg(tmp.path()), 0));
+    let zero = lines(&run_expect(predict(&["--workers", "0"]).arg(tmp.path()), 0));
+    let default = lines(&run_expect(predict(&[]).arg(tmp.path()), 0));
     assert_eq!(zero.len(), 3);
     for (a, b) in zero.iter().zip(&default) {
         assert_eq!(a.path, b.path);
@@ -679,9 +659,9 @@ fn lst_without_root_reads_images_beside_the_lst() {
         "0\t0.000000\ta/0_00.png\n1\t1.000000\ta/1_01.jpg\n2\t2.000000\ta/2_02.png\n",
     )
     .unwrap();
-    let with_root = run(predict(&["--lst"]).arg(&lst).arg("--root").arg(&dir), 0);
-    let without = run(predict(&["--lst"]).arg(&lst), 0);
-    assert_eq!(stdout(&without), stdout(&with_root));
+    let with_root = run_expect(predict(&["--lst"]).arg(&lst).arg("--root").arg(&dir), 0);
+    let without = run_expect(predict(&["--lst"]).arg(&lst), 0);
+    assert_eq!(stdout_text(&without), stdout_text(&with_root));
     let got = lines(&without);
     assert_eq!(got.len(), 3);
     for (i, l) in got.iter().enumerate() {
@@ -689,10 +669,10 @@ fn lst_without_root_reads_images_beside_the_lst() {
         assert_eq!(l.true_class, Some(i as u64));
     }
     // A bare file name: the images are relative to the working directory.
-    let here = run(predict(&["--lst", "x.lst"]).current_dir(&dir), 0);
-    assert_eq!(stdout(&here), stdout(&with_root));
+    let here = run_expect(predict(&["--lst", "x.lst"]).current_dir(&dir), 0);
+    assert_eq!(stdout_text(&here), stdout_text(&with_root));
     // Not beside the .lst: every image fails (exit 1), named on stderr.
     fs::rename(dir.join("a"), tmp.path().join("a")).unwrap();
-    let out = run(predict(&["--lst"]).arg(&lst), 1);
+    let out = run_expect(predict(&["--lst"]).arg(&lst), 1);
     assert!(lines(&out).iter().all(|l| l.error.is_some()));
 }
