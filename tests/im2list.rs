@@ -9,6 +9,10 @@ use std::path::Path;
 
 use pipeline_tests::{run_expect, stderr_text, stdout_text, tool};
 
+/// Byte identity with im2rec.py's lists (golden files).
+#[path = "im2list/golden.rs"]
+mod golden;
+
 /// Empty files (names ending in `/` are empty folders).
 fn tree(root: &Path, entries: &[&str]) {
     for e in entries {

@@ -11,6 +11,10 @@ use im2rec::recordio::{unpack_image_record, RecordReader};
 use image::{DynamicImage, ImageBuffer, Rgb};
 use pipeline_tests::{check_code, run_expect, run_with_stdin, stderr_text, stdout_text, tool};
 
+/// Usage errors, exit codes and the command lines, lists and names im2rec.py handles.
+#[path = "im2rec/cli.rs"]
+mod cli;
+
 /// A photo-like RGB image: gradients plus deterministic noise.
 fn photo(w: u32, h: u32, seed: u32) -> image::RgbImage {
     let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);

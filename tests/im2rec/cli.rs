@@ -6,7 +6,7 @@
 use std::process::{Command, Output};
 
 fn im2rec(args: &[&str], dir: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_im2rec"))
+    Command::new(pipeline_tests::bin("im2rec"))
         .args(args)
         .current_dir(dir)
         .output()
@@ -125,7 +125,7 @@ fn empty_list_gives_empty_outputs() {
 
 #[test]
 fn help_mentions_every_flag() {
-    let out = Command::new(env!("CARGO_BIN_EXE_im2rec"))
+    let out = Command::new(pipeline_tests::bin("im2rec"))
         .arg("--help")
         .output()
         .unwrap();
@@ -159,7 +159,7 @@ fn help_mentions_every_flag() {
 /// Runs im2rec with `stdin` as its input.
 fn im2rec_stdin(args: &[&str], dir: &std::path::Path, stdin: &[u8]) -> Output {
     use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_im2rec"))
+    let mut child = Command::new(pipeline_tests::bin("im2rec"))
         .args(args)
         .current_dir(dir)
         .stdin(std::process::Stdio::piped())
@@ -175,7 +175,7 @@ fn im2rec_stdin(args: &[&str], dir: &std::path::Path, stdin: &[u8]) -> Output {
 
 /// One JSON object per record, from `im2rec --inspect`.
 fn inspect(rec: &std::path::Path) -> Vec<serde_json::Value> {
-    let out = Command::new(env!("CARGO_BIN_EXE_im2rec"))
+    let out = Command::new(pipeline_tests::bin("im2rec"))
         .arg("--inspect")
         .arg(rec)
         .output()

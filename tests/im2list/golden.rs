@@ -1,6 +1,6 @@
 //! Byte identity with im2rec.py 1.9.1 without MXNet installed: the lists under
-//! `tests/golden/tree23/<case>/` were written by `im2rec.py --list` on the tree
-//! described in `tests/golden/tree23.txt` (`scripts/compat/compat_im2list.sh
+//! `im2list/tests/golden/tree23/<case>/` were written by `im2rec.py --list` on the tree
+//! described in `im2list/tests/golden/tree23.txt` (`scripts/compat/compat_im2list.sh
 //! --update-golden`); this test rebuilds the tree, runs the real `im2list` binary on
 //! every case and compares each file, plus im2rec.py's stdout against our stderr.
 
@@ -8,12 +8,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_im2list");
 
 fn golden() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../im2list/tests/golden")
 }
 
 /// Build a tree from its description: `path`, `path/` or `path -> target`.
@@ -68,7 +65,7 @@ fn tree23_matches_im2rec_py_golden_lists() {
         let want_dir = golden().join("tree23").join(case);
         let out_dir = tmp.path().join("out").join(case);
         fs::create_dir_all(&out_dir).unwrap();
-        let out = Command::new(BIN)
+        let out = pipeline_tests::tool("im2list")
             .current_dir(&out_dir)
             .args(args.split_whitespace())
             .arg("data")
@@ -111,7 +108,10 @@ fn tree23_matches_im2rec_py_golden_lists() {
 
 #[test]
 fn help_documents_the_sidecar_and_the_stdout_prefix() {
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out = pipeline_tests::tool("im2list")
+        .arg("--help")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8(out.stdout).unwrap();
     for needle in [
