@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 # PyTorch eager reference for scripts/gpu/gpu_run.sh (the same code as ../shared/bench/torch_baseline.py,
 # with ResNet-18 inference and a machine-readable line per measurement):
 #   TORCH <train|infer> <resnet18|resnet50> <batch> <fp32|amp> <img/s>
