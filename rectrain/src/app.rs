@@ -1,7 +1,7 @@
 //! `rectrain`'s command line: the options (SageMaker's hyperparameters as flags), their
 //! checks, and the run they start. `main.rs` parses and calls [`run`].
 
-use std::io::{self, IsTerminal};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use crate::cli::HyperparameterArgs;
+use crate::distributed::{self, ResourceConfig};
 use crate::hparams::{self, Hyperparameters, RawHyperparameters};
 use crate::train::{self, DataSource, TrainConfig, TrainOutcome};
 use resnet::cli::{lst_root, DeviceArgs, WorkersArgs};
@@ -248,9 +249,11 @@ pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
         }
     }
     let hparams = Hyperparameters::from_raw(&raw, |w| cli::warn(TOOL, w))?;
-    if hparams.kv_store.is_some() {
-        cli::warn(TOOL, "kv_store is ignored: rectrain trains on one machine");
-    }
+    let sagemaker =
+        ResourceConfig::read(Path::new(ResourceConfig::PATH)).map_err(anyhow::Error::msg)?;
+    let world = distributed::detect(&|name| std::env::var(name).ok(), sagemaker.as_ref())
+        .map_err(anyhow::Error::msg)?;
+    distributed::check_kv_store(hparams.kv_store.as_deref(), &world).map_err(anyhow::Error::msg)?;
 
     let train_src = match (&opts.train, &opts.train_lst) {
         (Some(rec), _) => DataSource::rec(rec.clone()),
@@ -299,6 +302,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
         progress: io::stderr().is_terminal(),
         workers: opts.workers.threads(),
         stop_after_steps: opts.stop_after_steps,
+        world: world.clone(),
     };
 
     let prepared = train::prepare(cfg, |w| cli::warn(TOOL, w))?;
@@ -313,9 +317,17 @@ pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
             .context("installing the Ctrl-C handler")?;
     }
 
-    let mut stdout = io::stdout().lock();
-    let mut stderr = io::stderr();
-    let outcome = train::train(prepared, &mut stdout, &mut stderr, interrupt)?;
+    // Rank 0 (or the only process) prints the epochs on stdout; the other ranks print
+    // nothing there, and their log lines say which rank they come from.
+    let (mut data, mut log): (Box<dyn Write>, Box<dyn Write>) = if world.is_leader() {
+        (Box::new(io::stdout().lock()), Box::new(io::stderr()))
+    } else {
+        (
+            Box::new(io::sink()),
+            Box::new(RankPrefixed::new(io::stderr(), world.rank)),
+        )
+    };
+    let outcome = train::train(prepared, &mut data, &mut log, interrupt)?;
     Ok(match outcome {
         TrainOutcome::Finished { .. } => {
             if opts.export_mxnet {
@@ -336,6 +348,55 @@ fn export_mxnet(out: &Path) -> anyhow::Result<()> {
         format_args!("wrote {} ({})", tarball.display(), members.join(", ")),
     );
     Ok(())
+}
+
+/// A writer that starts every line with `[rank N] ` (the log of a rank other than 0)
+/// and hands each whole line to `inner` in one write, so that the lines of the ranks
+/// sharing one stderr never cut into each other.
+struct RankPrefixed<W: Write> {
+    inner: W,
+    prefix: String,
+    line: Vec<u8>,
+}
+
+impl<W: Write> RankPrefixed<W> {
+    fn new(inner: W, rank: usize) -> Self {
+        RankPrefixed {
+            inner,
+            prefix: format!("[rank {rank}] "),
+            line: Vec::new(),
+        }
+    }
+}
+
+impl<W: Write> Write for RankPrefixed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for &b in buf {
+            if self.line.is_empty() {
+                self.line.extend_from_slice(self.prefix.as_bytes());
+            }
+            self.line.push(b);
+            if b == b'\n' {
+                self.inner.write_all(&self.line)?;
+                self.line.clear();
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.line.is_empty() {
+            self.inner.write_all(&self.line)?;
+            self.line.clear();
+        }
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Drop for RankPrefixed<W> {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod loader;
 // Training: hyperparameters and their flags, logs, plots, the loop, the tool.
 pub mod app;
 pub mod cli;
+pub mod distributed;
 pub mod hparams;
 pub mod plot;
 pub mod sagemaker_log;

@@ -102,7 +102,11 @@ pub fn parameter_lines(h: &Hyperparameters) -> Vec<String> {
 
 /// Write one SageMaker-style log line; errors writing the log are ignored.
 pub fn info(log: &mut dyn Write, msg: &str) {
-    let _ = writeln!(log, "{}", log_line(msg));
+    // One write per line: the lines of several processes that share a stderr (the ranks
+    // of an MPI job) then never cut into each other.
+    let mut line = log_line(msg);
+    line.push('\n');
+    let _ = log.write_all(line.as_bytes());
 }
 
 /// Prefix a message the way SageMaker's algorithm logs do:

@@ -76,6 +76,7 @@ fn data_parallel_training_on_two_cpu_replicas() {
             progress: false,
             workers: 1,
             stop_after_steps: None,
+            world: rectrain::distributed::World::alone(),
         };
         let prepared = train::prepare(cfg, |w| panic!("unexpected warning: {w}")).unwrap();
         let (mut data, mut log) = (Vec::new(), Vec::new());

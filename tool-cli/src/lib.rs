@@ -63,7 +63,10 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 /// Print one message on stderr as `<tool>: <msg>`. Errors writing to stderr are
 /// ignored: there is nowhere left to report them.
 pub fn message(tool: &str, msg: impl std::fmt::Display) {
-    let _ = writeln!(io::stderr().lock(), "{tool}: {msg}");
+    // One write: lines of processes sharing a stderr never cut into each other.
+    let _ = io::stderr()
+        .lock()
+        .write_all(format!("{tool}: {msg}\n").as_bytes());
 }
 
 /// Print a warning on stderr as `<tool>: warning: <msg>`.

@@ -52,6 +52,29 @@ pub struct LoaderConfig {
     pub prefetch_batches: usize,
     /// Drop the last batch when it is short.
     pub drop_last: bool,
+    /// This process's part of each global batch (multi-process training).
+    pub shard: Shard,
+}
+
+/// Process `index` of `count` reads its part of every global batch of
+/// `count × batch_size` records: the contiguous records `index × batch_size` up to
+/// `(index + 1) × batch_size` (fewer, or none, in a short last batch). `count` 1 is
+/// the whole batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole of every batch (one process).
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard::WHOLE
+    }
 }
 
 impl LoaderConfig {
@@ -67,6 +90,7 @@ impl LoaderConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             prefetch_batches: 4,
             drop_last: false,
+            shard: Shard::WHOLE,
         }
     }
 
@@ -74,6 +98,12 @@ impl LoaderConfig {
     pub fn validate(&self) -> Result<(), LoaderError> {
         if self.batch_size == 0 {
             return Err(LoaderError::Config("batch_size must be positive".into()));
+        }
+        if self.shard.count == 0 || self.shard.index >= self.shard.count {
+            return Err(LoaderError::Config(format!(
+                "shard {} of {} does not exist",
+                self.shard.index, self.shard.count
+            )));
         }
         if self.workers > resnet::cli::MAX_WORKERS {
             return Err(LoaderError::Config(format!(

@@ -43,16 +43,24 @@ fn stream_rng(seed: u64, epoch: usize, stream: u64) -> Pcg64Mcg {
 }
 
 /// The record indices of each batch of `epoch`, in order: a permutation of
-/// `0..len` from (seed, epoch) when shuffling, else `0..len`, cut into batches.
+/// `0..len` from (seed, epoch) when shuffling, else `0..len`, cut into global batches
+/// of `batch_size × shard.count`, of which this shard keeps its contiguous part (every
+/// shard has the same number of batches; a short last one may leave a shard empty).
 pub fn batch_order(len: usize, cfg: &LoaderConfig, epoch: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..len).collect();
     if cfg.shuffle {
         order.shuffle(&mut stream_rng(cfg.seed, epoch, SHUFFLE_STREAM));
     }
-    let n = num_batches(len, cfg.batch_size, cfg.drop_last);
+    let size = cfg.batch_size.max(1);
+    let global = size * cfg.shard.count.max(1);
+    let n = num_batches(len, global, cfg.drop_last);
     order
-        .chunks(cfg.batch_size.max(1))
+        .chunks(global)
         .take(n)
-        .map(<[usize]>::to_vec)
+        .map(|chunk| {
+            let start = (cfg.shard.index * size).min(chunk.len());
+            let end = (start + size).min(chunk.len());
+            chunk[start..end].to_vec()
+        })
         .collect()
 }

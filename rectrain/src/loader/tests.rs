@@ -364,3 +364,46 @@ fn record_rngs_are_independent_streams() {
     .collect();
     assert_eq!(all.len(), 5);
 }
+
+/// Multi-process training: the shards of every global batch, put side by side in rank
+/// order, are the batches of one process reading `count × batch_size` at a time, for
+/// every shard count (a short last batch leaves the last shards short or empty, and
+/// every shard has the same number of batches).
+#[test]
+fn shards_of_each_global_batch_are_the_one_process_batches() {
+    let len = 23;
+    for count in 1..=4 {
+        let mut whole = cfg(3 * count, 1);
+        whole.shuffle = true;
+        whole.seed = 9;
+        let expected = batch_order(len, &whole, 2);
+        let shards: Vec<Vec<Vec<usize>>> = (0..count)
+            .map(|index| {
+                let mut c = cfg(3, 1);
+                c.shuffle = true;
+                c.seed = 9;
+                c.shard = Shard { index, count };
+                batch_order(len, &c, 2)
+            })
+            .collect();
+        for s in &shards {
+            assert_eq!(s.len(), expected.len(), "count {count}");
+        }
+        for (b, global) in expected.iter().enumerate() {
+            let joined: Vec<usize> = shards.iter().flat_map(|s| s[b].clone()).collect();
+            assert_eq!(&joined, global, "count {count}, batch {b}");
+            for s in &shards {
+                assert!(s[b].len() <= 3);
+            }
+        }
+    }
+    // 23 records, 4 shards of 3: the last global batch has 23 - 12 = 11, so shard 3
+    // has 2; with 9 shards of 3 the single global batch of 23 leaves shard 8 empty.
+    let mut c = cfg(3, 1);
+    c.shard = Shard { index: 3, count: 4 };
+    assert_eq!(batch_order(len, &c, 0).last().unwrap().len(), 2);
+    c.shard = Shard { index: 8, count: 9 };
+    assert_eq!(batch_order(len, &c, 0), vec![Vec::<usize>::new()]);
+    c.shard = Shard { index: 2, count: 2 };
+    assert!(c.validate().is_err());
+}

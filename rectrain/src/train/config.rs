@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::distributed::World;
 use crate::hparams::Hyperparameters;
 use crate::loader::RecDataset;
 use resnet::backend::DeviceSpec;
@@ -91,6 +92,9 @@ pub struct TrainConfig {
     pub workers: usize,
     /// Behave as if interrupted after this many optimizer steps (testing aid).
     pub stop_after_steps: Option<usize>,
+    /// This process's place among the training run's processes (one process:
+    /// [`World::alone`]).
+    pub world: World,
 }
 
 /// How a run ended.

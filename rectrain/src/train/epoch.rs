@@ -14,7 +14,7 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 
 use crate::augment::AugmentationType;
 use crate::hparams::OptimizerKind;
-use crate::loader::{self, Batch, LoaderConfig};
+use crate::loader::{self, Batch, LoaderConfig, Shard};
 use crate::sagemaker_log::{info, Speedometer};
 use resnet::artifact;
 use resnet::backend::host_f32;
@@ -26,6 +26,7 @@ use super::loss::batch_loss;
 use super::optim::{all_finite, grads_finite, prepare_grads};
 use super::resume::{self, ResumeState};
 use super::{TrainError, TrainOutcome, TrainingSetup};
+use crate::distributed::{grads as flat, Collective};
 
 pub(super) struct TrainingRun<'a, B: AutodiffBackend> {
     pub(super) p: &'a TrainingSetup,
@@ -40,6 +41,19 @@ pub(super) struct TrainingRun<'a, B: AutodiffBackend> {
     pub(super) upscale: loader::UpscaleNotice,
     /// Mixed precision (float16/bfloat16 on CUDA).
     pub(super) amp: super::amp::MixedPrecision,
+    /// The other processes of a multi-process run (`None`: this one alone).
+    pub(super) collective: Option<std::sync::Arc<Collective>>,
+    /// Time and bytes of the gradient sums of the current pass (multi-process).
+    pub(super) sync: SyncTime,
+}
+
+/// What the gradient sums of one training pass cost.
+#[derive(Debug, Default)]
+pub(super) struct SyncTime {
+    steps: usize,
+    seconds: f64,
+    /// Bytes each rank sends (the buffer, once).
+    bytes: usize,
 }
 
 /// How an epoch's training pass ended.
@@ -77,6 +91,95 @@ pub(super) fn shard_images<B: Backend>(
 }
 
 impl<B: AutodiffBackend> TrainingRun<'_, B> {
+    /// This process's part of each training batch.
+    fn shard(&self) -> Shard {
+        self.collective.as_ref().map_or(Shard::WHOLE, |c| Shard {
+            index: c.world().rank,
+            count: c.world().size,
+        })
+    }
+
+    /// Processes in the run.
+    fn world_size(&self) -> usize {
+        self.collective.as_ref().map_or(1, |c| c.world().size)
+    }
+
+    /// Rank 0 (or the only process) validates and writes.
+    fn is_leader(&self) -> bool {
+        self.collective
+            .as_ref()
+            .is_none_or(|c| c.world().is_leader())
+    }
+
+    /// Multi-process: sum this rank's gradients (weighted by its share of the global
+    /// batch of `n_global` images), its step metrics and its interrupt flag with the
+    /// other ranks'. Returns the summed gradients, the step's metrics over the global
+    /// batch, and whether any rank was interrupted (what every rank acts on, so that
+    /// all stop at the same step).
+    fn sync_step(
+        &mut self,
+        c: &Collective,
+        model: &ResNet<B>,
+        grads: &burn::optim::GradientsParams,
+        step: &Accumulator,
+        n_global: usize,
+    ) -> Result<(burn::optim::GradientsParams, Accumulator, bool), TrainError> {
+        let share = step.samples as f32 / n_global.max(1) as f32;
+        let mut buf = flat::flatten::<B, _>(model, grads, share);
+        let params = buf.len();
+        let interrupted = self.interrupt.load(Ordering::SeqCst);
+        buf.extend([
+            step.loss_sum as f32,
+            step.samples as f32,
+            step.correct as f32,
+            step.top_k_correct as f32,
+            f32::from(u8::from(interrupted)),
+        ]);
+        let t = Instant::now();
+        c.all_reduce_sum(&mut buf);
+        self.sync.seconds += t.elapsed().as_secs_f64();
+        self.sync.steps += 1;
+        self.sync.bytes += buf.len() * std::mem::size_of::<f32>();
+        let tail = &buf[params..];
+        let any_interrupted = tail[4] > 0.0;
+        let summed = Accumulator {
+            loss_sum: f64::from(tail[0]),
+            samples: tail[1].round() as usize,
+            correct: f64::from(tail[2]),
+            top_k_correct: f64::from(tail[3]),
+        };
+        let grads = flat::unflatten::<B, _>(model, &buf[..params]).ok_or_else(|| {
+            TrainError::Config("the summed gradients do not fit the model".into())
+        })?;
+        Ok((grads, summed, any_interrupted))
+    }
+
+    /// Multi-process, at an epoch's end: rank 0's BatchNorm running statistics on
+    /// every rank (each rank's come from its own shards), as DDP's broadcast_buffers.
+    fn sync_running_stats(&self, model: ResNet<B>) -> Result<ResNet<B>, TrainError> {
+        let Some(c) = &self.collective else {
+            return Ok(model);
+        };
+        let mut stats = resnet::weights::running_stats(&model);
+        c.broadcast_from_leader(&mut stats);
+        resnet::weights::with_running_stats(model, &stats)
+            .map_err(|e| TrainError::Config(e.to_string()))
+    }
+
+    /// Rank 0's early-stopping decision, and whether any rank was interrupted, agreed
+    /// by all (one process: its own).
+    fn agree_on_stopping(&self, stop: bool) -> (bool, bool) {
+        let Some(c) = &self.collective else {
+            return (stop, self.interrupt.load(Ordering::SeqCst));
+        };
+        let mut flags = [
+            f32::from(u8::from(stop && c.world().is_leader())),
+            f32::from(u8::from(self.interrupt.load(Ordering::SeqCst))),
+        ];
+        c.all_reduce_sum(&mut flags);
+        (flags[0] > 0.0, flags[1] > 0.0)
+    }
+
     /// One epoch's JSON line on stdout. When stdout's reader has gone (`rectrain … |
     /// head -1`), training goes on without it: the model is the output that matters,
     /// and the same lines are in `OUT/metrics.jsonl`.
@@ -116,6 +219,7 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
             },
             prefetch_batches: 4,
             drop_last: false,
+            shard: if training { self.shard() } else { Shard::WHOLE },
         }
     }
 
@@ -143,7 +247,8 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
                 ),
             );
         }
-        let mut speedometer = Speedometer::new(h.mini_batch_size, Speedometer::FREQUENT);
+        let global_batch = h.mini_batch_size * self.world_size();
+        let mut speedometer = Speedometer::new(global_batch, Speedometer::FREQUENT);
         let mut stopped_early = false;
         while state.epoch < h.epochs {
             let epoch = state.epoch;
@@ -151,14 +256,19 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
                 PassEnd::Done(model) => *model,
                 PassEnd::Interrupted(outcome) => return Ok(outcome),
             };
-            let m = self.epoch_metrics(&model, &state)?;
-            self.record_epoch(&model, &mut state, &m)?;
-            let stop = h.early_stopping
-                && state
-                    .early_stopping
-                    .should_stop(epoch, m.validation_accuracy);
-            if stop {
-                let (be, ba) = state.best.best.unwrap_or((epoch, m.validation_accuracy));
+            model = self.sync_running_stats(model)?;
+            // Rank 0 (or the only process) validates and records the epoch.
+            let mut validated = None;
+            if self.is_leader() {
+                let m = self.epoch_metrics(&model, &state)?;
+                self.record_epoch(&model, &mut state, &m)?;
+                validated = Some(m.validation_accuracy);
+            }
+            let stop = validated.is_some_and(|accuracy| {
+                h.early_stopping && state.early_stopping.should_stop(epoch, accuracy)
+            });
+            if let (true, Some(accuracy)) = (stop, validated) {
+                let (be, ba) = state.best.best.unwrap_or((epoch, accuracy));
                 info(
                     self.log,
                     &format!(
@@ -170,26 +280,44 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
                 );
             }
             state.next_epoch(h);
-            self.save_state(&model, &optim, &state)?;
+            if self.is_leader() {
+                self.save_state(&model, &optim, &state)?;
+            }
+            let (stop, interrupted) = self.agree_on_stopping(stop);
             if stop {
                 stopped_early = true;
                 break;
             }
-            if self.interrupt.load(Ordering::SeqCst) && state.epoch < h.epochs {
-                info(
-                    self.log,
-                    &format!(
-                        "Interrupted after epoch {epoch}: saved the resumable state to \"{}\"",
+            if interrupted && state.epoch < h.epochs {
+                let saved = if self.is_leader() {
+                    format!(
+                        ": saved the resumable state to \"{}\"",
                         artifact::resume_dir(&p.cfg.out).display()
-                    ),
-                );
+                    )
+                } else {
+                    " (rank 0 saved the resumable state)".into()
+                };
+                info(self.log, &format!("Interrupted after epoch {epoch}{saved}"));
                 return Ok(TrainOutcome::Interrupted {
                     epoch: state.epoch,
                     step: 0,
                 });
             }
         }
-        self.finish(&state, stopped_early)?;
+        if self.is_leader() {
+            self.finish(&state, stopped_early)?;
+        }
+        if let Some(c) = &self.collective {
+            // Every rank holds the same weights: each says their digest.
+            info(
+                self.log,
+                &format!(
+                    "Rank {} final weights digest: {:016x}",
+                    c.world().rank,
+                    weights_digest(&model)
+                ),
+            );
+        }
         Ok(TrainOutcome::Finished {
             epochs_run: state.epoch,
             best: state.best.best,
@@ -218,7 +346,8 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
             OptimizerKind::Sgd | OptimizerKind::Nag => h.weight_decay,
             OptimizerKind::Adam | OptimizerKind::RmsProp => 0.0,
         };
-        let steps_in_epoch = p.train.len().div_ceil(h.mini_batch_size);
+        let global_batch = h.mini_batch_size * self.world_size();
+        let steps_in_epoch = p.train.len().div_ceil(global_batch);
         let bar = self.progress_bar(epoch, steps_in_epoch, skip);
         let clear = |bar: &Option<indicatif::ProgressBar>| {
             if let Some(b) = bar {
@@ -253,6 +382,22 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
                 );
                 (loss, logits)
             });
+            // Several processes: the gradients, loss and metrics of the global batch.
+            let mut out = out;
+            let mut global_metrics = None;
+            let mut agreed_interrupt = None;
+            if let Some(c) = self.collective.clone() {
+                let probabilities = h.head.probabilities(&out.outputs, p.num_classes);
+                let mut mine = Accumulator::default();
+                mine.add_probabilities(&probabilities, &batch.labels, out.loss, h.head, h.top_k);
+                let n_global = global_batch.min(p.train.len() - step * global_batch);
+                let (grads, summed, interrupted) =
+                    self.sync_step(&c, &model, &out.grads, &mine, n_global)?;
+                agreed_interrupt = Some(interrupted);
+                out.grads = grads;
+                out.loss = summed.loss();
+                global_metrics = Some(summed);
+            }
             if !out.loss.is_finite() {
                 clear(&bar);
                 return Err(TrainError::NonFinite {
@@ -277,9 +422,27 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
                     ),
                 );
             }
-            let probabilities = h.head.probabilities(&out.outputs, p.num_classes);
-            for a in [&mut state.accumulator, &mut speedometer.window] {
-                a.add_probabilities(&probabilities, &batch.labels, out.loss, h.head, h.top_k);
+            match &global_metrics {
+                Some(g) => {
+                    for a in [&mut state.accumulator, &mut speedometer.window] {
+                        a.loss_sum += g.loss_sum;
+                        a.samples += g.samples;
+                        a.correct += g.correct;
+                        a.top_k_correct += g.top_k_correct;
+                    }
+                }
+                None => {
+                    let probabilities = h.head.probabilities(&out.outputs, p.num_classes);
+                    for a in [&mut state.accumulator, &mut speedometer.window] {
+                        a.add_probabilities(
+                            &probabilities,
+                            &batch.labels,
+                            out.loss,
+                            h.head,
+                            h.top_k,
+                        );
+                    }
+                }
             }
             if let Some(line) = speedometer.after_batch(epoch, step, h.top_k, Instant::now()) {
                 match &bar {
@@ -295,7 +458,9 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
             if p.cfg.stop_after_steps.is_some_and(|n| self.steps_done >= n) {
                 self.interrupt.store(true, Ordering::SeqCst);
             }
-            if self.interrupt.load(Ordering::SeqCst) && state.step < steps_in_epoch {
+            let interrupted =
+                agreed_interrupt.unwrap_or_else(|| self.interrupt.load(Ordering::SeqCst));
+            if interrupted && state.step < steps_in_epoch {
                 clear(&bar);
                 // The last update's loss is not known yet: never replace the last
                 // good state with weights that are already broken.
@@ -309,14 +474,15 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
                     });
                 }
                 state.seconds = prior_seconds + t0.elapsed().as_secs_f64();
-                let dir = self.save_state(&model, optim, state)?;
+                let saved = if self.is_leader() {
+                    let dir = self.save_state(&model, optim, state)?;
+                    format!(": saved the resumable state to \"{}\"", dir.display())
+                } else {
+                    " (rank 0 saved the resumable state)".into()
+                };
                 info(
                     self.log,
-                    &format!(
-                        "Interrupted at epoch {epoch}, step {}: saved the resumable state to \"{}\"",
-                        state.step,
-                        dir.display()
-                    ),
+                    &format!("Interrupted at epoch {epoch}, step {}{saved}", state.step),
                 );
                 return Ok(PassEnd::Interrupted(TrainOutcome::Interrupted {
                     epoch,
@@ -326,6 +492,21 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
         }
         clear(&bar);
         state.seconds = prior_seconds + t0.elapsed().as_secs_f64();
+        if let Some(c) = &self.collective {
+            let (steps, seconds, bytes) = (self.sync.steps, self.sync.seconds, self.sync.bytes);
+            let pass = t0.elapsed().as_secs_f64();
+            info(
+                self.log,
+                &format!(
+                    "Rank {} epoch {epoch}: {steps} steps in {pass:.2} s, of which summing the \
+                     gradients across the ranks {seconds:.2} s ({:.0}%), {:.1} MB per step",
+                    c.world().rank,
+                    100.0 * seconds / pass.max(1e-9),
+                    bytes as f64 / steps.max(1) as f64 / 1e6
+                ),
+            );
+            self.sync = SyncTime::default();
+        }
         Ok(PassEnd::Done(Box::new(model)))
     }
 
@@ -431,4 +612,25 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
         }
         Ok(acc)
     }
+}
+
+/// A 64-bit FNV-1a hash of every tensor of `model` (weights and BatchNorm statistics,
+/// by name), for comparing the ranks' models in the log.
+fn weights_digest<B: Backend>(model: &ResNet<B>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for (name, t) in resnet::weights::to_state_dict(model) {
+        eat(name.as_bytes());
+        if let resnet::weights::HostData::F32(v) = &t.data {
+            for x in v {
+                eat(&x.to_le_bytes());
+            }
+        }
+    }
+    h
 }

@@ -107,6 +107,9 @@ pub enum TrainError {
     /// The plot could not be written.
     #[error(transparent)]
     Plot(#[from] plot::PlotError),
+    /// Between the processes of a multi-process run.
+    #[error(transparent)]
+    Distributed(#[from] crate::distributed::CollectiveError),
     /// Writing the per-epoch JSON to the data writer failed.
     #[error("writing metrics")]
     Output(#[source] std::io::Error),

@@ -62,6 +62,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, RmsPropConfig, SgdConfig};
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::distributed::Collective;
 use crate::hparams::{self, OptimizerKind};
 use crate::sagemaker_log::{configuration_lines, info, parameter_lines};
 use resnet::artifact;
@@ -139,11 +140,38 @@ pub fn train_on<B: AutodiffBackend>(
             devices.len()
         )));
     }
-    if !prepared.cfg.out.is_dir() {
-        std::fs::create_dir_all(&prepared.cfg.out).map_err(io_err(&prepared.cfg.out))?;
+    let world = &prepared.cfg.world;
+    if world.is_leader() {
+        if !prepared.cfg.out.is_dir() {
+            std::fs::create_dir_all(&prepared.cfg.out).map_err(io_err(&prepared.cfg.out))?;
+        }
+        let ckpt = artifact::checkpoints_dir(&prepared.cfg.out);
+        std::fs::create_dir_all(&ckpt).map_err(io_err(&ckpt))?;
     }
-    let ckpt = artifact::checkpoints_dir(&prepared.cfg.out);
-    std::fs::create_dir_all(&ckpt).map_err(io_err(&ckpt))?;
+    let collective = if world.is_distributed() {
+        let c = Collective::join(world)?;
+        info(
+            log,
+            &format!(
+                "Distributed training: rank {} of {} (MPI, pid {}); each global batch of {} × {} images \
+                 is cut into one contiguous shard per rank, the gradients are summed across the \
+                 ranks every step; rank 0 validates and writes {}",
+                world.rank,
+                world.size,
+                std::process::id(),
+                world.size,
+                h.mini_batch_size,
+                prepared.cfg.out.display()
+            ),
+        );
+        let c = Arc::new(c);
+        if let Err(e) = c.check_same_run(&run_digest(prepared)) {
+            c.abort(&e);
+        }
+        Some(c)
+    } else {
+        None
+    };
     for line in configuration_lines(h) {
         info(log, &line);
     }
@@ -163,13 +191,39 @@ pub fn train_on<B: AutodiffBackend>(
     for line in parameter_lines(h) {
         info(log, &line);
     }
-    TrainTask {
+    let result = TrainTask {
         prepared,
         data,
         log,
         interrupt,
     }
-    .run_on::<B>(devices)
+    .run_on::<B>(devices, collective.clone());
+    if let (Err(e), Some(c)) = (&result, &collective) {
+        // The other ranks may wait in a collective call for this one: end them all.
+        c.abort(e);
+    }
+    result
+}
+
+/// What every rank of one run must agree on: the hyperparameters, the seed, the
+/// datasets' sizes and labels, the network (compared across the ranks at the start).
+fn run_digest(p: &TrainingSetup) -> Vec<u8> {
+    let mut text = serde_json::json!({
+        "hyperparameters": p.cfg.hparams.to_json(),
+        "seed": p.cfg.seed,
+        "train": p.train.len(),
+        "validation": p.validation.len(),
+        "classes": p.num_classes,
+        "resume": p.resume.as_ref().map(|(_, s)| (s.epoch, s.step)),
+    })
+    .to_string()
+    .into_bytes();
+    for labels in p.train.labels() {
+        for l in labels {
+            text.extend_from_slice(&l.to_le_bytes());
+        }
+    }
+    text
 }
 
 struct TrainTask<'a> {
@@ -191,6 +245,7 @@ impl TrainTask<'_> {
     fn run_on<B: AutodiffBackend>(
         self,
         devices: Vec<B::Device>,
+        collective: Option<Arc<Collective>>,
     ) -> Result<TrainOutcome, TrainError> {
         let p = self.prepared;
         let h = &p.cfg.hparams;
@@ -282,6 +337,8 @@ impl TrainTask<'_> {
             steps_done: 0,
             upscale: Default::default(),
             amp: amp::MixedPrecision::new(h.precision_dtype),
+            collective,
+            sync: Default::default(),
         };
         match h.optimizer {
             OptimizerKind::Sgd | OptimizerKind::Nag => {

@@ -113,7 +113,10 @@ pub(super) fn check(
     warn: &mut impl FnMut(String),
 ) -> Result<Option<(PathBuf, ResumeState)>, TrainError> {
     Ok(match &cfg.resume {
-        None if artifact::resume_dir(&cfg.out).join("state.json").is_file() => {
+        // Only rank 0 writes OUT: the others may find its fresh files there.
+        None if cfg.world.is_leader()
+            && artifact::resume_dir(&cfg.out).join("state.json").is_file() =>
+        {
             return Err(TrainError::Config(format!(
                 "{} already holds a training run: continue it with --resume {} or choose another --out",
                 cfg.out.display(),

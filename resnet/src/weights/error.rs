@@ -78,6 +78,9 @@ pub enum WeightsError {
         /// The extra names.
         keys: Vec<String>,
     },
+    /// A buffer of BatchNorm running statistics does not fit the model.
+    #[error("running statistics: {0}")]
+    RunningStats(String),
     /// A model tensor is stored with an integer type.
     #[error("{}: tensor {key} is not floating point", path.display())]
     NotFloat {

@@ -4,9 +4,11 @@
 //! [`map_model`]), the list of its keys and shapes ([`KeyLister`]) and its export as a
 //! state dict ([`Exporter`]).
 
+use burn::module::RunningState;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Linear};
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 
 use crate::backend::host_f32;
 use crate::model::{Block, Downsample, Layout, ResNet};
@@ -413,4 +415,84 @@ pub fn to_state_dict<B: Backend>(model: &ResNet<B>) -> StateDict {
     let mut e = Exporter(StateDict::new());
     visit(model, &mut e);
     e.0
+}
+
+// ---------------------------------------------------------------------------
+// BatchNorm running statistics as one buffer (multi-process training)
+// ---------------------------------------------------------------------------
+
+struct StatsReader(Vec<f32>);
+
+impl<B: Backend> LeafVisitor<B> for StatsReader {
+    fn conv(&mut self, _: &Keys, _: &Conv2d<B>) {}
+    fn bn(&mut self, _: &Keys, b: &BatchNorm<B>) {
+        self.0.extend(host_f32(b.running_mean.value_sync()));
+        self.0.extend(host_f32(b.running_var.value_sync()));
+    }
+    fn linear(&mut self, _: &Keys, _: &Linear<B>) {}
+}
+
+struct StatsWriter<'a>(&'a [f32]);
+
+impl StatsWriter<'_> {
+    fn take<B: Backend>(
+        &mut self,
+        k: &Keys,
+        what: &str,
+        like: Tensor<B, 1>,
+    ) -> Result<RunningState<Tensor<B, 1>>, WeightsError> {
+        let n = like.dims()[0];
+        if self.0.len() < n {
+            return Err(WeightsError::RunningStats(format!(
+                "the buffer ends before {}'s {what}",
+                k.layer
+            )));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        let device = like.device();
+        Ok(RunningState::new(Tensor::from_data(
+            TensorData::new(head.to_vec(), [n]),
+            &device,
+        )))
+    }
+}
+
+impl<B: Backend> LeafMapper<B> for StatsWriter<'_> {
+    fn conv(&mut self, _: &Keys, c: Conv2d<B>) -> Result<Conv2d<B>, WeightsError> {
+        Ok(c)
+    }
+    fn bn(&mut self, k: &Keys, mut b: BatchNorm<B>) -> Result<BatchNorm<B>, WeightsError> {
+        b.running_mean = self.take(k, "running mean", b.running_mean.value_sync())?;
+        b.running_var = self.take(k, "running variance", b.running_var.value_sync())?;
+        Ok(b)
+    }
+    fn linear(&mut self, _: &Keys, l: Linear<B>) -> Result<Linear<B>, WeightsError> {
+        Ok(l)
+    }
+}
+
+/// Every BatchNorm's running mean and variance, in the network's order, as one buffer
+/// (what [`with_running_stats`] takes back).
+pub fn running_stats<B: Backend>(model: &ResNet<B>) -> Vec<f32> {
+    let mut r = StatsReader(Vec::new());
+    visit(model, &mut r);
+    r.0
+}
+
+/// `model` with the running statistics of `stats`, laid out as [`running_stats`] gives
+/// them; the weights are untouched (same parameters, same ids).
+pub fn with_running_stats<B: Backend>(
+    model: ResNet<B>,
+    stats: &[f32],
+) -> Result<ResNet<B>, WeightsError> {
+    let mut w = StatsWriter(stats);
+    let model = map_model(model, &mut w)?;
+    if !w.0.is_empty() {
+        return Err(WeightsError::RunningStats(format!(
+            "{} values left over",
+            w.0.len()
+        )));
+    }
+    Ok(model)
 }

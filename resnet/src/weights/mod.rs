@@ -44,7 +44,7 @@ use crate::model::ResNet;
 
 pub use error::WeightsError;
 pub use import::{HeadPolicy, LoadReport};
-pub use mapping::{state_dict_keys, to_state_dict};
+pub use mapping::{running_stats, state_dict_keys, to_state_dict, with_running_stats};
 pub use safetensors::write_safetensors;
 pub use state_dict::{HostData, HostTensor, StateDict};
 pub use torch::TorchError;

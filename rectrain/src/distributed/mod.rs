@@ -1,0 +1,22 @@
+//! Training on several processes, on one machine or several: synchronous data
+//! parallelism as PyTorch's DDP and MXNet's `dist_sync` do it.
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`world`] | who this process is: rank and world size from the MPI launcher's environment, checked against torchrun's variables and SageMaker's resource config |
+//! | [`engine`] | the collective engine: MPI (cargo feature `mpi`) |
+//! | [`grads`] | a model's gradients as one flat buffer and back |
+//!
+//! Every rank reads the same seeded global order of records; each global batch of
+//! `world × mini_batch_size` images is cut into contiguous per-rank shards, each rank's
+//! gradient is weighted by its share of the global batch, and one all-reduce per step
+//! sums them, so every rank applies the same update. Rank 0 alone validates, logs the
+//! epoch lines and writes the model; its BatchNorm running statistics are broadcast
+//! before validation.
+
+pub mod engine;
+pub mod grads;
+pub mod world;
+
+pub use engine::{Collective, CollectiveError};
+pub use world::{check_kv_store, detect, ResourceConfig, World};
