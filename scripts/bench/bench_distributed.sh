@@ -23,7 +23,7 @@ for t in im2list im2rec rectrain; do
 done
 mkdir -p "$WORK"
 if [ ! -f "$WORK/fm_train.rec" ]; then
-  "$BIN/im2list" --recursive --train-ratio 0.8 "$WORK/fm" data/fashion-mnist >/dev/null
+  "$BIN/im2list" --recursive --train-ratio 0.8 "$WORK/fm" data/fashion-mnist >/dev/null 2>&1
   "$BIN/im2rec" --num-thread 2 "$WORK/fm" data/fashion-mnist >/dev/null 2>&1
 fi
 cores=$(nproc)
