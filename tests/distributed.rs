@@ -270,7 +270,8 @@ fn ranks_started_for_different_runs_are_refused() {
 
 /// A rank killed after the first epoch ends the whole job within a minute (mpirun
 /// names the rank), rank 0's resumable state of that epoch stays, and `--resume`
-/// on 2 ranks finishes the run.
+/// on 2 ranks finishes the run, with rank 1 pointed at a folder without the state
+/// (rank 0 sends it, as on machines that do not share `--out`).
 #[test]
 fn a_killed_rank_ends_the_job_and_resume_finishes_it() {
     if !mpirun_available() {
@@ -340,21 +341,23 @@ fn a_killed_rank_ends_the_job_and_resume_finishes_it() {
     let state = out_dir.join("checkpoints/last/state.json");
     assert!(state.is_file(), "rank 0's state of epoch 0 stays:\n{log}");
 
-    let out = run_expect(
-        &mut mpirun(&[ranks(
-            2,
+    let elsewhere = tmp.path().join("not-shared");
+    let resume = |from: &Path| {
+        let mut part = ranks(
+            1,
             d,
             &out_dir,
-            &[
-                "--epochs",
-                "3",
-                "--mini-batch-size",
-                "12",
-                "--resume",
-                out_dir.to_str().unwrap(),
-            ],
-        )]),
-        0,
+            &["--epochs", "3", "--mini-batch-size", "12"],
+        );
+        part.extend(["--resume".to_string(), from.display().to_string()]);
+        part
+    };
+    let out = run_expect(&mut mpirun(&[resume(&out_dir), resume(&elsewhere)]), 0);
+    let err = stderr_text(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("[rank 1] ") && l.contains("Resuming from")),
+        "{err}"
     );
     let done: Vec<u64> = epochs(&out).iter().map(|(e, _)| *e).collect();
     assert_eq!(done.last(), Some(&2), "{}", stderr_text(&out));

@@ -29,6 +29,7 @@ mod mpich {
     use std::ffi::c_int;
     pub const COMM_WORLD: c_int = 0x4400_0000;
     pub const FLOAT: c_int = 0x4c00_040a;
+    pub const BYTE: c_int = 0x4c00_010d;
     pub const SUM: c_int = 0x5800_0003;
 }
 
@@ -45,6 +46,7 @@ struct Api<H> {
     abort: unsafe extern "C" fn(H, c_int) -> c_int,
     world: H,
     float: H,
+    byte: H,
     sum: H,
 }
 
@@ -52,15 +54,10 @@ impl<H: Copy> Api<H> {
     /// Resolve every entry point of `lib` with handles of type `H`.
     ///
     /// # Safety
-    /// `H` must be the library's handle type, and `world`, `float` and `sum` its
-    /// predefined handles.
-    unsafe fn resolve(
-        lib: &Library,
-        path: &str,
-        world: H,
-        float: H,
-        sum: H,
-    ) -> Result<Self, String> {
+    /// `H` must be the library's handle type, and `handles` its predefined
+    /// MPI_COMM_WORLD, MPI_FLOAT, MPI_BYTE and MPI_SUM.
+    unsafe fn resolve(lib: &Library, path: &str, handles: [H; 4]) -> Result<Self, String> {
+        let [world, float, byte, sum] = handles;
         macro_rules! sym {
             ($name:literal) => {
                 // SAFETY: the caller vouches for the handle type; the signatures are
@@ -81,6 +78,7 @@ impl<H: Copy> Api<H> {
             abort: sym!("MPI_Abort"),
             world,
             float,
+            byte,
             sum,
         })
     }
@@ -177,18 +175,22 @@ impl Mpi {
             };
             match object("ompi_mpi_comm_world\0") {
                 Some(world) => {
-                    let float = object("ompi_mpi_float\0")
-                        .ok_or_else(|| format!("{path}: ompi_mpi_float missing"))?;
-                    let sum = object("ompi_mpi_op_sum\0")
-                        .ok_or_else(|| format!("{path}: ompi_mpi_op_sum missing"))?;
-                    Flavour::OpenMpi(Api::resolve(&lib, path, world, float, sum)?)
+                    let get = |name: &str| {
+                        object(&format!("{name}\0"))
+                            .ok_or_else(|| format!("{path}: {name} missing"))
+                    };
+                    let handles = [
+                        world,
+                        get("ompi_mpi_float")?,
+                        get("ompi_mpi_byte")?,
+                        get("ompi_mpi_op_sum")?,
+                    ];
+                    Flavour::OpenMpi(Api::resolve(&lib, path, handles)?)
                 }
                 None => Flavour::Mpich(Api::resolve(
                     &lib,
                     path,
-                    mpich::COMM_WORLD,
-                    mpich::FLOAT,
-                    mpich::SUM,
+                    [mpich::COMM_WORLD, mpich::FLOAT, mpich::BYTE, mpich::SUM],
                 )?),
             }
         };
@@ -295,6 +297,23 @@ impl Mpi {
         Ok(())
     }
 
+    /// MPI_Bcast of the bytes of `buf` from rank `root` to every rank.
+    pub fn broadcast_bytes(&self, buf: &mut [u8], root: usize) -> Result<(), MpiError> {
+        for chunk in buf.chunks_mut(MAX_COUNT) {
+            // SAFETY: `chunk` holds `len` bytes (MPI_BYTE) and stays borrowed for the call.
+            with_api!(self, api => check("MPI_Bcast", unsafe {
+                (api.bcast)(
+                    chunk.as_mut_ptr().cast(),
+                    chunk.len() as c_int,
+                    api.byte,
+                    root as c_int,
+                    api.world,
+                )
+            }))?;
+        }
+        Ok(())
+    }
+
     /// MPI_Abort on MPI_COMM_WORLD: the launcher ends every process of the job with
     /// `code`. Exits this process if MPI returns.
     pub fn abort(&self, code: i32) -> ! {
@@ -352,6 +371,9 @@ mod tests {
         let mut buf = [7.0f32, 8.0];
         mpi.broadcast(&mut buf, 0).unwrap();
         assert_eq!(buf, [7.0, 8.0]);
+        let mut bytes = *b"state";
+        mpi.broadcast_bytes(&mut bytes, 0).unwrap();
+        assert_eq!(&bytes, b"state");
         mpi.finalize().unwrap();
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use crate::cli::HyperparameterArgs;
-use crate::distributed::{self, ResourceConfig};
+use crate::distributed::{self, Collective, ResourceConfig};
 use crate::hparams::{self, Hyperparameters, RawHyperparameters};
 use crate::train::{self, DataSource, TrainConfig, TrainOutcome};
 use resnet::cli::{lst_root, DeviceArgs, WorkersArgs};
@@ -297,7 +297,7 @@ pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
         keep_head: opts.keep_head,
         model: opts.model.clone(),
         seed: opts.seed,
-        device: opts.device.device.clone(),
+        device: distributed::device_for_rank(opts.device.device.clone(), &world),
         resume: opts.resume.clone(),
         progress: io::stderr().is_terminal(),
         workers: opts.workers.threads(),
@@ -305,6 +305,38 @@ pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
         world: world.clone(),
     };
 
+    // Several processes: join them now (MPI_Init); from here on an error on any rank
+    // ends the whole job (MPI_Abort), so that no rank waits for it forever.
+    let collective = if world.is_distributed() {
+        Some(Arc::new(Collective::join(&world)?))
+    } else {
+        None
+    };
+    match train_and_report(&opts, cfg, collective.clone()) {
+        Err(e) if !cli::is_broken_pipe(&e) => match &collective {
+            Some(c) => c.abort(e.as_ref()),
+            None => Err(e),
+        },
+        other => other,
+    }
+}
+
+/// Prepare and run the training of `cfg`; with `--export-mxnet`, export the model (rank
+/// 0, or the only process).
+fn train_and_report(
+    opts: &Opts,
+    mut cfg: TrainConfig,
+    collective: Option<Arc<Collective>>,
+) -> anyhow::Result<Outcome> {
+    let world = cfg.world.clone();
+    // `--resume` on several ranks: rank 0's state, received by the others (kept here
+    // for the run), so that only rank 0's machine needs it.
+    let mut _received = None;
+    if let (Some(c), Some(given)) = (&collective, &cfg.resume) {
+        let shared = train::share_resume_state(c, given)?;
+        cfg.resume = Some(shared.dir().to_path_buf());
+        _received = Some(shared);
+    }
     let prepared = train::prepare(cfg, |w| cli::warn(TOOL, w))?;
 
     // Ctrl-C: the first one asks the loop to stop after the current step; a second
@@ -327,10 +359,10 @@ pub fn run(opts: Opts) -> anyhow::Result<Outcome> {
             Box::new(RankPrefixed::new(io::stderr(), world.rank)),
         )
     };
-    let outcome = train::train(prepared, &mut data, &mut log, interrupt)?;
+    let outcome = train::train(prepared, collective, &mut data, &mut log, interrupt)?;
     Ok(match outcome {
         TrainOutcome::Finished { .. } => {
-            if opts.export_mxnet {
+            if opts.export_mxnet && world.is_leader() {
                 export_mxnet(&opts.out)?;
             }
             Outcome::Success

@@ -83,6 +83,7 @@ fn data_parallel_training_on_two_cpu_replicas() {
         let devices = vec![Default::default(); 2];
         let outcome = train::train_on::<Autodiff<Flex>>(
             &prepared,
+            None,
             devices,
             &mut data,
             &mut log,

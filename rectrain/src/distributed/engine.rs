@@ -115,6 +115,16 @@ impl Collective {
         self.fatal_on(self.mpi.broadcast(values, 0));
     }
 
+    /// Rank 0's `bytes` on every rank (the others pass anything, e.g. nothing): the
+    /// length, then the bytes (MPI_Bcast).
+    pub fn broadcast_bytes_from_leader(&self, mut bytes: Vec<u8>) -> Vec<u8> {
+        let mut len = (bytes.len() as u64).to_le_bytes();
+        self.fatal_on(self.mpi.broadcast_bytes(&mut len, 0));
+        bytes.resize(u64::from_le_bytes(len) as usize, 0);
+        self.fatal_on(self.mpi.broadcast_bytes(&mut bytes, 0));
+        bytes
+    }
+
     /// An MPI call that returned an error (under an error handler that returns) ends
     /// the job: the ranks can no longer agree.
     fn fatal_on(&self, result: Result<(), mpi_dyn::MpiError>) {

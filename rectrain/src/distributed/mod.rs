@@ -19,4 +19,4 @@ pub mod grads;
 pub mod world;
 
 pub use engine::{Collective, CollectiveError};
-pub use world::{check_kv_store, detect, ResourceConfig, World};
+pub use world::{check_kv_store, detect, device_for_rank, ResourceConfig, World};

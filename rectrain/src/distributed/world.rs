@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use resnet::backend::DeviceSpec;
+
 /// This process's place in a training run of `size` processes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct World {
@@ -162,6 +164,18 @@ pub fn detect(
     })
 }
 
+/// The device of this rank: `--device cuda` (which names GPU 0) on a rank of several
+/// means this machine's GPU `LOCAL_RANK` (one GPU per process, as torchrun's scripts
+/// do); any other device is kept.
+pub fn device_for_rank(spec: DeviceSpec, world: &World) -> DeviceSpec {
+    match (&spec, world.local_rank) {
+        (DeviceSpec::Cuda(ids), Some(local)) if world.is_distributed() && ids == &[0] => {
+            DeviceSpec::Cuda(vec![local])
+        }
+        _ => spec,
+    }
+}
+
 /// SageMaker's `kv_store` against the world: `dist_sync` and `dist_device_sync` are
 /// what rectrain does on several processes, `dist_async` is refused, and the
 /// single-machine kinds (`local`, `device`) are refused on several processes (MXNet
@@ -286,6 +300,29 @@ mod tests {
         assert_eq!(err, "PMI_RANK: rank 4 of 4 processes does not exist");
         let err = detect(&env(&[("RANK", "x")]), None).unwrap_err();
         assert_eq!(err, "RANK=\"x\" is not a whole number");
+    }
+
+    #[test]
+    fn cuda_on_a_rank_of_several_is_its_local_gpu() {
+        let rank = |local: Option<usize>, size: usize| World {
+            rank: 3,
+            size,
+            local_rank: local,
+        };
+        let cuda = |ids: &[usize]| DeviceSpec::Cuda(ids.to_vec());
+        assert_eq!(device_for_rank(cuda(&[0]), &rank(Some(1), 4)), cuda(&[1]));
+        // One process, no local rank, an explicit other GPU or set, the CPU: kept.
+        assert_eq!(device_for_rank(cuda(&[0]), &rank(Some(1), 1)), cuda(&[0]));
+        assert_eq!(device_for_rank(cuda(&[0]), &rank(None, 4)), cuda(&[0]));
+        assert_eq!(device_for_rank(cuda(&[2]), &rank(Some(1), 4)), cuda(&[2]));
+        assert_eq!(
+            device_for_rank(cuda(&[0, 1]), &rank(Some(1), 4)),
+            cuda(&[0, 1])
+        );
+        assert_eq!(
+            device_for_rank(DeviceSpec::Cpu, &rank(Some(1), 4)),
+            DeviceSpec::Cpu
+        );
     }
 
     #[test]

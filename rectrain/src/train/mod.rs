@@ -75,15 +75,21 @@ pub use data_parallel::{shard_sizes, DataParallel, ParallelStep};
 pub use error::TrainError;
 pub use optim::all_finite;
 pub use prepare::{prepare, InitialModel, TrainingSetup, TOO_FEW_IMAGES};
-pub use resume::{find_resume_dir, read_resume_state, ResumeState};
+pub use resume::{
+    find_resume_dir, read_resume_state, share_resume_state, ResumeState, SharedState,
+};
 
 use epoch::TrainingRun;
 use error::{io_err, weights_err};
 
 /// Run a prepared training. `data` receives one JSON line per epoch; `log` receives
 /// SageMaker's log lines; setting `interrupt` stops after the current step.
+///
+/// `collective` joins this process to the other ranks of a multi-process run
+/// ([`Collective::join`]); `None` trains alone.
 pub fn train(
     prepared: TrainingSetup,
+    collective: Option<Arc<Collective>>,
     data: &mut dyn Write,
     log: &mut dyn Write,
     interrupt: Arc<AtomicBool>,
@@ -104,6 +110,7 @@ pub fn train(
     let precision = h.precision_dtype;
     let task = TrainTask {
         prepared: &prepared,
+        collective,
         data,
         log,
         interrupt,
@@ -121,6 +128,7 @@ pub fn train(
 /// mini-batch. `mini_batch_size` must be at least the number of devices.
 pub fn train_on<B: AutodiffBackend>(
     prepared: &TrainingSetup,
+    collective: Option<Arc<Collective>>,
     devices: Vec<B::Device>,
     data: &mut dyn Write,
     log: &mut dyn Write,
@@ -148,8 +156,8 @@ pub fn train_on<B: AutodiffBackend>(
         let ckpt = artifact::checkpoints_dir(&prepared.cfg.out);
         std::fs::create_dir_all(&ckpt).map_err(io_err(&ckpt))?;
     }
-    let collective = if world.is_distributed() {
-        let c = Collective::join(world)?;
+    if let Some(c) = &collective {
+        let world = c.world();
         info(
             log,
             &format!(
@@ -164,14 +172,8 @@ pub fn train_on<B: AutodiffBackend>(
                 prepared.cfg.out.display()
             ),
         );
-        let c = Arc::new(c);
-        if let Err(e) = c.check_same_run(&run_digest(prepared)) {
-            c.abort(&e);
-        }
-        Some(c)
-    } else {
-        None
-    };
+        c.check_same_run(&run_digest(prepared))?;
+    }
     for line in configuration_lines(h) {
         info(log, &line);
     }
@@ -191,18 +193,14 @@ pub fn train_on<B: AutodiffBackend>(
     for line in parameter_lines(h) {
         info(log, &line);
     }
-    let result = TrainTask {
+    TrainTask {
         prepared,
+        collective,
         data,
         log,
         interrupt,
     }
-    .run_on::<B>(devices, collective.clone());
-    if let (Err(e), Some(c)) = (&result, &collective) {
-        // The other ranks may wait in a collective call for this one: end them all.
-        c.abort(e);
-    }
-    result
+    .run_on::<B>(devices)
 }
 
 /// What every rank of one run must agree on: the hyperparameters, the seed, the
@@ -228,6 +226,7 @@ fn run_digest(p: &TrainingSetup) -> Vec<u8> {
 
 struct TrainTask<'a> {
     prepared: &'a TrainingSetup,
+    collective: Option<Arc<Collective>>,
     data: &'a mut dyn Write,
     log: &'a mut dyn Write,
     interrupt: Arc<AtomicBool>,
@@ -237,7 +236,14 @@ impl BackendTask for TrainTask<'_> {
     type Output = Result<TrainOutcome, TrainError>;
 
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
-        train_on::<B>(self.prepared, devices, self.data, self.log, self.interrupt)
+        train_on::<B>(
+            self.prepared,
+            self.collective,
+            devices,
+            self.data,
+            self.log,
+            self.interrupt,
+        )
     }
 }
 
@@ -245,7 +251,6 @@ impl TrainTask<'_> {
     fn run_on<B: AutodiffBackend>(
         self,
         devices: Vec<B::Device>,
-        collective: Option<Arc<Collective>>,
     ) -> Result<TrainOutcome, TrainError> {
         let p = self.prepared;
         let h = &p.cfg.hparams;
@@ -337,7 +342,7 @@ impl TrainTask<'_> {
             steps_done: 0,
             upscale: Default::default(),
             amp: amp::MixedPrecision::new(h.precision_dtype),
-            collective,
+            collective: self.collective,
             sync: Default::default(),
         };
         match h.optimizer {

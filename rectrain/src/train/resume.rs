@@ -9,6 +9,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
+use crate::distributed::Collective;
 use crate::hparams::{self, Hyperparameters, RawHyperparameters};
 use resnet::artifact;
 use resnet::metrics::{Accumulator, BestTracker, EarlyStopping, EpochMetrics};
@@ -306,6 +307,83 @@ fn replace_dir(new: &Path, dst: &Path) -> std::io::Result<()> {
     std::fs::rename(new, dst)?;
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
+}
+
+/// A resumable state folder as one rank sees it: rank 0's own, or a temporary copy of
+/// it received from rank 0 (deleted when this is dropped).
+pub struct SharedState {
+    dir: PathBuf,
+    _copy: Option<tempfile::TempDir>,
+}
+
+impl SharedState {
+    /// The folder to resume from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// `--resume` on several processes: rank 0 sends the files of its resumable state
+/// folder (`find_resume_dir(given)`) to every rank, which resume from their copy, so
+/// that only rank 0's machine needs the state. When rank 0 has none, every rank keeps
+/// `given` (and the usual error follows on rank 0).
+pub fn share_resume_state(c: &Collective, given: &Path) -> Result<SharedState, TrainError> {
+    if c.world().is_leader() {
+        let dir = find_resume_dir(given);
+        let mut payload = Vec::new();
+        if dir.join("state.json").is_file() {
+            let entries = std::fs::read_dir(&dir).map_err(io_err(&dir))?;
+            let mut files = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(io_err(&dir))?;
+                let path = entry.path();
+                if path.is_file() {
+                    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+                    files.push((entry.file_name().to_string_lossy().into_owned(), bytes));
+                }
+            }
+            for (name, bytes) in files {
+                for part in [name.as_bytes(), &bytes[..]] {
+                    payload.extend_from_slice(&(part.len() as u64).to_le_bytes());
+                    payload.extend_from_slice(part);
+                }
+            }
+        }
+        c.broadcast_bytes_from_leader(payload);
+        return Ok(SharedState { dir, _copy: None });
+    }
+    let payload = c.broadcast_bytes_from_leader(Vec::new());
+    if payload.is_empty() {
+        return Ok(SharedState {
+            dir: given.to_path_buf(),
+            _copy: None,
+        });
+    }
+    let bad = || TrainError::Config("the resumable state received from rank 0 is cut short".into());
+    let copy = tempfile::Builder::new()
+        .prefix("rectrain-resume-")
+        .tempdir()
+        .map_err(io_err(&std::env::temp_dir()))?;
+    let mut rest = &payload[..];
+    let take = |rest: &mut &[u8]| -> Result<Vec<u8>, TrainError> {
+        let (len, tail) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+        let len = u64::from_le_bytes(*len) as usize;
+        let part = tail.get(..len).ok_or_else(bad)?.to_vec();
+        *rest = &tail[len..];
+        Ok(part)
+    };
+    while !rest.is_empty() {
+        let name = String::from_utf8(take(&mut rest)?).map_err(|_| bad())?;
+        let bytes = take(&mut rest)?;
+        // Names from rank 0's folder listing: plain file names only.
+        let name = Path::new(&name).file_name().ok_or_else(bad)?.to_owned();
+        let path = copy.path().join(name);
+        std::fs::write(&path, bytes).map_err(io_err(&path))?;
+    }
+    Ok(SharedState {
+        dir: copy.path().to_path_buf(),
+        _copy: Some(copy),
+    })
 }
 
 #[cfg(test)]
