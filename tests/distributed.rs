@@ -364,6 +364,38 @@ fn a_killed_rank_ends_the_job_and_resume_finishes_it() {
     assert!(out_dir.join("model.safetensors").is_file());
 }
 
+/// A state saved inside an epoch by one process (Ctrl-C, here `--stop-after-steps`)
+/// resumes on one process only: on 2 ranks the epoch's batches would be cut
+/// differently, and both ranks refuse it before training.
+#[test]
+fn a_state_from_inside_an_epoch_resumes_on_the_same_number_of_processes() {
+    if !mpirun_available() {
+        return;
+    }
+    let d = demo();
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("s");
+    let args = ["--epochs", "1", "--mini-batch-size", "12"];
+    let mut first = tool("rectrain");
+    first
+        .args(train_args(d, &out_dir, &args))
+        .args(["--stop-after-steps", "3"]);
+    let out = first.output().unwrap();
+    check_code(&first, &out, 130);
+    let mut again = ranks(2, d, &out_dir, &args);
+    again.extend(["--resume".to_string(), out_dir.display().to_string()]);
+    let out = mpirun(&[again]).output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = stderr_text(&out);
+    assert!(
+        err.contains(
+            "it stopped inside epoch 0 (after 3 steps) of a run on 1 process(es): resume it on 1"
+        ),
+        "{err}"
+    );
+    assert!(stdout_text(&out).is_empty(), "no epoch ran");
+}
+
 /// Tiny two-class records for the launch checks that run no MPI.
 fn tiny(dir: &Path) -> PathBuf {
     let images = dir.join("images");

@@ -136,6 +136,13 @@ fn check(call: &'static str, code: c_int) -> Result<(), MpiError> {
     }
 }
 
+/// The element types sent.
+#[derive(Clone, Copy)]
+enum Datatype {
+    Float,
+    Byte,
+}
+
 /// The most elements one MPI call takes (`count` is an `int`).
 const MAX_COUNT: usize = c_int::MAX as usize;
 
@@ -282,34 +289,38 @@ impl Mpi {
 
     /// MPI_Bcast of `buf` from rank `root` to every rank.
     pub fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<(), MpiError> {
-        for chunk in buf.chunks_mut(MAX_COUNT) {
-            // SAFETY: `chunk` holds `len` f32s and stays borrowed for the call.
-            with_api!(self, api => check("MPI_Bcast", unsafe {
-                (api.bcast)(
-                    chunk.as_mut_ptr().cast(),
-                    chunk.len() as c_int,
-                    api.float,
-                    root as c_int,
-                    api.world,
-                )
-            }))?;
-        }
-        Ok(())
+        // SAFETY: f32 is MPI_FLOAT.
+        unsafe { self.bcast(buf, Datatype::Float, root) }
     }
 
     /// MPI_Bcast of the bytes of `buf` from rank `root` to every rank.
     pub fn broadcast_bytes(&self, buf: &mut [u8], root: usize) -> Result<(), MpiError> {
+        // SAFETY: u8 is MPI_BYTE.
+        unsafe { self.bcast(buf, Datatype::Byte, root) }
+    }
+
+    /// MPI_Bcast of `buf`, `MAX_COUNT` elements at a time.
+    ///
+    /// # Safety
+    /// `T` must be the type `datatype` describes.
+    unsafe fn bcast<T>(
+        &self,
+        buf: &mut [T],
+        datatype: Datatype,
+        root: usize,
+    ) -> Result<(), MpiError> {
         for chunk in buf.chunks_mut(MAX_COUNT) {
-            // SAFETY: `chunk` holds `len` bytes (MPI_BYTE) and stays borrowed for the call.
-            with_api!(self, api => check("MPI_Bcast", unsafe {
-                (api.bcast)(
-                    chunk.as_mut_ptr().cast(),
-                    chunk.len() as c_int,
-                    api.byte,
-                    root as c_int,
-                    api.world,
-                )
-            }))?;
+            with_api!(self, api => {
+                let dt = match datatype {
+                    Datatype::Float => api.float,
+                    Datatype::Byte => api.byte,
+                };
+                // SAFETY: `chunk` holds `len` elements of `dt` (the caller's promise) and
+                // stays borrowed for the call; the handles are the library's own.
+                check("MPI_Bcast", unsafe {
+                    (api.bcast)(chunk.as_mut_ptr().cast(), chunk.len() as c_int, dt, root as c_int, api.world)
+                })
+            })?;
         }
         Ok(())
     }

@@ -233,10 +233,10 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
     ) -> Result<TrainOutcome, TrainError> {
         let p = self.p;
         let h = &p.cfg.hparams;
-        let mut state = ResumeState::start(h, p.cfg.seed, p.layout);
+        let mut state = ResumeState::start(h, p.cfg.seed, p.layout, self.world_size());
         if let Some((dir, saved)) = &p.resume {
             (model, optim) = resume::load(dir, model, optim, &self.device)?;
-            state = saved.continued(h);
+            state = saved.continued(h, self.world_size());
             info(
                 self.log,
                 &format!(

@@ -48,6 +48,14 @@ pub struct ResumeState {
     /// The network trained (absent in states written before MXNet's layout existed).
     #[serde(default)]
     pub layout: Layout,
+    /// How many processes trained (absent in states written before multi-process
+    /// training: one).
+    #[serde(default = "one_process")]
+    pub processes: usize,
+}
+
+fn one_process() -> usize {
+    1
 }
 
 pub(super) const STATE_FORMAT: &str = "rectrain-state";
@@ -156,6 +164,16 @@ pub(super) fn check(
                     ),
                 ));
             }
+            if state.step > 0 && state.processes != cfg.world.size {
+                return Err(state_err(
+                    &dir,
+                    format!(
+                        "it stopped inside epoch {} (after {} steps) of a run on {} process(es): \
+                         resume it on {} (another count cuts the epoch's batches differently)",
+                        state.epoch, state.step, state.processes, state.processes
+                    ),
+                ));
+            }
             if !tuned.is_empty() {
                 warn(format!(
                     "resuming with changed optimizer settings: {}",
@@ -176,7 +194,7 @@ pub(super) fn check(
 
 impl ResumeState {
     /// The state of a run before its first step: epoch 0, nothing recorded yet.
-    pub(super) fn start(h: &Hyperparameters, seed: u64, layout: Layout) -> Self {
+    pub(super) fn start(h: &Hyperparameters, seed: u64, layout: Layout, processes: usize) -> Self {
         ResumeState {
             format: STATE_FORMAT.into(),
             epoch: 0,
@@ -195,13 +213,14 @@ impl ResumeState {
             hyperparameters: h.to_raw(),
             best_checkpoint: None,
             layout,
+            processes,
         }
     }
 
     /// This saved state, continued with the resumed run's hyperparameters (which may
     /// change the early-stopping settings and the optimizer's numbers, see
-    /// [`check`]); the early-stopping counters are kept.
-    pub(super) fn continued(&self, h: &Hyperparameters) -> Self {
+    /// [`check`]) on `processes` processes; the early-stopping counters are kept.
+    pub(super) fn continued(&self, h: &Hyperparameters, processes: usize) -> Self {
         ResumeState {
             early_stopping: EarlyStopping {
                 min_epochs: h.early_stopping_min_epochs,
@@ -210,6 +229,7 @@ impl ResumeState {
                 ..self.early_stopping
             },
             hyperparameters: h.to_raw(),
+            processes,
             ..self.clone()
         }
     }
