@@ -2,11 +2,12 @@
 //! SageMaker's routes, each content type and `Accept`, answers equal to the batch mode's
 //! `--sagemaker --squash` lines for the same files, every error status with the server
 //! still answering afterwards, dynamic batching under concurrent clients, 503 from a
-//! full queue, graceful SIGTERM/SIGINT, and SageMaker's `serve` container entry.
+//! full queue, graceful SIGTERM/SIGINT, SageMaker's `serve` container entry, and slow
+//! clients (header and body timeouts, the connection cap).
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -589,4 +590,100 @@ fn an_address_in_use_or_a_bad_model_is_exit_2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/model"), "{err}");
     assert!(out.stdout.is_empty());
+}
+
+/// Read from `s` until the server closes it (at most `within`): everything it sent.
+/// Panics if it is still open by then.
+fn until_closed(s: &mut TcpStream, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "still open after {within:?}: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return String::from_utf8_lossy(&got).into_owned(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return String::from_utf8_lossy(&got).into_owned()
+            }
+            Err(e) => panic!(
+                "still open after {within:?} ({e}): {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}
+
+/// Slow clients cannot hold the server: 40 connections that send half a header (more
+/// than `--max-connections 16`) are all closed within seconds of `--header-timeout 1`,
+/// a body shorter than its Content-Length gets 408 after `--body-timeout 1` and its
+/// connection closed, and `/ping` answers at once all along.
+#[test]
+fn slow_clients_are_dropped_while_ping_keeps_answering() {
+    let t = trained();
+    let server = Server::start(
+        &t.model,
+        &[
+            "--header-timeout",
+            "1",
+            "--body-timeout",
+            "1",
+            "--max-connections",
+            "16",
+        ],
+    );
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let ping = || {
+        let start = Instant::now();
+        let a = answer(agent().get(&format!("{}/ping", server.url)).call());
+        assert_eq!(a.status, 200, "{}", server.log());
+        start.elapsed()
+    };
+    let mut half: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            s.write_all(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Ty")
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut short_body = TcpStream::connect(&addr).unwrap();
+    short_body
+        .write_all(
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n\
+              Content-Length: 1000\r\n\r\n0123456789",
+        )
+        .unwrap();
+    // 16 slots, 41 slow clients: /ping waits at most for a slot to free (about one
+    // header timeout), never for the slow clients to finish.
+    assert!(ping() < Duration::from_secs(5), "{}", server.log());
+
+    let answer_408 = until_closed(&mut short_body, Duration::from_secs(10));
+    assert!(
+        answer_408.starts_with("HTTP/1.1 408")
+            && answer_408.contains("did not arrive within 1 s (--body-timeout)"),
+        "{answer_408:?}"
+    );
+    for s in &mut half {
+        // Closed (hyper may say 408 first); the last ones waited for a slot before
+        // their header timer started.
+        let said = until_closed(s, Duration::from_secs(15));
+        assert!(
+            said.is_empty() || said.starts_with("HTTP/1.1 408"),
+            "{said:?}"
+        );
+    }
+    assert!(ping() < Duration::from_secs(2), "{}", server.log());
+    let (status, _, log) = server.stop("TERM");
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("16 connections open (--max-connections): new ones wait until one closes"),
+        "{log}"
+    );
 }

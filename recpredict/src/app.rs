@@ -207,6 +207,39 @@ pub struct Opts {
         help = "Requests in flight at most (503 above) [default: 256]"
     )]
     queue_size: Option<u32>,
+
+    /// How long a client may take to send a request's headers; a slower one (or one that
+    /// stops half-way) has its connection closed.
+    #[arg(
+        long,
+        value_name = "SECS",
+        requires = "serve",
+        value_parser = positive,
+        help = "Close connections whose request headers take longer [default: 10]"
+    )]
+    header_timeout: Option<f64>,
+
+    /// How long a client may take to send a request's body (a body shorter than its
+    /// Content-Length waits at most this); then 408 and the connection is closed.
+    #[arg(
+        long,
+        value_name = "SECS",
+        requires = "serve",
+        value_parser = positive,
+        help = "Answer 408 to bodies that take longer [default: 60]"
+    )]
+    body_timeout: Option<f64>,
+
+    /// Open connections at most; further clients wait in the listen queue until one
+    /// closes.
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "serve",
+        value_parser = clap::value_parser!(u32).range(1..),
+        help = "Open connections at most [default: 1024]"
+    )]
+    max_connections: Option<u32>,
 }
 
 fn non_negative(s: &str) -> Result<f64, String> {
@@ -291,6 +324,16 @@ impl Opts {
             device: self.device.device.clone(),
             precision: self.device.precision(),
             top_k: self.top_k,
+            header_timeout: Duration::from_secs_f64(
+                self.header_timeout
+                    .unwrap_or(serve::DEFAULT_HEADER_TIMEOUT_S),
+            ),
+            body_timeout: Duration::from_secs_f64(
+                self.body_timeout.unwrap_or(serve::DEFAULT_BODY_TIMEOUT_S),
+            ),
+            max_connections: self
+                .max_connections
+                .unwrap_or(serve::DEFAULT_MAX_CONNECTIONS) as usize,
         })
     }
 
@@ -308,6 +351,9 @@ impl Opts {
             (self.max_batch_delay.is_some(), "--max-batch-delay"),
             (self.max_payload_mb.is_some(), "--max-payload-mb"),
             (self.queue_size.is_some(), "--queue-size"),
+            (self.header_timeout.is_some(), "--header-timeout"),
+            (self.body_timeout.is_some(), "--body-timeout"),
+            (self.max_connections.is_some(), "--max-connections"),
         ] {
             if given {
                 anyhow::bail!("{flag} is an option of --serve");

@@ -119,6 +119,8 @@ pub struct AppState {
     pub queue_size: usize,
     /// The body size limit in bytes.
     pub max_payload: usize,
+    /// How long a request's body may take to arrive (`--body-timeout`).
+    pub body_timeout: std::time::Duration,
     /// The model's class names.
     pub class_names: Option<Vec<String>>,
     /// Length of the `top_k` list of [`RECPREDICT_JSON`] answers.
@@ -203,6 +205,30 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
 /// the 413 instead of a broken connection. A body declared larger is refused unread.
 fn drain_limit(max_payload: usize) -> u64 {
     (max_payload as u64).saturating_add(64 << 20)
+}
+
+/// How reading a request body ended badly.
+enum BodyError {
+    /// Over `max_payload` (up to [`drain_limit`] of it was read and dropped).
+    TooLarge,
+    /// Not all there within `--body-timeout`.
+    TimedOut,
+    /// The connection failed.
+    Read(axum::Error),
+}
+
+/// The request body, read within `timeout`.
+async fn read_body_within(
+    body: Body,
+    max_payload: usize,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, BodyError> {
+    match tokio::time::timeout(timeout, read_body(body, max_payload)).await {
+        Err(_) => Err(BodyError::TimedOut),
+        Ok(Err(e)) => Err(BodyError::Read(e)),
+        Ok(Ok(None)) => Err(BodyError::TooLarge),
+        Ok(Ok(Some(bytes))) => Ok(bytes),
+    }
 }
 
 /// The request body, or `None` when it is over `max_payload` bytes (then up to
@@ -293,7 +319,7 @@ async fn invocations(
         // 413: answering first closed the connection while the client was still sending,
         // and the client saw the connection end instead of the 503 (seen in
         // `tests/serve.rs`' full-queue test once the model got fast).
-        let _ = read_body(body, 0).await;
+        let _ = read_body_within(body, 0, state.body_timeout).await;
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             format_args!(
@@ -304,10 +330,23 @@ async fn invocations(
     };
     state.load.decoding.fetch_add(1, Ordering::AcqRel);
     let decoding = Decoding(&state.load);
-    let bytes = match read_body(body, state.max_payload).await {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return too_large(),
-        Err(e) => {
+    let bytes = match read_body_within(body, state.max_payload, state.body_timeout).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::TimedOut) => {
+            let mut r = error(
+                StatusCode::REQUEST_TIMEOUT,
+                format_args!(
+                    "the request body did not arrive within {} s (--body-timeout)",
+                    state.body_timeout.as_secs_f64()
+                ),
+            );
+            // The rest of the body may still come: end the connection after this answer.
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+        Err(BodyError::Read(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 format_args!("reading the request body: {e}"),

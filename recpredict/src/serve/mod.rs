@@ -44,6 +44,12 @@ pub const DEFAULT_MAX_PAYLOAD_MB: f64 = 6.0;
 pub const DEFAULT_MAX_BATCH_DELAY_MS: f64 = 5.0;
 /// `--queue-size`'s default.
 pub const DEFAULT_QUEUE_SIZE: u32 = 256;
+/// `--header-timeout`'s default, in seconds.
+pub const DEFAULT_HEADER_TIMEOUT_S: f64 = 10.0;
+/// `--body-timeout`'s default, in seconds (SageMaker's invocation timeout is 60 s).
+pub const DEFAULT_BODY_TIMEOUT_S: f64 = 60.0;
+/// `--max-connections`' default.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 
 /// A validated server configuration.
 #[derive(Debug, Clone)]
@@ -70,6 +76,14 @@ pub struct ServeConfig {
     pub precision: Precision,
     /// `top_k` length of [`http::RECPREDICT_JSON`] answers.
     pub top_k: Option<usize>,
+    /// How long a client may take to send a request's headers (from its first byte, or
+    /// from the connection's start); then the connection is closed.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body; then 408 and the
+    /// connection is closed.
+    pub body_timeout: Duration,
+    /// Open connections at most; more wait in the listen queue until one closes.
+    pub max_connections: usize,
 }
 
 /// What a server did, reported when it stops.
@@ -150,6 +164,7 @@ pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
         admission: Arc::new(tokio::sync::Semaphore::new(cfg.queue_size.max(1))),
         queue_size: cfg.queue_size,
         max_payload: cfg.max_payload,
+        body_timeout: cfg.body_timeout,
         class_names,
         top_k,
         load: load.clone(),
@@ -176,7 +191,8 @@ pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
             TOOL,
             format_args!(
                 "serving {} on http://{local} (GET /ping, POST /invocations): input {c}x{h}x{w} \
-                 ({}), batch size {}, max batch delay {} ms, queue {}, payload limit {} bytes",
+                 ({}), batch size {}, max batch delay {} ms, queue {}, payload limit {} bytes, \
+                 header timeout {} s, body timeout {} s, {} connections at most",
                 cfg.model_dir.display(),
                 match eval_mode {
                     EvalMode::Squash => "squash",
@@ -185,13 +201,13 @@ pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
                 cfg.batch_size,
                 cfg.max_delay.as_secs_f64() * 1000.0,
                 cfg.queue_size,
-                cfg.max_payload
+                cfg.max_payload,
+                cfg.header_timeout.as_secs_f64(),
+                cfg.body_timeout.as_secs_f64(),
+                cfg.max_connections,
             ),
         );
-        axum::serve(listener, http::router(state.clone()))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(start_error)?;
+        accept_loop(listener, http::router(state.clone()), cfg, shutdown).await;
         Ok::<_, Error>(())
     });
     // Requests still running on the runtime end with it; the batcher ends when the
@@ -222,6 +238,72 @@ pub fn serve(cfg: &ServeConfig) -> Result<ServeReport, Error> {
         ),
     );
     Ok(report)
+}
+
+/// Accept connections until `shutdown`, each served as HTTP/1 with `cfg`'s header-read
+/// timeout, at most `cfg.max_connections` at once (the next waits in the listen queue),
+/// then let the open ones finish their requests (at most 30 s).
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    cfg: &ServeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.max(1)));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout);
+    tokio::pin!(shutdown);
+    let mut said_full = false;
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: say so, wait, go on.
+                    tool_cli::message(TOOL, format_args!("accept: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if slots.available_permits() == 0 && !said_full {
+            tool_cli::message(
+                TOOL,
+                format_args!(
+                    "{} connections open (--max-connections): new ones wait until one closes",
+                    cfg.max_connections
+                ),
+            );
+        }
+        said_full = slots.available_permits() == 0;
+        let service = TowerToHyperService::new(router.clone());
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(30)) => {
+            tool_cli::message(TOOL, "connections still open 30 s after the signal: closing them");
+        }
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT (after saying so on stderr). The handlers
