@@ -11,7 +11,7 @@
 //! - **Open MPI** (`libmpi.so.40`, versions 3 to 5): handles are pointers, and the
 //!   predefined ones are the addresses of exported objects (`MPI_COMM_WORLD` is
 //!   `&ompi_mpi_comm_world`, `MPI_FLOAT` `&ompi_mpi_float`, `MPI_SUM` `&ompi_mpi_op_sum`).
-//! - **The MPICH ABI** (`libmpi.so.12`: MPICH ≥ 3.1, Intel MPI, MVAPICH2, Cray MPICH):
+//! - **The MPICH ABI** (`libmpi.so.12`, Debian's `libmpich.so.12`: MPICH ≥ 3.1, Intel MPI, MVAPICH2, Cray MPICH):
 //!   handles are `int`s with fixed values (`MPI_COMM_WORLD` = 0x44000000, `MPI_FLOAT` =
 //!   0x4c00040a, `MPI_SUM` = 0x58000003, from `mpi.h`).
 //!
@@ -22,7 +22,12 @@ use std::ffi::{c_char, c_int, c_void};
 use libloading::Library;
 
 /// The libraries tried, in order, when `RECTRAIN_MPI_LIB` does not name one.
-pub const CANDIDATES: &[&str] = &["libmpi.so.40", "libmpi.so.12", "libmpi.so"];
+pub const CANDIDATES: &[&str] = &[
+    "libmpi.so.40",
+    "libmpi.so.12",
+    "libmpich.so.12",
+    "libmpi.so",
+];
 
 /// MPICH ABI handle values (mpich's `mpi.h`, stable since MPICH 3.1).
 mod mpich {
