@@ -409,22 +409,9 @@ fn tiny(dir: &Path) -> PathBuf {
 }
 
 fn tiny_run(rec: &Path, out: &Path) -> Command {
-    let mut cmd = tool("rectrain");
-    cmd.arg("--train")
-        .arg(rec)
-        .arg("--validation")
-        .arg(rec)
-        .arg("--out")
-        .arg(out)
-        .args([
-            "--num-layers",
-            "18",
-            "--image-shape",
-            "3,28,28",
-            "--epochs",
-            "1",
-        ])
-        .args(["--mini-batch-size", "4", "--device", "cpu", "--seed", "2"]);
+    let mut cmd = pipeline_tests::rectrain_cpu(rec, rec, out);
+    cmd.args(["--image-shape", "3,28,28", "--epochs", "1"])
+        .args(["--mini-batch-size", "4", "--seed", "2"]);
     cmd
 }
 

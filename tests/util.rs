@@ -122,18 +122,21 @@ pub fn list_and_pack(
 /// shape, epochs, batch size...; a flag given again overrides the defaults, rectrain's
 /// last flag wins). Panics with rectrain's output unless it succeeds.
 pub fn train_tiny(train: &Path, validation: &Path, out: &Path, args: &[&str]) -> Output {
-    run_expect(
-        tool("rectrain")
-            .arg("--train")
-            .arg(train)
-            .arg("--validation")
-            .arg(validation)
-            .arg("--out")
-            .arg(out)
-            .args(["--num-layers", "18", "--device", "cpu"])
-            .args(args),
-        0,
-    )
+    run_expect(rectrain_cpu(train, validation, out).args(args), 0)
+}
+
+/// `rectrain --train TRAIN --validation VALIDATION --out OUT --num-layers 18 --device
+/// cpu`, ready for more arguments.
+pub fn rectrain_cpu(train: &Path, validation: &Path, out: &Path) -> Command {
+    let mut cmd = tool("rectrain");
+    cmd.arg("--train")
+        .arg(train)
+        .arg("--validation")
+        .arg(validation)
+        .arg("--out")
+        .arg(out)
+        .args(["--num-layers", "18", "--device", "cpu"]);
+    cmd
 }
 
 /// A 28×28 PNG of the "dark" or "light" class (a faint pattern varied by `seed`), the

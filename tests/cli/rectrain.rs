@@ -74,22 +74,9 @@ fn small_run(d: &Data, out: &Path) -> Command {
 
 /// [`small_run`] with explicit training and validation files.
 fn run_on(train: &Path, val: &Path, out: &Path) -> Command {
-    let mut cmd = tool("rectrain");
-    cmd.arg("--train")
-        .arg(train)
-        .arg("--validation")
-        .arg(val)
-        .arg("--out")
-        .arg(out)
-        .args([
-            "--num-layers",
-            "18",
-            "--image-shape",
-            "3,16,16",
-            "--mini-batch-size",
-            "4",
-        ])
-        .args(["--device", "cpu", "--workers", "1", "--seed", "3"]);
+    let mut cmd = pipeline_tests::rectrain_cpu(train, val, out);
+    cmd.args(["--image-shape", "3,16,16", "--mini-batch-size", "4"])
+        .args(["--workers", "1", "--seed", "3"]);
     cmd
 }
 
