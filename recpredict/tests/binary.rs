@@ -1,9 +1,9 @@
-//! Why this file exists: cargo builds a package's binary for `cargo test` only when the
-//! package has integration tests (or the binary has a test harness, which for
-//! recpredict would be one more test binary linking burn). The tests that run
-//! recpredict live in the workspace's `tests/` (`tests/cli`, `tests/recpredict.rs`,
-//! `tests/serve.rs`, …) and find it in `target/<profile>/`; this one makes sure it is
-//! there. It uses nothing of the library, so it links no burn.
+//! Why this file exists: `cargo test` builds a package's binary (`target/<profile>/recpredict`)
+//! only when the package has integration tests, which may run it; the binary's own
+//! unit-test harness is another executable. The tests that run recpredict live in the
+//! workspace's `tests/` (`tests/cli`, `tests/recpredict.rs`, `tests/serve.rs`, …) and find it in
+//! `target/<profile>/`; this one makes sure it is built. It uses nothing of the
+//! library, so it links nothing more than the binary does.
 
 use std::process::Command;
 
