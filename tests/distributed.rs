@@ -396,6 +396,51 @@ fn a_state_from_inside_an_epoch_resumes_on_the_same_number_of_processes() {
     assert!(stdout_text(&out).is_empty(), "no epoch ran");
 }
 
+/// The MPICH ABI: 2 ranks started by MPICH's own launcher (Hydra, `PMI_RANK`) with its
+/// library (`libmpich.so.12`, Debian's name) train one epoch to identical weights.
+/// Skips without MPICH unless `RECTRAIN_REQUIRE_MPICH` is set (`.ci/run` installs it).
+#[test]
+fn mpich_ranks_train_to_identical_weights() {
+    let found = Command::new("mpiexec.mpich")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            std::env::var_os("RECTRAIN_REQUIRE_MPICH").is_none(),
+            "RECTRAIN_REQUIRE_MPICH is set but mpiexec.mpich is not installed"
+        );
+        eprintln!("SKIPPED: MPICH is not installed (Debian: mpich)");
+        return;
+    }
+    let d = demo();
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("mpich");
+    let mut cmd = Command::new("mpiexec.mpich");
+    cmd.args(["-n", "2", "-iface", "lo", "-env", "OMP_NUM_THREADS", "1"])
+        .arg(bin("rectrain"))
+        .args(train_args(
+            d,
+            &out_dir,
+            &["--epochs", "1", "--mini-batch-size", "16"],
+        ))
+        .env("RECTRAIN_MPI_LIB", "libmpich.so.12")
+        .stdin(Stdio::null());
+    let out = run_expect(&mut cmd, 0);
+    let err = stderr_text(&out);
+    assert!(
+        err.contains("(MPI: libmpich.so.12 (MPICH ABI), pid"),
+        "{err}"
+    );
+    let d = digests(&out);
+    assert_eq!(d.len(), 2, "{err}");
+    assert_eq!(d[0].1, d[1].1, "{err}");
+    assert_eq!(epochs(&out).len(), 1);
+    assert!(out_dir.join("model.safetensors").is_file());
+}
+
 /// Tiny two-class records for the launch checks that run no MPI.
 fn tiny(dir: &Path) -> PathBuf {
     let images = dir.join("images");

@@ -161,11 +161,12 @@ pub fn train_on<B: AutodiffBackend>(
         info(
             log,
             &format!(
-                "Distributed training: rank {} of {} (MPI, pid {}); each global batch of {} × {} images \
+                "Distributed training: rank {} of {} (MPI: {}, pid {}); each global batch of {} × {} images \
                  is cut into one contiguous shard per rank, the gradients are summed across the \
                  ranks every step; rank 0 validates and writes {}",
                 world.rank,
                 world.size,
+                c.describe(),
                 std::process::id(),
                 world.size,
                 h.mini_batch_size,
