@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use pipeline_tests::{bin, check_code, list_and_pack, run_expect, stderr_text, stdout_text, tool};
 
-/// `mpirun` when installed; `None` (the test skips) when not, unless
-/// `RECTRAIN_REQUIRE_MPI` is set.
-fn mpirun_available() -> bool {
-    let found = Command::new("mpirun")
+/// Whether the launcher `program` is installed; when not, the test skips (says so),
+/// unless `require` is set in the environment, which makes that a failure.
+fn launcher_available(program: &str, require: &str, package: &str) -> bool {
+    let found = Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -26,12 +26,25 @@ fn mpirun_available() -> bool {
         .is_ok_and(|s| s.success());
     if !found {
         assert!(
-            std::env::var_os("RECTRAIN_REQUIRE_MPI").is_none(),
-            "RECTRAIN_REQUIRE_MPI is set but mpirun is not installed"
+            std::env::var_os(require).is_none(),
+            "{require} is set but {program} is not installed"
         );
-        eprintln!("SKIPPED: mpirun is not installed (Debian: openmpi-bin)");
+        eprintln!("SKIPPED: {program} is not installed (Debian: {package})");
     }
     found
+}
+
+/// Open MPI's `mpirun` (`RECTRAIN_REQUIRE_MPI` makes its absence a failure).
+fn mpirun_available() -> bool {
+    launcher_available("mpirun", "RECTRAIN_REQUIRE_MPI", "openmpi-bin")
+}
+
+/// A job refused before any epoch: non-zero exit, `needle` on stderr, nothing on stdout.
+fn assert_refused(out: &Output, needle: &str) {
+    let err = stderr_text(out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(needle), "{err}");
+    assert!(stdout_text(out).is_empty(), "no epoch ran");
 }
 
 /// `mpirun` on loopback only, allowed as root and on more ranks than cores, one
@@ -257,15 +270,10 @@ fn ranks_started_for_different_runs_are_refused() {
     let a = ranks(1, d, &out_dir, &["--epochs", "1", "--mini-batch-size", "8"]);
     let b = ranks(1, d, &out_dir, &["--epochs", "2", "--mini-batch-size", "8"]);
     let out = mpirun(&[a, b]).output().unwrap();
-    assert_ne!(out.status.code(), Some(0), "{}", stderr_text(&out));
-    let err = stderr_text(&out);
-    assert!(
-        err.contains(
-            "rank(s) 1 of 2 were started with other hyperparameters, seed or data than rank 0"
-        ),
-        "{err}"
+    assert_refused(
+        &out,
+        "rank(s) 1 of 2 were started with other hyperparameters, seed or data than rank 0",
     );
-    assert!(stdout_text(&out).is_empty(), "no epoch ran");
 }
 
 /// A rank killed after the first epoch ends the whole job within a minute (mpirun
@@ -385,15 +393,10 @@ fn a_state_from_inside_an_epoch_resumes_on_the_same_number_of_processes() {
     let mut again = ranks(2, d, &out_dir, &args);
     again.extend(["--resume".to_string(), out_dir.display().to_string()]);
     let out = mpirun(&[again]).output().unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    let err = stderr_text(&out);
-    assert!(
-        err.contains(
-            "it stopped inside epoch 0 (after 3 steps) of a run on 1 process(es): resume it on 1"
-        ),
-        "{err}"
+    assert_refused(
+        &out,
+        "it stopped inside epoch 0 (after 3 steps) of a run on 1 process(es): resume it on 1",
     );
-    assert!(stdout_text(&out).is_empty(), "no epoch ran");
 }
 
 /// The MPICH ABI: 2 ranks started by MPICH's own launcher (Hydra, `PMI_RANK`) with its
@@ -401,18 +404,7 @@ fn a_state_from_inside_an_epoch_resumes_on_the_same_number_of_processes() {
 /// Skips without MPICH unless `RECTRAIN_REQUIRE_MPICH` is set (`.ci/run` installs it).
 #[test]
 fn mpich_ranks_train_to_identical_weights() {
-    let found = Command::new("mpiexec.mpich")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("RECTRAIN_REQUIRE_MPICH").is_none(),
-            "RECTRAIN_REQUIRE_MPICH is set but mpiexec.mpich is not installed"
-        );
-        eprintln!("SKIPPED: MPICH is not installed (Debian: mpich)");
+    if !launcher_available("mpiexec.mpich", "RECTRAIN_REQUIRE_MPICH", "mpich") {
         return;
     }
     let d = demo();

@@ -9,11 +9,9 @@ fn main() {
     let mpi = mpi_dyn::Mpi::load().unwrap_or_else(|e| panic!("{e}"));
     mpi.init().unwrap();
     let (rank, size) = (mpi.rank().unwrap(), mpi.size().unwrap());
-    let send = vec![(rank + 1) as f32; n];
-    let mut recv = vec![0f32; n];
+    let mut recv = vec![(rank + 1) as f32; n];
     let t = std::time::Instant::now();
-    let root = (rank == 0).then_some(&mut recv[..]);
-    mpi.reduce_sum(&send, root, 0).unwrap();
+    mpi.reduce_sum(&mut recv, 0).unwrap();
     mpi.broadcast(&mut recv, 0).unwrap();
     eprintln!(
         "rank {rank}/{size} ({}): {:?} first={}",

@@ -254,42 +254,37 @@ impl Mpi {
         Ok(s as usize)
     }
 
-    /// MPI_Reduce with MPI_SUM of `send` onto rank `root`: the root passes `recv` (as
-    /// long as `send`), which receives the sum; the other ranks pass `None`. Every rank
-    /// must call it with the same length and root.
-    pub fn reduce_sum(
-        &self,
-        send: &[f32],
-        mut recv: Option<&mut [f32]>,
-        root: usize,
-    ) -> Result<(), MpiError> {
-        if let Some(r) = &recv {
-            assert_eq!(
-                send.len(),
-                r.len(),
-                "reduce_sum: buffers of different lengths"
-            );
-        }
-        for (i, s) in send.chunks(MAX_COUNT).enumerate() {
-            let r = recv.as_deref_mut().map_or(std::ptr::null_mut(), |r| {
-                r[i * MAX_COUNT..i * MAX_COUNT + s.len()].as_mut_ptr()
-            });
-            // SAFETY: `s` holds `s.len()` f32s (MPI_FLOAT), as does `r` on the root (null
-            // elsewhere, where MPI ignores it); both stay borrowed for the call; the
-            // handles are the library's own.
+    /// MPI_Reduce with MPI_SUM of every rank's `values` onto rank `root`, in place: on
+    /// the root `values` becomes the sum (MPI_IN_PLACE, no second buffer); elsewhere it
+    /// is only sent. Every rank must call it with the same length and root.
+    pub fn reduce_sum(&self, values: &mut [f32], root: usize) -> Result<(), MpiError> {
+        let at_root = self.rank()? == root;
+        for chunk in values.chunks_mut(MAX_COUNT) {
+            let n = chunk.len() as c_int;
+            let data = chunk.as_mut_ptr().cast::<c_void>();
+            // On the root: send MPI_IN_PLACE, receive into the chunk; elsewhere: send the
+            // chunk, no receive buffer (MPI ignores it off the root).
+            let (send, recv) = if at_root {
+                (self.in_place(), data)
+            } else {
+                (data.cast_const(), std::ptr::null_mut())
+            };
+            // SAFETY: `chunk` holds `n` f32s (MPI_FLOAT) and stays borrowed for the call;
+            // MPI_IN_PLACE and the handles are the library's own.
             with_api!(self, api => check("MPI_Reduce", unsafe {
-                (api.reduce)(
-                    s.as_ptr().cast(),
-                    r.cast(),
-                    s.len() as c_int,
-                    api.float,
-                    api.sum,
-                    root as c_int,
-                    api.world,
-                )
+                (api.reduce)(send, recv, n, api.float, api.sum, root as c_int, api.world)
             }))?;
         }
         Ok(())
+    }
+
+    /// The library's MPI_IN_PLACE (`(void *) 1` in Open MPI's mpi.h, `(void *) -1` in
+    /// MPICH's).
+    fn in_place(&self) -> *const c_void {
+        match self.flavour {
+            Flavour::OpenMpi(_) => std::ptr::without_provenance(1),
+            Flavour::Mpich(_) => std::ptr::without_provenance(usize::MAX),
+        }
     }
 
     /// MPI_Bcast of `buf` from rank `root` to every rank.
@@ -380,10 +375,9 @@ mod tests {
             "{}",
             mpi.describe()
         );
-        let send = [1.5f32, -2.0, 3.25];
-        let mut recv = [0f32; 3];
-        mpi.reduce_sum(&send, Some(&mut recv), 0).unwrap();
-        assert_eq!(recv, send);
+        let mut values = [1.5f32, -2.0, 3.25];
+        mpi.reduce_sum(&mut values, 0).unwrap();
+        assert_eq!(values, [1.5, -2.0, 3.25]);
         let mut buf = [7.0f32, 8.0];
         mpi.broadcast(&mut buf, 0).unwrap();
         assert_eq!(buf, [7.0, 8.0]);

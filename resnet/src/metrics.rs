@@ -79,6 +79,15 @@ impl Accumulator {
         self.add_probabilities(&probabilities, labels, mean_loss, head, top_k);
     }
 
+    /// Add another accumulator's sums (e.g. a batch's, summed over the ranks of a
+    /// multi-process run).
+    pub fn merge(&mut self, other: &Accumulator) {
+        self.loss_sum += other.loss_sum;
+        self.samples += other.samples;
+        self.correct += other.correct;
+        self.top_k_correct += other.top_k_correct;
+    }
+
     /// [`add_batch`](Self::add_batch) for probabilities already computed (one row per
     /// image), so that several accumulators of one batch share one softmax.
     pub fn add_probabilities(

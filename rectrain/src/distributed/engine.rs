@@ -8,6 +8,7 @@
 use mpi_dyn::Mpi;
 
 use super::world::World;
+use super::Fnv1a;
 
 /// What went wrong between the processes.
 #[derive(Debug, thiserror::Error)]
@@ -45,11 +46,9 @@ fn list(ranks: &[usize]) -> String {
 
 /// `bytes` as four exact 16-bit pieces of a 64-bit FNV-1a hash.
 fn digest_pieces(bytes: &[u8]) -> [f32; 4] {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let mut fnv = Fnv1a::default();
+    fnv.write(bytes);
+    let h = fnv.finish();
     std::array::from_fn(|i| ((h >> (16 * i)) & 0xffff) as f32)
 }
 
@@ -94,19 +93,12 @@ impl Collective {
         self.mpi.describe()
     }
 
-    /// Sum `values` over all ranks, element by element: reduced onto rank 0
+    /// Sum `values` over all ranks, element by element: reduced onto rank 0 in place
     /// (MPI_Reduce), then rank 0's sum on every rank (MPI_Bcast), so that every rank
     /// holds the same bytes whatever order MPI adds them in (about the traffic of one
     /// MPI_Allreduce). MPI's errors end the job (its default error handler).
     pub fn all_reduce_sum(&self, values: &mut [f32]) {
-        let result = if self.world.is_leader() {
-            let mut sum = vec![0f32; values.len()];
-            let r = self.mpi.reduce_sum(values, Some(&mut sum), 0);
-            values.copy_from_slice(&sum);
-            r
-        } else {
-            self.mpi.reduce_sum(values, None, 0)
-        };
+        let result = self.mpi.reduce_sum(values, 0);
         self.fatal_on(result.and_then(|()| self.mpi.broadcast(values, 0)));
     }
 

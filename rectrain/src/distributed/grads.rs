@@ -49,6 +49,8 @@ pub fn flatten<B: AutodiffBackend, M: AutodiffModule<B>>(
 struct Unflatten<'a> {
     values: &'a [f32],
     grads: GradientsParams,
+    /// The values ended before the model's parameters did.
+    short: bool,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_> {
@@ -62,6 +64,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Unflatten<'_> {
         let (head, rest) = self.values.split_at(n.min(self.values.len()));
         self.values = rest;
         if head.len() < n {
+            self.short = true;
             return;
         }
         let device = value.device();
@@ -80,30 +83,10 @@ pub fn unflatten<B: AutodiffBackend, M: AutodiffModule<B>>(
     let mut u = Unflatten {
         values,
         grads: GradientsParams::new(),
+        short: false,
     };
-    let expected = parameter_count::<B, M>(model);
-    if values.len() != expected {
-        return None;
-    }
     model.visit(&mut u);
-    Some(u.grads)
-}
-
-struct Count(usize);
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for Count {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if param.val().is_require_grad() {
-            self.0 += param.lazy_shape().num_elements();
-        }
-    }
-}
-
-/// How many floats [`flatten`] gives for `model`.
-pub fn parameter_count<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M) -> usize {
-    let mut c = Count(0);
-    model.visit(&mut c);
-    c.0
+    (!u.short && u.values.is_empty()).then_some(u.grads)
 }
 
 #[cfg(test)]
@@ -115,6 +98,23 @@ mod tests {
     use resnet::model::ResNetConfig;
 
     type B = Autodiff<Flex>;
+
+    struct Count(usize);
+
+    impl<A: AutodiffBackend> ModuleVisitor<A> for Count {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<A, D>>) {
+            if param.val().is_require_grad() {
+                self.0 += param.lazy_shape().num_elements();
+            }
+        }
+    }
+
+    /// How many floats [`flatten`] gives for `model`.
+    fn parameter_count<A: AutodiffBackend, M: AutodiffModule<A>>(model: &M) -> usize {
+        let mut c = Count(0);
+        model.visit(&mut c);
+        c.0
+    }
 
     /// The all-reduce's contract on the host side: flattening two shards' gradients
     /// and adding the buffers gives the sum of the gradients, parameter by parameter

@@ -20,3 +20,27 @@ pub mod world;
 
 pub use engine::{Collective, CollectiveError};
 pub use world::{check_kv_store, detect, device_for_rank, ResourceConfig, World};
+
+/// A 64-bit FNV-1a hash, fed piece by piece: the run digest the ranks compare at the
+/// start, and the final weights' digest each rank logs.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    pub fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub fn finish(self) -> u64 {
+        self.0
+    }
+}

@@ -26,7 +26,7 @@ use super::loss::batch_loss;
 use super::optim::{all_finite, grads_finite, prepare_grads};
 use super::resume::{self, ResumeState};
 use super::{TrainError, TrainOutcome, TrainingSetup};
-use crate::distributed::{grads as flat, Collective};
+use crate::distributed::{grads as flat, Collective, Fnv1a};
 
 pub(super) struct TrainingRun<'a, B: AutodiffBackend> {
     pub(super) p: &'a TrainingSetup,
@@ -425,10 +425,7 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
             match &global_metrics {
                 Some(g) => {
                     for a in [&mut state.accumulator, &mut speedometer.window] {
-                        a.loss_sum += g.loss_sum;
-                        a.samples += g.samples;
-                        a.correct += g.correct;
-                        a.top_k_correct += g.top_k_correct;
+                        a.merge(g);
                     }
                 }
                 None => {
@@ -617,20 +614,14 @@ impl<B: AutodiffBackend> TrainingRun<'_, B> {
 /// A 64-bit FNV-1a hash of every tensor of `model` (weights and BatchNorm statistics,
 /// by name), for comparing the ranks' models in the log.
 fn weights_digest<B: Backend>(model: &ResNet<B>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
+    let mut h = Fnv1a::default();
     for (name, t) in resnet::weights::to_state_dict(model) {
-        eat(name.as_bytes());
+        h.write(name.as_bytes());
         if let resnet::weights::HostData::F32(v) = &t.data {
             for x in v {
-                eat(&x.to_le_bytes());
+                h.write(&x.to_le_bytes());
             }
         }
     }
-    h
+    h.finish()
 }
